@@ -1,0 +1,1 @@
+"""laspa: training-free text-guided image editing with latent spatial alignment."""
