@@ -1,0 +1,37 @@
+"""The procedural scene world: scenes, captions, rendering (and edits, reading).
+
+Every scene renders exactly, so every benchmark case built on it has an exact
+target image and an exact edit mask.  See `scene.py` for the caption grammar.
+"""
+
+from .render import coverage, footprint, render, render_array
+from .scene import Scene, SceneObject, caption, object_phrase, place_phrase, sample_scene
+from .vocab import (
+    BACKGROUND_COLORS,
+    CELLS,
+    MAX_OBJECTS,
+    OBJECT_COLORS,
+    SHAPES,
+    SIZES,
+    VOCABULARY,
+)
+
+__all__ = [
+    "BACKGROUND_COLORS",
+    "CELLS",
+    "MAX_OBJECTS",
+    "OBJECT_COLORS",
+    "SHAPES",
+    "SIZES",
+    "VOCABULARY",
+    "Scene",
+    "SceneObject",
+    "caption",
+    "coverage",
+    "footprint",
+    "object_phrase",
+    "place_phrase",
+    "render",
+    "render_array",
+    "sample_scene",
+]
