@@ -7,19 +7,26 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from laspa.world import (
     BACKGROUND_COLORS,
     CELLS,
+    EDIT_KINDS,
     OBJECT_COLORS,
     SHAPES,
     SIZES,
     VOCABULARY,
+    Edit,
     Scene,
     SceneObject,
+    apply_edit,
     caption,
     coverage,
+    footprint,
+    possible_kinds,
     render,
+    sample_edit,
     sample_scene,
 )
 
@@ -177,3 +184,134 @@ def test_distinct_cells_never_overlap():
         ca = coverage(obj("square", size="large", cell=a))
         cb = coverage(obj("square", size="large", cell=b))
         assert not np.any((ca > 0) & (cb > 0))
+
+
+# --- edits ------------------------------------------------------------------------------
+
+CIRCLE = SceneObject("circle", "red", "large", "top left")
+STAR = SceneObject("star", "blue", "small", "center")
+BASE = Scene("gray", (CIRCLE, STAR))
+
+
+def dilate(mask: np.ndarray) -> np.ndarray:
+    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
+
+
+def test_recolor_target_and_mask():
+    case = apply_edit(BASE, Edit("recolor", 0, "green"))
+    assert case.target.objects[0] == CIRCLE.replace(color="green")
+    assert case.target.objects[1] == STAR and case.target.background == "gray"
+    assert case.target_caption.startswith("a large green circle at the top left and")
+    assert np.array_equal(case.mask, dilate(footprint(CIRCLE)))
+    assert not np.any(case.mask & footprint(STAR))
+    assert case.mask.dtype == bool and case.mask.shape == (64, 64) and case.kind == "recolor"
+
+
+def test_reshape_and_resize_masks_cover_both_footprints():
+    case = apply_edit(BASE, Edit("reshape", 1, "heart"))
+    heart = STAR.replace(shape="heart")
+    assert case.target.objects[1] == heart
+    assert np.array_equal(case.mask, dilate(footprint(STAR) | footprint(heart)))
+    case = apply_edit(BASE, Edit("resize", 1, "large"), size=128)
+    big = STAR.replace(size="large")
+    assert case.target.objects[1] == big and case.mask.shape == (128, 128)
+    assert np.array_equal(case.mask, dilate(footprint(STAR, 128) | footprint(big, 128)))
+
+
+def test_move_mask_covers_old_and_new_cell_only():
+    case = apply_edit(BASE, Edit("move", 0, "bottom right"))
+    moved = CIRCLE.replace(cell="bottom right")
+    assert moved in case.target.objects and CIRCLE not in case.target.objects
+    assert case.target.objects == (STAR, moved)  # caption order follows the new cell
+    assert case.mask[10, 10] and case.mask[53, 53]
+    assert np.array_equal(case.mask, dilate(footprint(CIRCLE) | footprint(moved)))
+    assert not np.any(case.mask & footprint(STAR))
+
+
+def test_add_and_remove():
+    new = SceneObject("cross", "white", "small", "right")
+    case = apply_edit(BASE, Edit("add", None, new))
+    assert case.target.objects == (CIRCLE, STAR, new)
+    assert case.target_caption.endswith("and a small white cross at the right on a gray background")
+    assert np.array_equal(case.mask, dilate(footprint(new)))
+    case = apply_edit(BASE, Edit("remove", 0))
+    assert case.target == Scene("gray", (STAR,))
+    assert np.array_equal(case.mask, dilate(footprint(CIRCLE)))
+
+
+def test_background_mask_excludes_object_interiors():
+    case = apply_edit(BASE, Edit("background", None, "navy"))
+    assert case.target == Scene("navy", BASE.objects)
+    assert case.mask[0, 0] and case.mask[63, 63] and case.mask[32, 55]
+    assert not case.mask[10, 10] and not case.mask[32, 32]  # object centres
+    total = coverage(CIRCLE) + coverage(STAR)
+    assert np.array_equal(case.mask, dilate(total < 1))
+    interior = ndimage.binary_erosion(footprint(CIRCLE), np.ones((3, 3)), iterations=3)
+    assert interior.any() and not np.any(case.mask & interior)
+
+
+def test_pixels_outside_the_mask_never_change():
+    rng = np.random.default_rng(5)
+    for i in range(140):
+        scene = sample_scene(rng)
+        kind = EDIT_KINDS[i % len(EDIT_KINDS)]
+        if kind not in possible_kinds(scene):
+            continue
+        for size in (64,) if i % 10 else (64, 128):
+            case = apply_edit(scene, sample_edit(rng, scene, kind), size)
+            src = np.asarray(case.source_image())
+            tgt = np.asarray(case.target_image())
+            changed = np.any(src != tgt, axis=-1)
+            assert not np.any(changed & ~case.mask), (kind, scene)
+            assert changed.any()
+
+
+@pytest.mark.parametrize(
+    ("scene", "edit", "message"),
+    [
+        (BASE, Edit("move", 0, "center"), "occupied"),
+        (BASE, Edit("move", 0, "top left"), "no-op"),
+        (BASE, Edit("add", None, SceneObject("heart", "red", "small", "center")), "occupied"),
+        (BASE, Edit("recolor", 0, "red"), "no-op"),
+        (BASE, Edit("reshape", 1, "star"), "no-op"),
+        (BASE, Edit("resize", 0, "large"), "no-op"),
+        (BASE, Edit("background", None, "gray"), "no-op"),
+        (BASE, Edit("recolor", 0, "navy"), "unknown object color"),
+        (BASE, Edit("reshape", 0, "moon"), "unknown shape"),
+        (BASE, Edit("resize", 0, "huge"), "unknown size"),
+        (BASE, Edit("move", 0, "middle"), "unknown cell"),
+        (BASE, Edit("background", None, "red"), "unknown background color"),
+        (BASE, Edit("recolor", 2, "blue"), "out of range"),
+        (BASE, Edit("recolor", None, "blue"), "needs an object index"),
+        (BASE, Edit("background", 0, "navy"), "takes no object index"),
+        (Scene("gray", (CIRCLE,)), Edit("remove", 0), "last object"),
+        (
+            Scene("gray", (CIRCLE, STAR, SceneObject("square", "pink", "small", "bottom"))),
+            Edit("add", None, SceneObject("heart", "red", "small", "right")),
+            "already holds 3",
+        ),
+    ],
+)
+def test_impossible_edits_raise_clear_errors(scene, edit, message):
+    with pytest.raises(ValueError, match=message):
+        apply_edit(scene, edit)
+
+
+def test_unknown_edit_kind_and_impossible_sampled_kind():
+    with pytest.raises(ValueError, match="unknown edit kind"):
+        Edit("rotate", 0, "left")
+    with pytest.raises(ValueError, match="no remove edit"):
+        sample_edit(np.random.default_rng(0), Scene("gray", (CIRCLE,)), "remove")
+
+
+def test_sample_edit_covers_every_kind_and_is_valid():
+    rng = np.random.default_rng(8)
+    seen = set()
+    for _ in range(200):
+        scene = sample_scene(rng)
+        edit = sample_edit(rng, scene)
+        seen.add(edit.kind)
+        case = apply_edit(scene, edit)
+        assert case.target != case.source
+        assert Edit.from_dict(json.loads(json.dumps(edit.to_dict()))) == edit
+    assert seen == set(EDIT_KINDS)

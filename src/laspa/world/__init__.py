@@ -4,6 +4,16 @@ Every scene renders exactly, so every benchmark case built on it has an exact
 target image and an exact edit mask.  See `scene.py` for the caption grammar.
 """
 
+from .edits import (
+    EDIT_KINDS,
+    Edit,
+    EditCase,
+    apply_edit,
+    edit_mask,
+    edit_scene,
+    possible_kinds,
+    sample_edit,
+)
 from .render import coverage, footprint, render, render_array
 from .scene import Scene, SceneObject, caption, object_phrase, place_phrase, sample_scene
 from .vocab import (
@@ -17,6 +27,14 @@ from .vocab import (
 )
 
 __all__ = [
+    "EDIT_KINDS",
+    "Edit",
+    "EditCase",
+    "apply_edit",
+    "edit_mask",
+    "edit_scene",
+    "possible_kinds",
+    "sample_edit",
     "BACKGROUND_COLORS",
     "CELLS",
     "MAX_OBJECTS",
