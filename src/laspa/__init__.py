@@ -1,1 +1,19 @@
-"""laspa: training-free text-guided image editing with latent spatial alignment."""
+"""laspa: fast, training-free, text-guided editing of one real image with latent spatial alignment."""
+
+from .editor import DEFAULT_METHOD, Editor, EditResult
+from .errors import ImageError, LaspaError, ModelError, OutputError, ParameterError
+from .methods import METHODS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "Editor",
+    "EditResult",
+    "ImageError",
+    "LaspaError",
+    "ModelError",
+    "OutputError",
+    "ParameterError",
+]

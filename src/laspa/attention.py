@@ -1,0 +1,183 @@
+"""Attention control through diffusers' attention-processor API.
+
+One :class:`LaspaAttnProcessor` is installed on every attention module of the UNet
+(``unet.set_attn_processor``). Each instance knows its :class:`LayerInfo`; all of
+them share one :class:`AttentionState` that the sampler loop sets explicitly before
+every UNet call (step index, timestep, batch layout). When no hook wants a layer's
+probabilities, the processor runs PyTorch's fused scaled-dot-product attention;
+only the layers and steps a hook asks for pay for explicit ``softmax(QK^T)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Where an attention module sits in the UNet."""
+
+    name: str
+    place: str  # "down", "mid" or "up"
+    order: int  # forward-order index among all attention modules
+    kind_order: int  # forward-order index among modules of the same kind (self or cross)
+    is_cross: bool
+    downsample: int  # query grid = latent grid / downsample
+
+    @property
+    def is_self(self) -> bool:
+        return not self.is_cross
+
+
+@dataclass
+class StepInfo:
+    """What the loop tells the processors before a UNet call."""
+
+    index: int = 0  # 0-based step of the sampling loop
+    num_steps: int = 1
+    timestep: int = 0
+    rows: int = 1  # latent rows in the batch (the UNet batch is [uncond rows; cond rows])
+    guided: bool = True  # False: the UNet batch holds the conditional rows only
+    latent_hw: tuple[int, int] = (64, 64)
+
+    def half(self, batch: int, conditional: bool = True) -> slice:
+        """The slice of a UNet batch holding the conditional (or unconditional) rows."""
+        if not self.guided:
+            return slice(0, batch) if conditional else slice(0, 0)
+        return slice(self.rows, batch) if conditional else slice(0, self.rows)
+
+
+class AttentionHook(Protocol):
+    """What a method plugs into the attention processors."""
+
+    def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
+        """Whether this layer's probabilities are needed at this step."""
+
+    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+        """Observe or replace probabilities of shape (batch, heads, queries, keys)."""
+
+
+@dataclass
+class AttentionState:
+    """Shared by all processors of one UNet."""
+
+    step: StepInfo = field(default_factory=StepInfo)
+    hooks: list[AttentionHook] = field(default_factory=list)
+
+
+class LaspaAttnProcessor:
+    """Attention that exposes its probabilities to hooks, and is fused otherwise."""
+
+    def __init__(self, layer: LayerInfo, state: AttentionState):
+        self.layer = layer
+        self.state = state
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        spatial_shape = None
+        if hidden_states.ndim == 4:
+            batch, channels, height, width = hidden_states.shape
+            spatial_shape = (channels, height, width)
+            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+
+        query, key, value = (
+            _split_heads(projection, attn.heads)
+            for projection in (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
+        )
+        step = self.state.step
+        active = [hook for hook in self.state.hooks if hook.wants(self.layer, step)]
+        if active:
+            scores = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            probs = scores.softmax(dim=-1).to(value.dtype)
+            for hook in active:
+                probs = hook(self.layer, step, probs)
+            out = torch.matmul(probs, value)
+        else:
+            out = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, scale=attn.scale
+            )
+        out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[-1])
+        out = attn.to_out[1](attn.to_out[0](out))
+        if spatial_shape is not None:
+            out = out.transpose(-1, -2).reshape(batch, *spatial_shape)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def _split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
+    batch, length, dim = tensor.shape
+    return tensor.view(batch, length, heads, dim // heads).transpose(1, 2)
+
+
+_NAME = re.compile(r"^(down_blocks|mid_block|up_blocks)\.?(\d*)\.attentions\.(\d+)\.(.*)attn([12])")
+
+
+def describe_layers(unet) -> dict[str, LayerInfo]:
+    """LayerInfo for every attention processor name of a diffusers UNet2DConditionModel."""
+    names = list(unet.attn_processors)
+    num_down = len(unet.config.block_out_channels)
+    parsed = []
+    for name in names:
+        match = _NAME.match(name)
+        if match is None:
+            raise ValueError(f"unrecognised attention module name {name!r}")
+        group, block, attention, inner, which = match.groups()
+        block_index = int(block) if block else 0
+        if group == "down_blocks":
+            place, rank, level = "down", 0, block_index
+        elif group == "mid_block":
+            place, rank, level = "mid", 1, num_down - 1
+        else:
+            place, rank, level = "up", 2, num_down - 1 - block_index
+        inner_index = tuple(int(n) for n in re.findall(r"\d+", inner))
+        sort_key = (rank, block_index, int(attention), inner_index, int(which))
+        parsed.append((sort_key, name, place, which == "2", 2**level))
+    parsed.sort()
+    infos: dict[str, LayerInfo] = {}
+    counts = {True: 0, False: 0}
+    for order, (_, name, place, is_cross, downsample) in enumerate(parsed):
+        infos[name] = LayerInfo(name, place, order, counts[is_cross], is_cross, downsample)
+        counts[is_cross] += 1
+    return infos
+
+
+def install_processors(unet) -> AttentionState:
+    """Install one LaspaAttnProcessor per attention module; return their shared state."""
+    state = AttentionState()
+    layers = describe_layers(unet)
+    unet.set_attn_processor({name: LaspaAttnProcessor(info, state) for name, info in layers.items()})
+    return state
+
+
+def query_grid(layer: LayerInfo, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """The (height, width) grid of a layer's queries for a latent of the given size."""
+    height, width = latent_hw
+    return math.ceil(height / layer.downsample), math.ceil(width / layer.downsample)

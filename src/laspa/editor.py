@@ -1,0 +1,372 @@
+"""The Editor: one Stable Diffusion model, every editing method, batched edits of one image."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import images, methods
+from .attention import install_processors
+from .errors import ModelError, ParameterError
+from .loop import Conditioning, Denoiser, SamplerHooks, Step, invert, sample
+from .methods.base import METHODS, EditBatch, EditRow, get_method, make_params
+
+#: A progress callback receives (phase, steps done, steps in the phase).
+Progress = Callable[[str, int, int], None]
+
+DEFAULT_METHOD = "laspa-x0"
+
+
+@dataclass
+class EditResult:
+    """One edited image and what it cost."""
+
+    image: Image.Image
+    method: str
+    prompt: str
+    seed: int
+    params: dict[str, Any]
+    seconds: float  # wall time per edit (a batch's time divided by its edits)
+    unet_evals: float  # UNet batch rows evaluated per edit
+    latent: torch.Tensor
+    mask: torch.Tensor | None = None  # (1, h, w) in [0, 1] at latent size, if the method made one
+    attention: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "prompt": self.prompt,
+            "seed": self.seed,
+            "params": self.params,
+            "seconds": round(self.seconds, 4),
+            "unet_evals": self.unet_evals,
+        }
+
+
+def default_device_and_dtype(
+    device: str | torch.device | None, dtype: torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    """CUDA in float16 when present, else CPU in float32; either may be overridden."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return device, dtype
+
+
+class Editor:
+    """Holds the SD components and runs edits through the one sampler loop."""
+
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        scheduler,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        name: str = "in-memory model",
+        inversion_cache_size: int = 8,
+    ):
+        from diffusers import DDIMScheduler
+
+        self.device, self.dtype = default_device_and_dtype(device, dtype)
+        self.vae = _place(vae, self.device, self.dtype)
+        self.text_encoder = _place(text_encoder, self.device, self.dtype)
+        self.unet = _place(unet, self.device, self.dtype)
+        self.tokenizer = tokenizer
+        # The loop is DDIM whatever scheduler the checkpoint names; its noise schedule,
+        # prediction type and timestep spacing come from the model's own config.
+        self.scheduler = DDIMScheduler.from_config(scheduler.config)
+        self.name = name
+        self.attention = install_processors(self.unet)
+        self.denoiser = Denoiser(self.unet, self.scheduler, self.attention)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
+        # a side must survive the VAE's and the UNet's downsampling without remainder
+        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        self.size_multiple = self.vae_scale_factor * unet_factor
+        self._inversions: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
+        self.inversion_cache_size = inversion_cache_size
+        self.inversion_cache_hits = 0
+        self._embeddings: dict[str, torch.Tensor] = {}
+        self.progress: Progress | None = None
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> Editor:
+        """Load a diffusers Stable Diffusion 1.x/2.x checkpoint by folder or hub id.
+
+        Only safetensors weights are accepted: pickle files can run code when loaded.
+        """
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        check_model_source(model)
+        _, torch_dtype = default_device_and_dtype(device, dtype)
+        source = str(model)
+        try:
+            vae = AutoencoderKL.from_pretrained(
+                source, subfolder="vae", use_safetensors=True, torch_dtype=torch_dtype
+            )
+            unet = UNet2DConditionModel.from_pretrained(
+                source, subfolder="unet", use_safetensors=True, torch_dtype=torch_dtype
+            )
+            text_encoder = CLIPTextModel.from_pretrained(
+                source, subfolder="text_encoder", use_safetensors=True, dtype=torch_dtype
+            )
+            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+            scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+        except Exception as error:  # diffusers/hub raise many types; the user needs one line
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelError(f"cannot load model {source}: {reason}") from None
+        return cls(
+            vae, text_encoder, tokenizer, unet, scheduler,
+            device=device, dtype=dtype, name=source, **kwargs,
+        )  # fmt: skip
+
+    @classmethod
+    def mini(cls, **kwargs) -> Editor:
+        """The bundled miniature model, trained by the project on its scene world."""
+        from .mini import model_dir
+
+        try:
+            folder = model_dir()
+        except RuntimeError as error:
+            raise ModelError(str(error)) from None
+        return cls.from_pretrained(folder, **kwargs)
+
+    # --------------------------------------------------------------- building blocks
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """enc(I): the VAE posterior mean (deterministic), scaled as diffusers does."""
+        with torch.no_grad():
+            posterior = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        return posterior.mean.float() * self.vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [-1, 1]."""
+        scaled = latents / self.vae.config.scaling_factor
+        with torch.no_grad():
+            return self.vae.decode(scaled.to(self.device, self.dtype)).sample.float()
+
+    def model_size(self, image: Image.Image) -> tuple[int, int]:
+        return images.fit_size(*image.size, self.resolution, self.size_multiple)
+
+    def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+        """CLIP text embeddings, cached per prompt (sweeps repeat a few prompts many times)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._embeddings]
+        if missing:
+            tokens = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            with torch.no_grad():
+                encoded = self.text_encoder(tokens.input_ids.to(self.device))[0].float()
+            if len(self._embeddings) > 256:
+                self._embeddings.clear()
+            self._embeddings.update(zip(missing, encoded, strict=True))
+        return torch.stack([self._embeddings[p] for p in prompts])
+
+    def conditioning(
+        self, batch: EditBatch, prompts: Sequence[str] | None = None, guided: bool = True
+    ) -> Conditioning:
+        """Conditioning of the batch's rows on their prompts (or ``prompts``), with CFG."""
+        prompts = [row.prompt for row in batch.rows] if prompts is None else prompts
+        cond = self.text_embeddings(prompts)
+        if not guided:
+            return Conditioning(cond)
+        uncond = self.text_embeddings([""]).expand_as(cond)
+        guidance = batch.column("guidance", self.device).view(-1, 1, 1, 1)
+        return Conditioning(cond, uncond, guidance)
+
+    @staticmethod
+    def generators(batch: EditBatch) -> list[torch.Generator]:
+        """One CPU generator per row: a row's noise depends on its seed alone, so an edit
+        is the same whether it runs alone or in a batch, on any device."""
+        return [torch.Generator("cpu").manual_seed(int(row.seed)) for row in batch.rows]
+
+    def noise(self, generators: list[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+        one = (1, *shape[1:])
+        return torch.cat([torch.randn(one, generator=g) for g in generators]).to(self.device)
+
+    def sample(
+        self,
+        x: torch.Tensor,
+        steps: list[Step],
+        conditioning: Conditioning,
+        hooks: SamplerHooks | None = None,
+        phase: str = "edit",
+    ) -> torch.Tensor:
+        return sample(self.denoiser, x, steps, conditioning, hooks, self._progress(phase))
+
+    def invert(self, reference: torch.Tensor, prompt: str, num_steps: int) -> list[torch.Tensor]:
+        """DDIM inversion trajectory of ``reference`` (x_T first), cached per
+        (latent content, prompt, steps) so several edits of one image invert once.
+
+        The cache holds at most ``inversion_cache_size`` trajectories (least recently used
+        out); each costs ``(steps + 1) * latent bytes`` (3.3 MB for SD at 512 px, 50 steps).
+        """
+        digest = hashlib.sha1(reference.float().cpu().numpy().tobytes()).hexdigest()
+        key = (digest, tuple(reference.shape), prompt, num_steps)
+        if key in self._inversions:
+            self.inversion_cache_hits += 1
+            self._inversions.move_to_end(key)
+            return self._inversions[key]
+        conditioning = Conditioning(self.text_embeddings([prompt]).expand(reference.shape[0], -1, -1))
+        steps = self.denoiser.steps(num_steps)
+        trajectory = invert(self.denoiser, reference, steps, conditioning, self._progress("invert"))
+        self._inversions[key] = trajectory
+        while len(self._inversions) > self.inversion_cache_size:
+            self._inversions.popitem(last=False)
+        return trajectory
+
+    def _progress(self, phase: str):
+        if self.progress is None:
+            return None
+        report = self.progress
+        return lambda done, total: report(phase, done, total)
+
+    # -------------------------------------------------------------------- editing
+    def edit(
+        self,
+        image: Image.Image | str | Path,
+        prompt: str,
+        method: str = DEFAULT_METHOD,
+        seed: int = 0,
+        **params: Any,
+    ) -> EditResult:
+        """Edit one image towards ``prompt``; ``params`` are the method's options."""
+        variant = {"prompt": prompt, "seed": seed, **params}
+        return self.edit_many(image, [variant], method=method)[0]
+
+    def edit_many(
+        self,
+        image: Image.Image | str | Path,
+        variants: Sequence[dict[str, Any]],
+        method: str = DEFAULT_METHOD,
+        batch_size: int | None = None,
+    ) -> list[EditResult]:
+        """Several edits of one image (prompts, seeds, parameters) in shared UNet batches.
+
+        Each variant is a dict with ``prompt``, optional ``seed`` and the method's options.
+        Variants that agree on the method's batch key (e.g. ``steps``) run in one batch of
+        at most ``batch_size`` rows; results come back in the order given.
+        """
+        start = time.perf_counter()
+        plugin = get_method(method)
+        rows = [self._row(method, variant) for variant in variants]
+        if not rows:
+            raise ParameterError("no edits requested")
+        if batch_size is not None and batch_size < 1:
+            raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+        picture = images.load_image(image)
+        model_size = self.model_size(picture)
+        reference = self.encode(images.to_tensor(picture, model_size))
+
+        results: list[EditResult | None] = [None] * len(rows)
+        for indices in _batches(rows, plugin.batch_key, batch_size):
+            batch_start, evals_before = time.perf_counter(), self.denoiser.unet_evals
+            batch = EditBatch(reference, [rows[i] for i in indices])
+            output = plugin.run(self, batch)
+            decoded = images.to_pil(self.decode(output.latents), picture.size)
+            per_edit_seconds = (time.perf_counter() - batch_start) / len(indices)
+            per_edit_evals = (self.denoiser.unet_evals - evals_before) / len(indices)
+            for position, index in enumerate(indices):
+                row = rows[index]
+                results[index] = EditResult(
+                    image=decoded[position],
+                    method=method,
+                    prompt=row.prompt,
+                    seed=row.seed,
+                    params=dataclasses.asdict(row.params),
+                    seconds=per_edit_seconds,
+                    unet_evals=per_edit_evals,
+                    latent=output.latents[position : position + 1].cpu(),
+                    mask=None if output.masks is None else output.masks[position].cpu(),
+                    attention={k: v[position] for k, v in output.extras.get("attention", {}).items()},
+                )
+        # encoding and image conversion are shared: spread them over the edits
+        overhead = (time.perf_counter() - start - sum(r.seconds for r in results)) / len(rows)
+        for result in results:
+            result.seconds += overhead
+        return results  # type: ignore[return-value]
+
+    def _row(self, method: str, variant: dict[str, Any]) -> EditRow:
+        variant = dict(variant)
+        prompt = variant.pop("prompt", None)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ParameterError("the prompt must be a non-empty text")
+        seed = variant.pop("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ParameterError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        return EditRow(prompt, seed, make_params(method, variant))
+
+
+def _place(module, device: torch.device, dtype: torch.dtype):
+    """Move a component, casting only when needed (diffusers warns on redundant casts)."""
+    module = module.to(device)
+    if module.dtype != dtype:
+        module = module.to(dtype)
+    return module.eval()
+
+
+def _batches(rows: list[EditRow], key: tuple[str, ...], batch_size: int | None) -> list[list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(tuple(getattr(row.params, name) for name in key), []).append(index)
+    size = batch_size or len(rows)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def check_model_source(model: str | Path) -> None:
+    """Fail early, in one line, on a model folder that is missing or holds pickle weights."""
+    text = str(model)
+    path = Path(text)
+    if path.is_file():
+        raise ModelError(
+            f"{text} is a single file; laspa loads diffusers model folders (model_index.json, "
+            "unet/, vae/, text_encoder/, tokenizer/, scheduler/) or hub ids"
+        )
+    looks_local = path.is_absolute() or text.startswith((".", "~")) or path.exists()
+    if not path.exists():
+        if looks_local or text.count("/") > 1:
+            raise ModelError(f"model folder not found: {text}")
+        return  # a hub id such as runwayml/stable-diffusion-v1-5: diffusers resolves it
+    missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+               if not (path / sub).is_dir()]  # fmt: skip
+    if missing:
+        raise ModelError(f"{text} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)")
+    for sub in ("unet", "vae", "text_encoder"):
+        if not any((path / sub).glob("*.safetensors")):
+            pickles = [p.name for p in (path / sub).iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+            if pickles:
+                raise ModelError(
+                    f"{path / sub} holds only pickle weights ({pickles[0]}); laspa loads safetensors "
+                    "only, since pickle files can run code: convert the checkpoint to safetensors"
+                )
+            raise ModelError(f"no safetensors weights in {path / sub}")
+
+
+__all__ = ["Editor", "EditResult", "METHODS", "methods"]

@@ -1,0 +1,21 @@
+"""Errors a user can cause. The CLI turns each into one line on stderr and exit status 2."""
+
+
+class LaspaError(Exception):
+    """Base class of errors caused by user input rather than by a bug."""
+
+
+class ParameterError(LaspaError, ValueError):
+    """A parameter outside its documented range, or an unknown method or option."""
+
+
+class ImageError(LaspaError):
+    """An input image that cannot be read safely."""
+
+
+class ModelError(LaspaError):
+    """A model that cannot be loaded (missing, not diffusers format, pickle weights)."""
+
+
+class OutputError(LaspaError):
+    """An output path that would clash with the input or cannot be written."""

@@ -1,0 +1,192 @@
+"""The one DDIM sampler loop, with named hook points.
+
+::
+
+    for t in timesteps:
+        x    -> before_unet          input alignment, latent mixing, masked blending
+        eps  =  UNet(x, t, text)     attention hooks run inside the processors
+        eps  -> after_eps            error alignment
+        x0   -> after_x0             x0 alignment
+        dir  -> direction            the eps of the direction term (default: eps)
+        x    =  ddim_step(x0, dir)   -> after_step
+
+Every editing method is a :class:`SamplerHooks` subclass that overrides the points
+it needs. Latents are kept in float32 whatever the UNet's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import ddim
+from .attention import AttentionHook, AttentionState, StepInfo
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One DDIM step from timestep ``t`` to ``t_prev`` (negative after the last step)."""
+
+    index: int
+    num_steps: int
+    t: int
+    t_prev: int
+    alpha: float
+    alpha_prev: float
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.num_steps - 1
+
+
+class SamplerHooks:
+    """Named hook points of the loop; the defaults are plain DDIM."""
+
+    attention_hooks: tuple[AttentionHook, ...] = ()
+
+    def before_unet(self, step: Step, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def after_eps(self, step: Step, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return eps
+
+    def after_x0(
+        self, step: Step, x: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor
+    ) -> torch.Tensor:
+        return x0
+
+    def direction(
+        self, step: Step, x: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor
+    ) -> torch.Tensor:
+        return eps
+
+    def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
+        return x_prev
+
+
+@dataclass
+class Conditioning:
+    """Text embeddings of the latent rows, and how to guide them.
+
+    ``uncond=None`` runs the conditional branch alone (no classifier-free guidance),
+    which is how DDIM inversion with the empty prompt evaluates the UNet once per row.
+    """
+
+    cond: torch.Tensor  # (rows, tokens, dim)
+    uncond: torch.Tensor | None = None  # (rows, tokens, dim)
+    guidance: torch.Tensor | float = 7.5  # scalar or (rows, 1, 1, 1)
+
+    @property
+    def rows(self) -> int:
+        return self.cond.shape[0]
+
+
+class Denoiser:
+    """A UNet with its noise schedule: guided noise predictions and DDIM timesteps."""
+
+    def __init__(self, unet, scheduler, attention: AttentionState):
+        self.unet = unet
+        self.scheduler = scheduler
+        self.attention = attention
+        self.alphas_cumprod = scheduler.alphas_cumprod.double().cpu()
+        self.final_alpha = float(scheduler.final_alpha_cumprod)
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.prediction_type = scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
+        self.unet_evals = 0  # UNet batch rows evaluated since the last reset
+
+    def alpha(self, t: int) -> float:
+        return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha
+
+    def steps(self, num_steps: int) -> list[Step]:
+        """The DDIM steps the model's scheduler visits, with DDIMScheduler's ``t_prev`` rule."""
+        self.scheduler.set_timesteps(num_steps)
+        ratio = self.num_train_timesteps // num_steps
+        timesteps = [int(t) for t in self.scheduler.timesteps]
+        return [
+            Step(i, num_steps, t, t - ratio, self.alpha(t), self.alpha(t - ratio))
+            for i, t in enumerate(timesteps)
+        ]
+
+    def eps(
+        self, x: torch.Tensor, t: int, conditioning: Conditioning, step: StepInfo
+    ) -> torch.Tensor:
+        """Guided noise prediction for the latent rows ``x`` at timestep ``t``."""
+        guided = conditioning.uncond is not None
+        embeddings = (
+            torch.cat([conditioning.uncond, conditioning.cond]) if guided else conditioning.cond
+        )
+        model_input = torch.cat([x, x]) if guided else x
+        step.rows, step.guided = x.shape[0], guided
+        step.latent_hw = (x.shape[-2], x.shape[-1])
+        self.attention.step = step
+        dtype = self.unet.dtype
+        with torch.no_grad():
+            out = self.unet(
+                model_input.to(dtype), t, encoder_hidden_states=embeddings.to(dtype)
+            ).sample.float()
+        self.unet_evals += model_input.shape[0]
+        if self.prediction_type == "v_prediction":
+            out = ddim.v_to_eps(model_input, out, self.alpha(t))
+        if not guided:
+            return out
+        eps_uncond, eps_cond = out.chunk(2)
+        return ddim.guided_eps(eps_uncond, eps_cond, conditioning.guidance)
+
+
+def sample(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    steps: list[Step],
+    conditioning: Conditioning,
+    hooks: SamplerHooks | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Run DDIM from ``x`` (at ``steps[0].t``) through ``steps``; return the final latents."""
+    hooks = hooks or SamplerHooks()
+    denoiser.attention.hooks = list(hooks.attention_hooks)
+    try:
+        for step in steps:
+            x = hooks.before_unet(step, x)
+            info = StepInfo(index=step.index, num_steps=step.num_steps, timestep=step.t)
+            eps = hooks.after_eps(step, x, denoiser.eps(x, step.t, conditioning, info))
+            x0 = hooks.after_x0(step, x, eps, ddim.predict_x0(x, eps, step.alpha))
+            eps_dir = hooks.direction(step, x, eps, x0)
+            x = hooks.after_step(step, ddim.ddim_step(x0, eps_dir, step.alpha_prev))
+            if progress is not None:
+                progress(step.index + 1, step.num_steps)
+    finally:
+        denoiser.attention.hooks = []
+    return x
+
+
+def invert(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    steps: list[Step],
+    conditioning: Conditioning,
+    progress: ProgressCallback | None = None,
+) -> list[torch.Tensor]:
+    """DDIM inversion of clean latents along ``steps`` (given in sampling order).
+
+    Returns the trajectory aligned with ``steps``: ``trajectory[i]`` is the latent at
+    ``steps[i].t`` (so ``trajectory[0]`` is x_T), and ``trajectory[-1]`` is the input
+    ``x0``. The UNet is evaluated at the timestep being moved to, as in DDIM inversion
+    practice (the exact eps at the current level is not available).
+    """
+    trajectory = [x0]
+    x = x0
+    for count, step in enumerate(reversed(steps), start=1):
+        info = StepInfo(index=step.index, num_steps=step.num_steps, timestep=step.t)
+        eps = denoiser.eps(x, step.t, conditioning, info)
+        x = ddim.ddim_inversion_step(x, eps, step.alpha_prev, step.alpha)
+        trajectory.append(x)
+        if progress is not None:
+            progress(count, len(steps))
+    trajectory.reverse()
+    return trajectory

@@ -1,0 +1,148 @@
+"""What every editing method is: validated parameters and a ``run`` over one batch.
+
+A method never loads a model, parses arguments or writes files. It receives an
+:class:`EditBatch` (the reference latent of one image and one row per requested
+edit: prompt, seed, parameters) and a :class:`~laspa.editor.Editor` to call back for
+text embeddings, noise and the sampler loop, and returns latents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from ..errors import ParameterError
+
+if TYPE_CHECKING:
+    from ..editor import Editor
+
+
+def option(default: Any, *, low=None, high=None, low_open=False, choices=None, help: str = ""):
+    """A dataclass field with its valid range, for validation and for the CLI's help."""
+    meta = {"low": low, "high": high, "low_open": low_open, "choices": choices, "help": help}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class CommonParams:
+    """Options every method takes."""
+
+    steps: int = option(50, low=1, high=1000, help="DDIM steps")
+    guidance: float = option(10.0, low=0.0, help="classifier-free guidance scale")
+
+
+def validate(params: Any) -> None:
+    """Raise ParameterError naming the first field outside its documented range."""
+    for spec in dataclasses.fields(params):
+        value = getattr(params, spec.name)
+        meta = spec.metadata
+        choices = meta.get("choices")
+        if choices is not None and value not in choices:
+            raise ParameterError(f"{spec.name} must be one of {', '.join(choices)}, got {value!r}")
+        low, high = meta.get("low"), meta.get("high")
+        if low is None and high is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParameterError(f"{spec.name} must be a number, got {value!r}")
+        too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+        too_high = high is not None and value > high
+        if value != value or too_low or too_high:  # value != value: NaN
+            raise ParameterError(f"{spec.name} must be {_range_text(meta)}, got {value}")
+
+
+def _range_text(meta) -> str:
+    low, high = meta.get("low"), meta.get("high")
+    if high is None:
+        return f"> {low}" if meta.get("low_open") else f">= {low}"
+    if low is None:
+        return f"<= {high}"
+    return f"in {'(' if meta.get('low_open') else '['}{low}, {high}]"
+
+
+@dataclass
+class EditRow:
+    """One requested edit of the batch's image."""
+
+    prompt: str
+    seed: int
+    params: Any  # the method's Params dataclass
+
+
+@dataclass
+class EditBatch:
+    """Edits of one image that share one UNet batch."""
+
+    reference: torch.Tensor  # (1, C, h, w): enc(I), scaled like diffusers does
+    rows: list[EditRow]
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    def param(self, name: str) -> list[Any]:
+        return [getattr(row.params, name) for row in self.rows]
+
+    def shared(self, name: str) -> Any:
+        """A parameter every row must share (e.g. the number of steps)."""
+        values = set(self.param(name))
+        if len(values) != 1:
+            raise ParameterError(f"{name} must be equal for all edits of one batch, got {values}")
+        return values.pop()
+
+    def column(self, name: str, device: torch.device | None = None) -> torch.Tensor:
+        """A numeric parameter as a per-row float32 tensor of shape (N,)."""
+        return torch.tensor([float(v) for v in self.param(name)], device=device)
+
+
+@dataclass
+class MethodOutput:
+    latents: torch.Tensor  # (N, C, h, w), the edited latents
+    masks: torch.Tensor | None = None  # (N, 1, h, w) in [0, 1] for methods that make a mask
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of a registered editing method."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Params: ClassVar[type]
+    #: parameters that must be equal within one batch; rows differing in them run apart
+    batch_key: ClassVar[tuple[str, ...]] = ("steps",)
+
+    def run(self, editor: Editor, batch: EditBatch) -> MethodOutput:
+        raise NotImplementedError
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]()
+    except KeyError:
+        known = ", ".join(sorted(METHODS))
+        raise ParameterError(f"unknown method {name!r}; choose one of: {known}") from None
+
+
+def make_params(method: str, overrides: dict[str, Any]) -> Any:
+    """The method's Params with ``overrides`` applied and validated."""
+    params_cls = METHODS[method].Params
+    names = {spec.name for spec in dataclasses.fields(params_cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ParameterError(
+            f"method {method} does not take {', '.join(unknown)} "
+            f"(it takes: {', '.join(sorted(names))})"
+        )
+    params = params_cls(**overrides)
+    validate(params)
+    return params

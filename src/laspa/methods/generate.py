@@ -1,0 +1,18 @@
+"""Plain text-to-image generation: the floor every edit's time is held against."""
+
+from __future__ import annotations
+
+from .base import CommonParams, EditBatch, Method, MethodOutput, register
+
+
+@register
+class Generate(Method):
+    name = "generate"
+    summary = "text-to-image with the prompt, ignoring the input (the speed reference)"
+    Params = CommonParams
+
+    def run(self, editor, batch: EditBatch) -> MethodOutput:
+        shape = (batch.size, *batch.reference.shape[1:])
+        x_T = editor.noise(editor.generators(batch), shape)
+        steps = editor.denoiser.steps(batch.shared("steps"))
+        return MethodOutput(editor.sample(x_T, steps, editor.conditioning(batch)))

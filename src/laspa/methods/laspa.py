@@ -1,0 +1,204 @@
+"""LASPA: sample from noise with the edit prompt while aligning towards enc(I).
+
+Three alignments, one hook point each (methods.md, "LASPA"):
+
+- ``laspa-input``  before the UNet: ``x_t <- b*s_t + (1-b)*x_t``, s_t the stochastic inverse;
+- ``laspa-eps``    after eps: ``eps <- b*e_rec + (1-b)*eps``;
+- ``laspa-x0``     after x0: ``x0 <- b*r + (1-b)*x0`` (the paper's choice, our default).
+
+``b`` is :func:`laspa.ddim.alignment_weight`, zero for ``t <= K``. Rows of one batch may
+carry different K, beta and schedules: weights are per-row tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .. import ddim
+from ..loop import SamplerHooks, Step
+from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
+
+WeightFn = Callable[[int], torch.Tensor]
+
+
+@dataclass
+class LaspaParams(CommonParams):
+    K: int = option(200, low=0, high=1000, help="align while t > K (lower K: more preservation)")
+    beta: float = option(0.3, low=0.0, high=1.0, help="alignment strength")
+    beta_schedule: str = option(
+        "constant", choices=("constant", "linear"), help="b_t = beta, or beta * t / T"
+    )
+
+
+@dataclass
+class InputParams(LaspaParams):
+    noise: str = option(
+        "fixed", choices=("fixed", "fresh"), help="z of s_t: fixed for the edit, or fresh per step"
+    )
+
+
+@dataclass
+class EpsParams(LaspaParams):
+    eps_form: str = option(
+        "exact", choices=("exact", "literal"), help="e_rec scaled so x0 = r, or x_t - r as printed"
+    )
+
+
+@dataclass
+class X0Params(LaspaParams):
+    direction: str = option(
+        "asymmetric",
+        choices=("asymmetric", "consistent"),
+        help="direction term from the UNet's eps, or recomputed from the aligned x0",
+    )
+
+
+def weight_schedule(batch: EditBatch, num_train_timesteps: int, device) -> WeightFn:
+    """Per-row b_t as a function of the timestep, from the rows' K, beta and schedule."""
+    beta = batch.column("beta", device)
+    K = batch.column("K", device)
+    linear = torch.tensor([s == "linear" for s in batch.param("beta_schedule")], device=device)
+
+    def weight(t: int) -> torch.Tensor:
+        return ddim.alignment_weight(t, beta, K, linear, num_train_timesteps)
+
+    return weight
+
+
+class InputAlignment(SamplerHooks):
+    """Pull the sample towards the stochastic inverse of the reference before each UNet call.
+
+    The final latent is aligned too when the weight at the terminal timestep is non-zero
+    (never for K >= 0; the property tests use a weight of 1 everywhere), so that weight 1
+    reproduces the reference exactly like the other two alignments.
+    """
+
+    def __init__(self, reference: torch.Tensor, weight: WeightFn, noise: Callable[[], torch.Tensor]):
+        self.reference = reference
+        self.weight = weight
+        self.noise = noise  # the z of s_t; called once per step (returns the same z if fixed)
+
+    def _align(self, t: int, alpha: float, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight(t)
+        if not bool(weight.any()):
+            return x
+        target = ddim.forward_noise(self.reference, self.noise(), alpha)
+        return ddim.blend(target, x, weight)
+
+    def before_unet(self, step: Step, x: torch.Tensor) -> torch.Tensor:
+        return self._align(step.t, step.alpha, x)
+
+    def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
+        return self._align(step.t_prev, step.alpha_prev, x_prev) if step.is_last else x_prev
+
+
+class EpsAlignment(SamplerHooks):
+    """Blend the guided eps with the noise that would make x0 exactly the reference."""
+
+    def __init__(self, reference: torch.Tensor, weight: WeightFn, form: list[str]):
+        self.reference = reference
+        self.weight = weight
+        self.literal = torch.tensor([f == "literal" for f in form]).view(-1, 1, 1, 1)
+
+    def after_eps(self, step: Step, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        weight = self.weight(step.t)
+        if not bool(weight.any()):
+            return eps
+        exact = ddim.reconstruction_eps(x, self.reference, step.alpha, "exact")
+        literal = ddim.reconstruction_eps(x, self.reference, step.alpha, "literal")
+        return ddim.blend(torch.where(self.literal, literal, exact), eps, weight)
+
+
+class X0Alignment(SamplerHooks):
+    """Blend the predicted x0 with the reference; the direction term keeps the UNet's eps
+    (asymmetric, after Asyrp) unless ``consistent`` rows recompute it from the aligned x0."""
+
+    def __init__(self, reference: torch.Tensor, weight: WeightFn, direction: list[str]):
+        self.reference = reference
+        self.weight = weight
+        self.consistent = torch.tensor([d == "consistent" for d in direction]).view(-1, 1, 1, 1)
+
+    def after_x0(self, step: Step, x, eps, x0):
+        weight = self.weight(step.t)
+        return ddim.blend(self.reference, x0, weight) if bool(weight.any()) else x0
+
+    def direction(self, step: Step, x, eps, x0):
+        if not bool(self.consistent.any()):
+            return eps
+        return torch.where(self.consistent, ddim.eps_from_x0(x, x0, step.alpha), eps)
+
+
+class _Laspa(Method):
+    """Shared run(): noise x_T from each row's seed, edit prompt, one aligned DDIM pass."""
+
+    def hooks(self, batch: EditBatch, reference, weight, generators) -> SamplerHooks:
+        raise NotImplementedError
+
+    def run(self, editor, batch: EditBatch) -> MethodOutput:
+        steps = editor.denoiser.steps(batch.shared("steps"))
+        reference = batch.reference.expand(batch.size, -1, -1, -1)
+        generators = editor.generators(batch)
+        x_T = editor.noise(generators, reference.shape)
+        weight = weight_schedule(batch, editor.denoiser.num_train_timesteps, reference.device)
+        hooks = self.hooks(batch, reference, weight, generators)
+        conditioning = editor.conditioning(batch)
+        return MethodOutput(editor.sample(x_T, steps, conditioning, hooks))
+
+
+@register
+class LaspaInput(_Laspa):
+    name = "laspa-input"
+    summary = "LASPA input alignment: most preservation, weakest edits"
+    Params = InputParams
+
+    def hooks(self, batch, reference, weight, generators):
+        fresh = [p == "fresh" for p in batch.param("noise")]
+        return InputAlignment(reference, weight, RowNoise(generators, reference, fresh))
+
+
+class RowNoise:
+    """The z of each row's stochastic inverse, drawn from the row's own generator after x_T.
+
+    Fixed rows keep their first z for the whole edit; ``fresh`` rows draw a new one per call.
+    """
+
+    def __init__(self, generators: list[torch.Generator], like: torch.Tensor, fresh: list[bool]):
+        self.generators = generators
+        self.like = like
+        self.fresh = torch.tensor(fresh, device=like.device).view(-1, 1, 1, 1)
+        self.z: torch.Tensor | None = None
+
+    def _draw(self) -> torch.Tensor:
+        shape = (1, *self.like.shape[1:])
+        draws = [torch.randn(shape, generator=g, device=g.device) for g in self.generators]
+        return torch.cat(draws).to(self.like.device)
+
+    def __call__(self) -> torch.Tensor:
+        if self.z is None:
+            self.z = self._draw()
+        elif bool(self.fresh.any()):
+            self.z = torch.where(self.fresh, self._draw(), self.z)
+        return self.z
+
+
+@register
+class LaspaEps(_Laspa):
+    name = "laspa-eps"
+    summary = "LASPA error alignment: aligns the predicted noise; needs a higher beta"
+    Params = EpsParams
+
+    def hooks(self, batch, reference, weight, generators):
+        return EpsAlignment(reference, weight, batch.param("eps_form"))
+
+
+@register
+class LaspaX0(_Laspa):
+    name = "laspa-x0"
+    summary = "LASPA x0 alignment (the paper's choice): best preservation/edit trade-off"
+    Params = X0Params
+
+    def hooks(self, batch, reference, weight, generators):
+        return X0Alignment(reference, weight, batch.param("direction"))

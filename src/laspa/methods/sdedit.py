@@ -1,0 +1,42 @@
+"""SDEdit: noise enc(I) to ``strength * T`` and denoise with the edit prompt (img2img)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ddim
+from ..errors import ParameterError
+from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
+
+
+@dataclass
+class SDEditParams(CommonParams):
+    strength: float = option(
+        0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule re-noised"
+    )
+
+
+def start_index(num_steps: int, strength: float) -> int:
+    """First step run, with diffusers img2img's rounding so both visit the same timesteps."""
+    return num_steps - min(int(num_steps * strength), num_steps)
+
+
+@register
+class SDEdit(Method):
+    name = "sdedit"
+    summary = "SDEdit baseline: re-noise the input to a strength, denoise with the prompt"
+    Params = SDEditParams
+    batch_key = ("steps", "strength")
+
+    def run(self, editor, batch: EditBatch) -> MethodOutput:
+        num_steps, strength = batch.shared("steps"), batch.shared("strength")
+        steps = editor.denoiser.steps(num_steps)[start_index(num_steps, strength) :]
+        if not steps:
+            raise ParameterError(
+                f"strength {strength} with {num_steps} steps leaves no denoising step; "
+                "raise strength or steps"
+            )
+        reference = batch.reference.expand(batch.size, -1, -1, -1)
+        noise = editor.noise(editor.generators(batch), reference.shape)
+        x = ddim.forward_noise(reference, noise, steps[0].alpha)
+        return MethodOutput(editor.sample(x, steps, editor.conditioning(batch)))
