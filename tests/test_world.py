@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 from scipy import ndimage
+from typer.testing import CliRunner
 
 from laspa.world import (
     BACKGROUND_COLORS,
@@ -20,15 +22,19 @@ from laspa.world import (
     Edit,
     Scene,
     SceneObject,
+    UnreadableSceneError,
     apply_edit,
     caption,
     coverage,
     footprint,
     possible_kinds,
+    read_scene,
+    read_scene_scores,
     render,
     sample_edit,
     sample_scene,
 )
+from laspa.world.cli import world_app
 
 
 def obj(shape="circle", color="red", size="large", cell="center") -> SceneObject:
@@ -315,3 +321,111 @@ def test_sample_edit_covers_every_kind_and_is_valid():
         assert case.target != case.source
         assert Edit.from_dict(json.loads(json.dumps(edit.to_dict()))) == edit
     assert seen == set(EDIT_KINDS)
+
+
+# --- reader -----------------------------------------------------------------------------
+
+
+def _degrade(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Gaussian blur radius 1 plus pixel noise of std 8/255, like a blurry generation."""
+    arr = np.asarray(image.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float64)
+    arr = arr + rng.normal(0.0, 8.0, arr.shape)
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+
+
+def test_reader_reads_rendered_scenes_exactly():
+    rng = np.random.default_rng(2024)
+    scenes = [sample_scene(rng) for _ in range(200)]
+    accuracy = np.mean([read_scene(render(s)) == s for s in scenes])
+    assert accuracy >= 0.995
+
+
+def test_reader_is_robust_to_blur_noise_and_other_sizes():
+    rng = np.random.default_rng(99)
+    scenes = [sample_scene(rng) for _ in range(60)]
+    blurred = np.mean([read_scene(_degrade(render(s), rng)) == s for s in scenes])
+    assert blurred >= 0.95
+    assert all(read_scene(render(s, 256)) == s for s in scenes[:10])
+
+
+def test_reader_scores_and_unreadable_images():
+    scene = Scene("teal", (obj("heart", "yellow", "small", "bottom left"),))
+    reading = read_scene_scores(render(scene))
+    assert reading.background == "teal" and len(reading.cells) == 9
+    seen = {c.cell: c for c in reading.cells}
+    assert seen["bottom left"].object == scene.objects[0] and seen["bottom left"].margin > 0
+    assert all(c.object is None for c in reading.cells if c.cell != "bottom left")
+    blank = Image.new("RGB", (64, 64), BACKGROUND_COLORS["gray"])
+    with pytest.raises(UnreadableSceneError, match="0 object"):
+        read_scene(blank)
+
+
+# --- CLI --------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_cli_sample_writes_png_and_prints_json(tmp_path):
+    out = tmp_path / "scene.png"
+    result = runner.invoke(world_app, ["sample", "--seed", "4", "--objects", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    scene = Scene.from_dict(payload["scene"])
+    assert payload["caption"] == caption(scene) and len(scene.objects) == 2
+    assert payload["scene"]["objects"][0]["shape"] in SHAPES
+    with Image.open(out) as image:
+        assert image.size == (64, 64)
+        assert image.tobytes() == render(scene).tobytes()
+    again = runner.invoke(world_app, ["sample", "--seed", "4", "--objects", "2", "-o", str(out)])
+    assert again.exit_code == 0 and json.loads(again.stdout) == payload  # overwrite is fine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.png"]  # no temp files left
+
+
+def test_cli_edit_writes_three_pngs(tmp_path):
+    out = tmp_path / "case"
+    result = runner.invoke(world_app, ["edit", "--seed", "1", "--kind", "add", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["kind"] == "add" and payload["edit"]["kind"] == "add"
+    source = Scene.from_dict(payload["source"])
+    assert payload["source_caption"] == caption(source)
+    assert payload["target_caption"] == caption(Scene.from_dict(payload["target"]))
+    assert sorted(p.name for p in out.iterdir()) == ["mask.png", "source.png", "target.png"]
+    with Image.open(out / "mask.png") as mask:
+        assert mask.mode == "L" and set(np.unique(np.asarray(mask))) == {0, 255}
+
+
+def test_cli_read_prints_the_scene(tmp_path):
+    scene = sample_scene(np.random.default_rng(12), 3)
+    render(scene, 128).save(tmp_path / "x.png")
+    result = runner.invoke(world_app, ["read", str(tmp_path / "x.png")])
+    assert result.exit_code == 0, result.output
+    assert Scene.from_dict(json.loads(result.stdout)["scene"]) == scene
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "--seed", "1", "--objects", "4", "-o", "{tmp}/a.png"],
+        ["sample", "--seed", "1", "--size", "0", "-o", "{tmp}/a.png"],
+        ["sample", "--seed", "-3", "-o", "{tmp}/a.png"],
+        ["sample", "--seed", "1", "-o", "{tmp}/missing/a.png"],
+        ["sample", "--seed", "1", "-o", "{tmp}"],
+        ["edit", "--seed", "1", "--kind", "rotate", "-o", "{tmp}/case"],
+        ["edit", "--seed", "1", "--kind", "remove", "--objects", "1", "-o", "{tmp}/case"],
+        ["edit", "--seed", "1", "-o", "{tmp}/missing/case"],
+        ["read", "{tmp}/nothing.png"],
+        ["read", "{tmp}/bad.png"],
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args):
+    (tmp_path / "bad.png").write_text("not an image")
+    result = runner.invoke(world_app, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
+    assert result.stdout == ""
+
+
+def test_cli_type_errors_exit_2():
+    assert runner.invoke(world_app, ["sample", "--seed", "abc", "-o", "x.png"]).exit_code == 2

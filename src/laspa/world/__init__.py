@@ -1,4 +1,4 @@
-"""The procedural scene world: scenes, captions, rendering (and edits, reading).
+"""The procedural scene world: scenes, captions, rendering, edits and a scene reader.
 
 Every scene renders exactly, so every benchmark case built on it has an exact
 target image and an exact edit mask.  See `scene.py` for the caption grammar.
@@ -13,6 +13,13 @@ from .edits import (
     edit_scene,
     possible_kinds,
     sample_edit,
+)
+from .reader import (
+    CellReading,
+    SceneReading,
+    UnreadableSceneError,
+    read_scene,
+    read_scene_scores,
 )
 from .render import coverage, footprint, render, render_array
 from .scene import Scene, SceneObject, caption, object_phrase, place_phrase, sample_scene
@@ -30,6 +37,9 @@ __all__ = [
     "EDIT_KINDS",
     "Edit",
     "EditCase",
+    "CellReading",
+    "SceneReading",
+    "UnreadableSceneError",
     "apply_edit",
     "edit_mask",
     "edit_scene",
@@ -49,6 +59,8 @@ __all__ = [
     "footprint",
     "object_phrase",
     "place_phrase",
+    "read_scene",
+    "read_scene_scores",
     "render",
     "render_array",
     "sample_scene",
