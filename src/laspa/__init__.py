@@ -1,4 +1,7 @@
-"""laspa: fast, training-free, text-guided editing of one real image with latent spatial alignment."""
+"""laspa: fast, training-free, text-guided editing of one real image.
+
+LASPA (latent spatial alignment), InstDiffEdit, FPE and their baselines on diffusers.
+"""
 
 from .editor import DEFAULT_METHOD, Editor, EditResult
 from .errors import ImageError, LaspaError, ModelError, OutputError, ParameterError

@@ -173,7 +173,9 @@ def install_processors(unet) -> AttentionState:
     """Install one LaspaAttnProcessor per attention module; return their shared state."""
     state = AttentionState()
     layers = describe_layers(unet)
-    unet.set_attn_processor({name: LaspaAttnProcessor(info, state) for name, info in layers.items()})
+    unet.set_attn_processor(
+        {name: LaspaAttnProcessor(info, state) for name, info in layers.items()}
+    )
     return state
 
 

@@ -137,7 +137,9 @@ class Editor:
             tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
         except Exception as error:  # diffusers/hub raise many types; the user needs one line
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
             raise ModelError(f"cannot load model {source}: {reason}") from None
         return cls(
             vae, text_encoder, tokenizer, unet, scheduler,
@@ -234,7 +236,9 @@ class Editor:
             self.inversion_cache_hits += 1
             self._inversions.move_to_end(key)
             return self._inversions[key]
-        conditioning = Conditioning(self.text_embeddings([prompt]).expand(reference.shape[0], -1, -1))
+        conditioning = Conditioning(
+            self.text_embeddings([prompt]).expand(reference.shape[0], -1, -1)
+        )
         steps = self.denoiser.steps(num_steps)
         trajectory = invert(self.denoiser, reference, steps, conditioning, self._progress("invert"))
         self._inversions[key] = trajectory
@@ -305,7 +309,9 @@ class Editor:
                     unet_evals=per_edit_evals,
                     latent=output.latents[position : position + 1].cpu(),
                     mask=None if output.masks is None else output.masks[position].cpu(),
-                    attention={k: v[position] for k, v in output.extras.get("attention", {}).items()},
+                    attention={
+                        k: v[position] for k, v in output.extras.get("attention", {}).items()
+                    },
                 )
         # encoding and image conversion are shared: spread them over the edits
         overhead = (time.perf_counter() - start - sum(r.seconds for r in results)) / len(rows)
@@ -357,14 +363,20 @@ def check_model_source(model: str | Path) -> None:
     missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
                if not (path / sub).is_dir()]  # fmt: skip
     if missing:
-        raise ModelError(f"{text} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)")
+        raise ModelError(
+            f"{text} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)"
+        )
     for sub in ("unet", "vae", "text_encoder"):
         if not any((path / sub).glob("*.safetensors")):
-            pickles = [p.name for p in (path / sub).iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+            pickles = [
+                p.name
+                for p in (path / sub).iterdir()
+                if p.suffix in (".bin", ".ckpt", ".pt", ".pth")
+            ]
             if pickles:
                 raise ModelError(
-                    f"{path / sub} holds only pickle weights ({pickles[0]}); laspa loads safetensors "
-                    "only, since pickle files can run code: convert the checkpoint to safetensors"
+                    f"{path / sub} holds only pickle weights ({pickles[0]}); laspa loads "
+                    "safetensors only, since pickle files can run code: convert the checkpoint"
                 )
             raise ModelError(f"no safetensors weights in {path / sub}")
 

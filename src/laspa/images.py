@@ -72,7 +72,9 @@ def fit_size(width: int, height: int, resolution: int, multiple: int) -> tuple[i
     downsampling need). A square input maps to exactly ``resolution`` x ``resolution``.
     """
     scale = (resolution * resolution / (width * height)) ** 0.5
-    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (width, height))
+    return tuple(
+        max(multiple, round(side * scale / multiple) * multiple) for side in (width, height)
+    )
 
 
 def to_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
@@ -92,7 +94,9 @@ def to_pil(tensor: torch.Tensor, size: tuple[int, int] | None = None) -> list[Im
     return images
 
 
-def check_output_path(output: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+def check_output_path(
+    output: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = ()
+) -> Path:
     """Refuse an output that would overwrite an input, sits in a missing folder, or has an
     extension we cannot write. Called before any work so that nothing is computed in vain."""
     path = Path(output)

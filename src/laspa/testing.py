@@ -13,7 +13,19 @@ from pathlib import Path
 
 import torch
 
-TINY_WORDS = ("a", "photo", "of", "cat", "dog", "red", "blue", "circle", "square", "on", "background")
+TINY_WORDS = (
+    "a",
+    "photo",
+    "of",
+    "cat",
+    "dog",
+    "red",
+    "blue",
+    "circle",
+    "square",
+    "on",
+    "background",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -24,7 +36,9 @@ def _tokenizer_folder() -> Path:
     return write_tokenizer(TINY_WORDS, folder, max_length=16)
 
 
-def tiny_components(seed: int = 0, prediction_type: str = "epsilon", set_alpha_to_one: bool = False):
+def tiny_components(
+    seed: int = 0, prediction_type: str = "epsilon", set_alpha_to_one: bool = False
+):
     """(vae, text_encoder, tokenizer, unet, scheduler), random but seeded; 32 px images."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer

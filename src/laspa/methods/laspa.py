@@ -76,7 +76,9 @@ class InputAlignment(SamplerHooks):
     reproduces the reference exactly like the other two alignments.
     """
 
-    def __init__(self, reference: torch.Tensor, weight: WeightFn, noise: Callable[[], torch.Tensor]):
+    def __init__(
+        self, reference: torch.Tensor, weight: WeightFn, noise: Callable[[], torch.Tensor]
+    ):
         self.reference = reference
         self.weight = weight
         self.noise = noise  # the z of s_t; called once per step (returns the same z if fixed)
