@@ -6,6 +6,7 @@ written atomically and never over the input.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -29,12 +30,22 @@ def root() -> None:
     """Fast, training-free, text-guided editing of one image with a diffusion model."""
 
 
+#: Modules adding commands with ``register(app)``; each imports its heavy libraries lazily.
+COMMAND_MODULES = ("laspa.bench.cli", "laspa.web", "laspa.demo")
+
+
 def _mount_subcommands() -> None:
-    try:
-        from .world.cli import world_app
-    except ImportError:  # the world CLI is optional while the package is being built
-        return
+    from .world.cli import world_app
+
     app.add_typer(world_app, name="world", help="The procedural scene world.")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as missing:
+            if missing.name == name:  # not written yet in this checkout
+                continue
+            raise
+        module.register(app)
 
 
 def note(message: str) -> None:

@@ -91,6 +91,9 @@ class Editor:
         # prediction type and timestep spacing come from the model's own config.
         self.scheduler = DDIMScheduler.from_config(scheduler.config)
         self.name = name
+        #: the folder or hub id the model was loaded from (None for in-memory components),
+        #: so that diffusers' own pipelines can load the same model as peers
+        self.source: str | None = None
         self.attention = install_processors(self.unet)
         self.denoiser = Denoiser(self.unet, self.scheduler, self.attention)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -141,10 +144,12 @@ class Editor:
                 str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             )
             raise ModelError(f"cannot load model {source}: {reason}") from None
-        return cls(
+        editor = cls(
             vae, text_encoder, tokenizer, unet, scheduler,
             device=device, dtype=dtype, name=source, **kwargs,
         )  # fmt: skip
+        editor.source = source
+        return editor
 
     @classmethod
     def mini(cls, **kwargs) -> Editor:
