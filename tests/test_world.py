@@ -429,3 +429,12 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args):
 
 def test_cli_type_errors_exit_2():
     assert runner.invoke(world_app, ["sample", "--seed", "abc", "-o", "x.png"]).exit_code == 2
+
+
+def test_cli_errors_exit_2_even_when_mounted_non_standalone(tmp_path):
+    # The `laspa` entry point runs apps with standalone_mode=False, where click
+    # would return (not raise) a typer.Exit code; errors must still exit 2.
+    args = ["sample", "--seed", "1", "--objects", "9", "-o", str(tmp_path / "a.png")]
+    with pytest.raises(SystemExit) as stop:
+        world_app(args, standalone_mode=False)
+    assert stop.value.code == 2

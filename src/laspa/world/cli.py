@@ -41,9 +41,16 @@ class UserError(Exception):
     """A mistake the user can fix; reported as one line, exit status 2."""
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> SystemExit:
+    """Print one error line; the caller raises the returned SystemExit(2).
+
+    SystemExit rather than typer.Exit: click *returns* typer.Exit's code when
+    an app runs with standalone_mode=False (as the mounting `laspa` CLI does),
+    and a returned code is easily dropped, whereas SystemExit always ends the
+    process with status 2.
+    """
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
+    return SystemExit(2)
 
 
 def _emit(payload: dict[str, Any]) -> None:
