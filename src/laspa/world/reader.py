@@ -11,7 +11,12 @@ fit rather than an exact pixel test:
 4. the pixel's opacity alpha is its projection on the background->object
    colour segment (exact for clean antialiased renders, graceful for blur);
 5. shape and size = the rendered coverage template (6 shapes x 2 sizes at
-   that cell's centre, plus "empty") with the least squared error to alpha.
+   that cell's centre, plus "empty") with the least squared error to alpha,
+   searched over Gaussian blurs (sigma 0-3 px) and small displacements
+   (up to 2 px, lightly penalised), since generated objects are soft and
+   may sit a pixel off their cell centre.
+
+`benchmarks/world_reader.py` measures the read-back rate under such damage.
 """
 
 from __future__ import annotations
@@ -51,9 +56,10 @@ class CellReading:
     """What the reader saw in one cell, with confidences.
 
     `object` is None for an empty cell.  `error` is the mean squared alpha
-    error of the chosen template, `margin` the gap to the runner-up (larger
-    is more confident), `fill` the fraction of non-background pixels and
-    `color_share` the fraction of those that voted for the chosen colour.
+    error of the chosen template (plus its displacement penalty), `margin`
+    the gap to the runner-up (larger is more confident), `fill` the fraction
+    of non-background pixels and `color_share` the fraction of those that
+    snapped to the chosen colour.
     """
 
     cell: str
@@ -111,9 +117,11 @@ def _read_background(arr: np.ndarray) -> tuple[str, float, np.ndarray]:
 @lru_cache(maxsize=1)
 def _cell_slices() -> tuple[tuple[slice, slice], ...]:
     """Pixel rows/columns whose centres fall in each cell, row-major like CELLS."""
-    idx = np.floor((np.arange(READ_SIZE) + 0.5) * 3 / READ_SIZE).astype(int)
-    spans = [slice(int(np.argmax(idx == k)), int(READ_SIZE - np.argmax(idx[::-1] == k)))
-             for k in range(3)]  # fmt: skip
+    third = np.floor((np.arange(READ_SIZE) + 0.5) * 3 / READ_SIZE).astype(int)
+    spans = []
+    for k in range(3):
+        members = np.flatnonzero(third == k)
+        spans.append(slice(int(members[0]), int(members[-1]) + 1))
     return tuple((spans[r], spans[c]) for r in range(3) for c in range(3))
 
 
