@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
     _mount_subcommands()
     try:
-        app(args=argv, prog_name="laspa", standalone_mode=False)
+        # without standalone mode, click returns a typer.Exit's code instead of raising it
+        code = app(args=argv, prog_name="laspa", standalone_mode=False)
     except typer.Exit as stop:
         sys.exit(stop.exit_code)
     except typer.Abort:
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         note("laspa: interrupted")
         sys.exit(130)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
