@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -183,3 +184,144 @@ def query_grid(layer: LayerInfo, latent_hw: tuple[int, int]) -> tuple[int, int]:
     """The (height, width) grid of a layer's queries for a latent of the given size."""
     height, width = latent_hw
     return math.ceil(height / layer.downsample), math.ceil(width / layer.downsample)
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+def coarse_cross_levels(layers: dict[str, LayerInfo]) -> set[int]:
+    """The default cross-attention level for maps: the coarsest one outside the mid block.
+
+    On SD 1.x at 512 px this is the 16x16 level (5 layers), the one LASPA and InstDiffEdit
+    read; on a smaller UNet it is the analogous level.
+    """
+    levels = {info.downsample for info in layers.values() if info.is_cross and info.place != "mid"}
+    if not levels:
+        raise ValueError("this UNet has no cross-attention outside its mid block")
+    return {max(levels)}
+
+
+class CrossAttentionStore:
+    """Records cross-attention probabilities of chosen levels, averaged over heads and layers.
+
+    Keeps, per latent row, this step's map and the running mean over the steps recorded so
+    far, both of shape (rows, h, w, tokens) on the grid of the coarsest chosen level (finer
+    levels are area-averaged down to it). Maps of the conditional half only by default:
+    the unconditional branch attends to the empty prompt.
+    """
+
+    def __init__(
+        self,
+        levels: set[int],
+        rows: slice | None = None,
+        conditional: bool = True,
+        record_step: Callable[[StepInfo], bool] | None = None,
+    ):
+        self.levels = levels
+        self.rows = rows  # which latent rows to keep (default: all)
+        self.conditional = conditional
+        self.record_step = record_step
+        self.step_index: int | None = None
+        self._step_sum: torch.Tensor | None = None
+        self._step_layers = 0
+        self._total: torch.Tensor | None = None
+        self.steps_recorded = 0
+
+    def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
+        if not layer.is_cross or layer.downsample not in self.levels:
+            return False
+        return self.record_step is None or self.record_step(step)
+
+    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+        if step.index != self.step_index:
+            self._close_step()
+            self.step_index = step.index
+        half = probs[step.half(probs.shape[0], self.conditional)]
+        if self.rows is not None:
+            half = half[self.rows]
+        height, width = query_grid(layer, step.latent_hw)
+        maps = half.float().mean(dim=1).reshape(half.shape[0], height, width, -1)
+        target = query_grid(LayerInfo("", "", 0, 0, True, max(self.levels)), step.latent_hw)
+        if (height, width) != target:
+            maps = F.adaptive_avg_pool2d(maps.permute(0, 3, 1, 2), target).permute(0, 2, 3, 1)
+        self._step_sum = maps if self._step_sum is None else self._step_sum + maps
+        self._step_layers += 1
+        return probs
+
+    def _close_step(self) -> None:
+        if self._step_sum is None:
+            return
+        mean = self._step_sum / self._step_layers
+        self._total = mean if self._total is None else self._total + mean
+        self.steps_recorded += 1
+        self._step_sum, self._step_layers = None, 0
+
+    def current(self) -> torch.Tensor:
+        """This step's map, (rows, h, w, tokens)."""
+        if self._step_sum is None:
+            raise RuntimeError("no attention recorded in this step")
+        return self._step_sum / self._step_layers
+
+    def mean(self) -> torch.Tensor:
+        """Running mean over the recorded steps, this step included, (rows, h, w, tokens)."""
+        self._close_step()
+        if self._total is None:
+            raise RuntimeError("no attention was recorded")
+        return self._total / self.steps_recorded
+
+
+class CrossAttentionSwap:
+    """Prompt-to-prompt style swap: the conditional cross-attention of ``targets`` rows is
+    replaced by that of ``sources`` rows, with token positions mapped between the prompts
+    (``token_map[i, j]`` = the source position for token j of target i, or -1 to keep the
+    target's own), in the steps where ``active(step)`` is true for that target row."""
+
+    def __init__(
+        self,
+        sources: list[int],
+        targets: list[int],
+        token_map: torch.Tensor,
+        active: Callable[[StepInfo], torch.Tensor],
+    ):
+        self.sources, self.targets = sources, targets
+        self.token_map = token_map  # (targets, tokens) long
+        self.active = active  # step -> (targets,) bool
+
+    def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
+        return layer.is_cross and bool(self.active(step).any())
+
+    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+        start = step.half(probs.shape[0]).start
+        sources = [start + s for s in self.sources]
+        targets = [start + t for t in self.targets]
+        token_map = self.token_map.to(probs.device)
+        index = token_map.clamp(min=0)[:, None, None, :].expand(-1, *probs.shape[1:3], -1)
+        swapped = torch.gather(probs[sources], -1, index)
+        keep = (token_map < 0)[:, None, None, :]
+        new = torch.where(keep, probs[targets], swapped)
+        new = new / new.sum(-1, keepdim=True).clamp_min(1e-12)
+        active = self.active(step).to(probs.device).view(-1, 1, 1, 1)
+        probs = probs.clone()
+        probs[targets] = torch.where(active, new, probs[targets])
+        return probs
+
+
+class SelfAttentionReplace:
+    """FPE: in chosen self-attention layers and steps, the conditional self-attention
+    probabilities of ``targets`` rows are replaced by those of ``source`` row."""
+
+    def __init__(self, layer_names: set[str], last_step: int, source: int, targets: list[int]):
+        self.layer_names = layer_names
+        self.last_step = last_step  # replace while step.index < last_step
+        self.source, self.targets = source, targets
+        self.calls: list[tuple[str, int]] = []  # (layer, step) of every replacement, for tests
+
+    def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
+        return layer.is_self and layer.name in self.layer_names and step.index < self.last_step
+
+    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+        self.calls.append((layer.name, step.index))
+        start = step.half(probs.shape[0]).start
+        probs = probs.clone()
+        probs[[start + t for t in self.targets]] = probs[start + self.source]
+        return probs

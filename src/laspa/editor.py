@@ -11,14 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from . import images, methods
-from .attention import install_processors
+from . import maps as maps_lib
+from .attention import (
+    CrossAttentionStore,
+    coarse_cross_levels,
+    describe_layers,
+    install_processors,
+)
 from .errors import ModelError, ParameterError
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, invert, sample
 from .methods.base import METHODS, EditBatch, EditRow, get_method, make_params
+from .tokens import positions_of, word_tokens
 
 #: A progress callback receives (phase, steps done, steps in the phase).
 Progress = Callable[[str, int, int], None]
@@ -39,7 +47,8 @@ class EditResult:
     unet_evals: float  # UNet batch rows evaluated per edit
     latent: torch.Tensor
     mask: torch.Tensor | None = None  # (1, h, w) in [0, 1] at latent size, if the method made one
-    attention: dict[str, Any] = field(default_factory=dict)
+    attention: dict[str, np.ndarray] = field(default_factory=dict)  # word -> map in [0, 1]
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -205,8 +214,32 @@ class Editor:
         if not guided:
             return Conditioning(cond)
         uncond = self.text_embeddings([""]).expand_as(cond)
-        guidance = batch.column("guidance", self.device).view(-1, 1, 1, 1)
-        return Conditioning(cond, uncond, guidance)
+        # several branches per edit stack their rows branch after branch
+        guidance = batch.column("guidance", self.device).repeat(len(prompts) // batch.size)
+        return Conditioning(cond, uncond, guidance.view(-1, 1, 1, 1))
+
+    def attention_store(self, rows: slice | None = None, levels: set[int] | None = None):
+        """A cross-attention recorder at the default map level (see coarse_cross_levels)."""
+        levels = levels or coarse_cross_levels(describe_layers(self.unet))
+        return CrossAttentionStore(levels, rows=rows)
+
+    def word_maps(
+        self, token_maps: torch.Tensor, prompt: str, size: tuple[int, int], words=None
+    ) -> dict[str, np.ndarray]:
+        """Word -> map from one row's (h, w, tokens) cross-attention: the mean of the word's
+        tokens (every occurrence), upsampled to ``size``, min-max normalised to [0, 1].
+        ``words`` (default: every word of the prompt) may hold phrases."""
+        if words is None:
+            words = dict.fromkeys(w.word for w in word_tokens(self.tokenizer, prompt))
+        maps: dict[str, np.ndarray] = {}
+        for word in words:
+            try:
+                positions = positions_of(self.tokenizer, prompt, word)
+            except ValueError as error:
+                raise ParameterError(str(error)) from None
+            word_map = maps_lib.resize(maps_lib.word_map(token_maps[None], positions), size)
+            maps[word] = maps_lib.minmax(word_map)[0].cpu().numpy().astype(np.float32)
+        return maps
 
     @staticmethod
     def generators(batch: EditBatch) -> list[torch.Generator]:
@@ -264,11 +297,39 @@ class Editor:
         prompt: str,
         method: str = DEFAULT_METHOD,
         seed: int = 0,
+        record_attention: bool = False,
         **params: Any,
     ) -> EditResult:
-        """Edit one image towards ``prompt``; ``params`` are the method's options."""
+        """Edit one image towards ``prompt``; ``params`` are the method's options.
+
+        With ``record_attention``, ``result.attention`` maps each prompt word to its
+        cross-attention map (methods that record attention: the LASPA family).
+        """
         variant = {"prompt": prompt, "seed": seed, **params}
-        return self.edit_many(image, [variant], method=method)[0]
+        return self.edit_many(image, [variant], method, record_attention=record_attention)[0]
+
+    def attention_maps(
+        self,
+        image: Image.Image | str | Path,
+        prompt: str,
+        words: Sequence[str] | None = None,
+        method: str = DEFAULT_METHOD,
+        seed: int = 0,
+        **params: Any,
+    ) -> dict[str, np.ndarray]:
+        """Cross-attention maps of ``prompt``'s words on a real image, from one aligned pass
+        (no inversion): alignment makes the UNet see the image while it samples.
+
+        Returns word -> float32 map in [0, 1] at latent size; ``words`` picks and orders
+        them (a phrase maps to the mean of its words' tokens).
+        """
+        result = self.edit(image, prompt, method, seed, record_attention=True, **params)
+        if "token_maps" not in result.extras:
+            raise ParameterError(f"method {method} does not record attention maps")
+        if words is None:
+            return result.attention
+        size = tuple(result.latent.shape[-2:])
+        return self.word_maps(result.extras["token_maps"], prompt, size, words)
 
     def edit_many(
         self,
@@ -276,6 +337,7 @@ class Editor:
         variants: Sequence[dict[str, Any]],
         method: str = DEFAULT_METHOD,
         batch_size: int | None = None,
+        record_attention: bool = False,
     ) -> list[EditResult]:
         """Several edits of one image (prompts, seeds, parameters) in shared UNet batches.
 
@@ -297,7 +359,7 @@ class Editor:
         results: list[EditResult | None] = [None] * len(rows)
         for indices in _batches(rows, plugin.batch_key, batch_size):
             batch_start, evals_before = time.perf_counter(), self.denoiser.unet_evals
-            batch = EditBatch(reference, [rows[i] for i in indices])
+            batch = EditBatch(reference, [rows[i] for i in indices], record_attention)
             output = plugin.run(self, batch)
             decoded = images.to_pil(self.decode(output.latents), picture.size)
             per_edit_seconds = (time.perf_counter() - batch_start) / len(indices)
@@ -314,10 +376,14 @@ class Editor:
                     unet_evals=per_edit_evals,
                     latent=output.latents[position : position + 1].cpu(),
                     mask=None if output.masks is None else output.masks[position].cpu(),
-                    attention={
-                        k: v[position] for k, v in output.extras.get("attention", {}).items()
-                    },
                 )
+                if output.token_maps is not None:
+                    token_maps = output.token_maps[position].cpu()
+                    prompts = output.map_prompts or [r.prompt for r in batch.rows]
+                    size = tuple(reference.shape[-2:])
+                    result = results[index]
+                    result.attention = self.word_maps(token_maps, prompts[position], size)
+                    result.extras["token_maps"] = token_maps
         # encoding and image conversion are shared: spread them over the edits
         overhead = (time.perf_counter() - start - sum(r.seconds for r in results)) / len(rows)
         for result in results:

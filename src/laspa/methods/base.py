@@ -77,6 +77,7 @@ class EditBatch:
 
     reference: torch.Tensor  # (1, C, h, w): enc(I), scaled like diffusers does
     rows: list[EditRow]
+    record_attention: bool = False  # return each row's cross-attention token maps
 
     @property
     def size(self) -> int:
@@ -101,6 +102,9 @@ class EditBatch:
 class MethodOutput:
     latents: torch.Tensor  # (N, C, h, w), the edited latents
     masks: torch.Tensor | None = None  # (N, 1, h, w) in [0, 1] for methods that make a mask
+    #: (N, h, w, tokens) cross-attention of each row, and the prompt each row's maps read
+    token_maps: torch.Tensor | None = None
+    map_prompts: list[str] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

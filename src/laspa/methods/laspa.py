@@ -146,8 +146,10 @@ class _Laspa(Method):
         x_T = editor.noise(generators, reference.shape)
         weight = weight_schedule(batch, editor.denoiser.num_train_timesteps, reference.device)
         hooks = self.hooks(batch, reference, weight, generators)
-        conditioning = editor.conditioning(batch)
-        return MethodOutput(editor.sample(x_T, steps, conditioning, hooks))
+        store = editor.attention_store() if batch.record_attention else None
+        hooks.attention_hooks = (store,) if store else ()
+        latents = editor.sample(x_T, steps, editor.conditioning(batch), hooks)
+        return MethodOutput(latents, token_maps=store.mean() if store else None)
 
 
 @register
