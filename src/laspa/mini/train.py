@@ -1,0 +1,555 @@
+"""Train the bundled miniature Stable Diffusion on the procedural scene world.
+
+    python -m laspa.mini.train --stage vae  --minutes 35
+    python -m laspa.mini.train --stage unet --minutes 90 [--resume]
+
+Stage "vae" trains the AutoencoderKL until the held-out PSNR target or the
+time budget, measures the latent std (-> `scaling_factor`, as SD does) and
+exports a loadable pipeline. Stage "unet" freezes that VAE and trains the
+UNet and the CLIP text encoder jointly (epsilon-prediction DDPM loss, 10%
+empty captions for classifier-free guidance, AdamW with warmup, EMA), and
+exports the EMA weights to the bundled folder every --export-every minutes.
+
+State lives in --run-dir (exact, every --checkpoint-every minutes); a compact
+copy for git goes to --checkpoint-dir at each export. `--resume` continues
+from the run dir, or from the committed compact copy when the run dir is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from PIL import Image
+from transformers import CLIPTokenizer
+
+from laspa.mini import WEIGHTS_DIR
+from laspa.mini.checkpoint import load_checkpoint, named_params, save_checkpoint
+from laspa.mini.components import (
+    assemble_pipeline,
+    count_params,
+    make_scheduler,
+    make_text_encoder,
+    make_unet,
+    make_vae,
+    save_pipeline,
+)
+from laspa.mini.data import eval_scenes, held_out_captions, make_batch, training_scenes
+from laspa.mini.evaluate import faithfulness, generate, vae_psnr
+from laspa.mini.threads import ThreadTuner
+from laspa.mini.tokenizer import write_tokenizer
+from laspa.world import VOCABULARY, caption
+
+MAX_LENGTH = 40  # longest caption is 32 tokens with bos/eos; room for free prompts
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Clock:
+    """Wall-clock budget of this run plus the time spent in earlier runs."""
+
+    budget_s: float
+    previous_s: float = 0.0
+    start: float = field(default_factory=time.time)
+
+    def run_elapsed(self) -> float:
+        return time.time() - self.start
+
+    def total_elapsed(self) -> float:
+        return self.previous_s + self.run_elapsed()
+
+    def done(self) -> bool:
+        return self.run_elapsed() >= self.budget_s
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT so the loop saves a checkpoint before exiting."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        signal.signal(signal.SIGTERM, self._set)
+        signal.signal(signal.SIGINT, self._set)
+
+    def _set(self, *_: Any) -> None:
+        self.stop = True
+
+
+def log_line(path: Path, record: dict[str, Any]) -> None:
+    record = {"time": time.strftime("%H:%M:%S"), **record}
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
+def warmup_lr(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / warmup)
+
+
+def build_tokenizer(folder: Path) -> CLIPTokenizer:
+    write_tokenizer(VOCABULARY, folder, MAX_LENGTH)
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def tokenize(tokenizer: CLIPTokenizer, texts: Sequence[str]) -> torch.Tensor:
+    return tokenizer(
+        list(texts),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+def export(folder: Path, vae, text_encoder, tokenizer, unet) -> None:
+    """Replace the bundled folder atomically-ish, keeping its model card."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pipeline(assemble_pipeline(vae, text_encoder, tokenizer, unet), tmp)
+    # save_pretrained writes tokenizer.json only under transformers 5; keep the
+    # plain vocab/merges files too so older tokenizer loaders work.
+    for name in ("vocab.json", "merges.txt"):
+        src = Path(tokenizer.name_or_path) / name
+        if src.exists():
+            shutil.copy(src, tmp / "tokenizer" / name)
+    card = folder / "README.md"
+    if card.exists():
+        shutil.copy(card, tmp / "README.md")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_image_grid(rows: list[list[Image.Image]], path: Path) -> None:
+    """Rows of equally sized images into one PNG (scaled 2x for viewing)."""
+    w, h = rows[0][0].size
+    grid = Image.new("RGB", (w * max(len(r) for r in rows), h * len(rows)), "white")
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            grid.paste(im, (j * w, i * h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST).save(path)
+
+
+def to_pil(x: torch.Tensor) -> list[Image.Image]:
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+def vae_loss(vae: AutoencoderKL, batch, object_weight: float, kl_weight: float):
+    """Object-weighted L1 + L2 reconstruction plus a small KL term.
+
+    Objects cover ~5-15% of a scene, so an unweighted loss lets the VAE get
+    colours of small objects wrong; the weight makes their pixels count more.
+    """
+    posterior = vae.encode(batch.images).latent_dist
+    recon = vae.decode(posterior.sample()).sample
+    weight = 1.0 + object_weight * batch.object_mask
+    err = recon - batch.images
+    rec = (weight * (err.abs() + err.square())).mean() / weight.mean()
+    kl = posterior.kl().mean() / posterior.mean[0].numel()
+    return rec + kl_weight * kl, rec.detach(), kl.detach()
+
+
+@torch.no_grad()
+def latent_std(vae: AutoencoderKL, n: int = 512) -> float:
+    """Std of the VAE latents over scenes: SD scales latents by its inverse."""
+    batch = make_batch(eval_scenes(n, seed=7))
+    return float(vae.encode(batch.images).latent_dist.sample().std())
+
+
+def vae_samples(vae: AutoencoderKL, path: Path) -> None:
+    batch = make_batch(eval_scenes(8))
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(batch.images).latent_dist.mode()).sample
+    save_image_grid([to_pil(batch.images), to_pil(recon)], path)
+
+
+def train_vae(args: argparse.Namespace) -> None:
+    run = args.run_dir / "vae"
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    vae = make_vae()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "best_psnr": 0.0}
+    source = _resume_source(args, "vae")
+    if source is not None:
+        state, _ = load_checkpoint(source, {"vae": vae}, optimizer, rng)
+        print(f"resumed vae from {source} at step {state['step']}", flush=True)
+    log = run / "log.jsonl"
+    excluded = held_out_captions()
+    held_out = eval_scenes(128)
+    clock = Clock(args.minutes * 60, state["elapsed_s"])
+    flag = StopFlag()
+    step = state["step"]
+    last_eval = last_ckpt = last_sample = time.time()
+    losses: list[float] = []
+    print(f"vae params {count_params(vae)}", flush=True)
+
+    def checkpoint() -> None:
+        state.update(step=step, elapsed_s=clock.total_elapsed())
+        save_checkpoint(run / "state", {"vae": vae}, None, optimizer, rng, state)
+
+    tuner = ThreadTuner(args.threads)
+    while not (clock.done() or flag.stop or _past(args.stop_at)):
+        t0 = time.time()
+        lr = warmup_lr(step, args.lr, 200) * _tail_decay(clock, 0.25)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = make_batch(training_scenes(rng, args.batch_size, excluded))
+        loss, rec, _ = vae_loss(vae, batch, args.object_weight, args.kl_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        losses.append(float(rec))
+        tuner.record(time.time() - t0)
+        now = time.time()
+        if now - last_eval >= args.eval_every * 60:
+            vae.eval()
+            value = vae_psnr(vae, held_out)
+            vae.train()
+            state["best_psnr"] = max(state["best_psnr"], value)
+            log_line(
+                log,
+                {
+                    "stage": "vae",
+                    "step": step,
+                    "rec": float(np.mean(losses)),
+                    "lr": lr,
+                    "threads": tuner.threads,
+                    "psnr": round(value, 3),
+                    "elapsed_s": round(clock.total_elapsed()),
+                },
+            )
+            losses.clear()
+            last_eval = now
+            if value >= args.target_psnr:
+                print(f"held-out PSNR {value:.2f} >= target {args.target_psnr}", flush=True)
+                break
+        if now - last_sample >= args.sample_every * 60:
+            vae_samples(vae, args.run_dir / "samples" / f"vae_{step:06d}.png")
+            last_sample = now
+        if now - last_ckpt >= args.checkpoint_every * 60:
+            checkpoint()
+            last_ckpt = now
+    checkpoint()
+    finish_vae(args, vae, step)
+    save_checkpoint(
+        args.checkpoint_dir / "vae",
+        {"vae": vae},
+        None,
+        optimizer,
+        rng,
+        {**state, "step": step},
+        compact=True,
+    )
+
+
+def _tail_decay(clock: Clock, fraction: float) -> float:
+    """1 until the last `fraction` of the run's budget, then linear down to 0.1."""
+    left = 1.0 - clock.run_elapsed() / clock.budget_s
+    return 1.0 if left >= fraction else 0.1 + 0.9 * max(left, 0.0) / fraction
+
+
+def finish_vae(args: argparse.Namespace, vae: AutoencoderKL, step: int) -> None:
+    """Set scaling_factor from the measured latent std; save and export."""
+    vae.eval()
+    std = latent_std(vae)
+    vae.register_to_config(scaling_factor=1.0 / std)
+    value = vae_psnr(vae, eval_scenes(256))
+    log_line(
+        args.run_dir / "vae" / "log.jsonl",
+        {
+            "stage": "vae",
+            "final": True,
+            "step": step,
+            "psnr": round(value, 3),
+            "latent_std": std,
+            "scaling_factor": 1.0 / std,
+        },
+    )
+    vae.save_pretrained(str(args.run_dir / "vae" / "final"), safe_serialization=True)
+    vae_samples(vae, args.run_dir / "samples" / f"vae_final_{step:06d}.png")
+    if args.export:
+        # A loadable pipeline right away (UNet untrained until stage unet exports).
+        tokenizer = build_tokenizer(args.run_dir / "tokenizer")
+        torch.manual_seed(args.seed)
+        export(WEIGHTS_DIR, vae, make_text_encoder(tokenizer), tokenizer, make_unet())
+
+
+# --------------------------------------------------------------------------- UNet
+
+
+def load_frozen_vae(args: argparse.Namespace) -> AutoencoderKL:
+    local = args.run_dir / "vae" / "final"
+    folder = local if local.exists() else WEIGHTS_DIR / "vae"
+    vae = AutoencoderKL.from_pretrained(str(folder))
+    vae.requires_grad_(False)
+    return vae.eval()
+
+
+class EMA:
+    """Exponential moving average of parameters, kept as module copies."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], decay: float) -> None:
+        self.modules = {
+            k: copy.deepcopy(m).requires_grad_(False).eval() for k, m in modules.items()
+        }
+        self.source = modules
+        self.decay = decay
+
+    def update(self, step: int) -> None:
+        # Shorter memory early on so the EMA is not dominated by the random init.
+        decay = min(self.decay, (1 + step) / (10 + step))
+        ema = list(named_params(self.modules, trainable_only=False).values())
+        live = list(named_params(self.source).values())
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, live, 1.0 - decay)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in named_params(self.modules, trainable_only=False).items()}
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, param in named_params(self.modules, trainable_only=False).items():
+                param.copy_(tensors[name])
+
+
+def diffusion_loss(
+    batch_latents: torch.Tensor, ids: torch.Tensor, unet, text_encoder, scheduler
+) -> torch.Tensor:
+    noise = torch.randn_like(batch_latents)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(ids),))
+    noisy = scheduler.add_noise(batch_latents, noise, t)
+    hidden = text_encoder(ids).last_hidden_state
+    return F.mse_loss(unet(noisy, t, hidden).sample, noise)
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    return vae.encode(images).latent_dist.sample() * vae.config.scaling_factor
+
+
+def unet_samples(args, vae, tokenizer, ema: EMA, step: int) -> None:
+    scenes = eval_scenes(4, 1) + eval_scenes(4, 2) + eval_scenes(4, 3)
+    pipe = assemble_pipeline(vae, ema.modules["text_encoder"], tokenizer, ema.modules["unet"])
+    pipe.set_progress_bar_config(disable=True)
+    images = generate(pipe, [caption(s) for s in scenes], steps=25, guidance=args.guidance, seed=0)
+    truth = to_pil(make_batch(scenes).images)
+    path = args.run_dir / "samples" / f"unet_{step:06d}.png"
+    save_image_grid([truth[:6], images[:6], truth[6:], images[6:]], path)
+    path.with_suffix(".txt").write_text("\n".join(caption(s) for s in scenes) + "\n")
+
+
+def train_unet(args: argparse.Namespace) -> None:
+    run = args.run_dir / "unet"
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    vae = load_frozen_vae(args)
+    tokenizer = build_tokenizer(args.run_dir / "tokenizer")
+    text_encoder, unet = make_text_encoder(tokenizer), make_unet()
+    modules: dict[str, torch.nn.Module] = {"unet": unet, "text_encoder": text_encoder}
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    ema = EMA(modules, args.ema_decay)
+    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}
+    source = _resume_source(args, "unet")
+    if source is not None:
+        state, ema_state = load_checkpoint(source, modules, optimizer, rng)
+        ema.load(ema_state if ema_state is not None else ema.state())
+        print(f"resumed unet from {source} at step {state['step']}", flush=True)
+    scheduler = make_scheduler()
+    excluded = held_out_captions()
+    empty_ids = tokenize(tokenizer, [""])[0]
+    log = run / "log.jsonl"
+    clock = Clock(args.minutes * 60, state["elapsed_s"])
+    flag = StopFlag()
+    step = state["step"]
+    last = dict.fromkeys(("log", "ckpt", "sample", "export", "eval"), time.time())
+    losses: list[float] = []
+    step_times: list[float] = []
+    print(
+        f"unet params {count_params(unet)}, text encoder {count_params(text_encoder)}, "
+        f"vae scaling {vae.config.scaling_factor:.4f}",
+        flush=True,
+    )
+
+    def checkpoint(folder: Path, compact: bool) -> None:
+        state.update(step=step, elapsed_s=clock.total_elapsed(), batch_size=args.batch_size)
+        save_checkpoint(folder, modules, ema.state(), optimizer, rng, state, compact=compact)
+
+    def export_now() -> None:
+        export(WEIGHTS_DIR, vae, ema.modules["text_encoder"], tokenizer, ema.modules["unet"])
+        checkpoint(args.checkpoint_dir / "unet", compact=True)
+        log_line(log, {"stage": "unet", "export": True, "step": step})
+
+    tuner = ThreadTuner(args.threads)
+    while not (clock.done() or flag.stop or _past(args.stop_at)):
+        t0 = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_lr(step, args.lr, args.warmup)
+        batch = make_batch(training_scenes(rng, args.batch_size, excluded))
+        ids = tokenize(tokenizer, batch.captions)
+        drop = torch.from_numpy(rng.random(len(ids)) < args.caption_dropout)
+        ids[drop] = empty_ids
+        latents = encode_latents(vae, batch.images)
+        loss = diffusion_loss(latents, ids, unet, text_encoder, scheduler)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        ema.update(step)
+        losses.append(loss.item())
+        step_times.append(time.time() - t0)
+        tuner.record(step_times[-1])
+        now = time.time()
+        if now - last["log"] >= 60:
+            log_line(
+                log,
+                {
+                    "stage": "unet",
+                    "step": step,
+                    "loss": round(float(np.mean(losses)), 5),
+                    "s_per_step": round(float(np.mean(step_times)), 3),
+                    "threads": tuner.threads,
+                    "elapsed_s": round(clock.total_elapsed()),
+                },
+            )
+            losses.clear()
+            step_times.clear()
+            last["log"] = now
+        if now - last["sample"] >= args.sample_every * 60:
+            unet_samples(args, vae, tokenizer, ema, step)
+            last["sample"] = now
+        if args.quick_eval_every and now - last["eval"] >= args.quick_eval_every * 60:
+            _quick_eval(args, vae, tokenizer, ema, step, log)
+            last["eval"] = now
+        if now - last["ckpt"] >= args.checkpoint_every * 60:
+            checkpoint(run / "state", compact=False)
+            last["ckpt"] = now
+        if args.export and now - last["export"] >= args.export_every * 60:
+            export_now()
+            last["export"] = now
+    checkpoint(run / "state", compact=False)
+    if args.export:
+        export_now()
+    unet_samples(args, vae, tokenizer, ema, step)
+
+
+def _quick_eval(args, vae, tokenizer, ema: EMA, step: int, log: Path) -> None:
+    """Small faithfulness check (25 DDIM steps) once the world's reader exists."""
+    pipe = assemble_pipeline(vae, ema.modules["text_encoder"], tokenizer, ema.modules["unet"])
+    pipe.set_progress_bar_config(disable=True)
+    one = faithfulness(pipe, eval_scenes(24, 1), steps=25, guidance=args.guidance)
+    if one is None:
+        return
+    two = faithfulness(pipe, eval_scenes(24, 2), steps=25, guidance=args.guidance)
+    log_line(
+        log,
+        {
+            "stage": "unet",
+            "step": step,
+            "quick_faithfulness_one": round(one, 3),
+            "quick_faithfulness_two": round(two or 0.0, 3),
+        },
+    )
+
+
+def _past(stop_at: str | None) -> bool:
+    """True once the local wall clock passes HH:MM (a hard end for the session)."""
+    if not stop_at:
+        return False
+    hour, minute = (int(x) for x in stop_at.split(":"))
+    now = time.localtime()
+    return (now.tm_hour, now.tm_min) >= (hour, minute)
+
+
+def _resume_source(args: argparse.Namespace, stage: str) -> Path | None:
+    if not args.resume:
+        return None
+    for folder in (args.run_dir / stage / "state", args.checkpoint_dir / stage):
+        if (folder / "state.json").exists():
+            return folder
+    raise SystemExit(f"--resume: no {stage} checkpoint in {args.run_dir} or {args.checkpoint_dir}")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m laspa.mini.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--stage", choices=("vae", "unet"), required=True)
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of this run")
+    p.add_argument("--stop-at", default=None, help="also stop at this local time, HH:MM")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=None, help="vae 16, unet 32")
+    p.add_argument("--lr", type=float, default=None, help="vae 1e-3, unet 1e-3")
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--object-weight", type=float, default=4.0, help="vae: extra loss on objects")
+    p.add_argument("--kl-weight", type=float, default=1e-5)
+    p.add_argument("--target-psnr", type=float, default=31.0)
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--guidance", type=float, default=5.0, help="for sample grids / quick eval")
+    p.add_argument("--eval-every", type=float, default=2.0, help="vae: minutes between PSNR checks")
+    p.add_argument(
+        "--quick-eval-every",
+        type=float,
+        default=15.0,
+        help="unet: minutes between small faithfulness checks (0 = off)",
+    )
+    p.add_argument("--sample-every", type=float, default=10.0, help="minutes")
+    p.add_argument("--checkpoint-every", type=float, default=3.0, help="minutes")
+    p.add_argument("--export-every", type=float, default=30.0, help="minutes")
+    p.add_argument("--no-export", dest="export", action="store_false")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/mini"))
+    p.add_argument("--checkpoint-dir", type=Path, default=Path("training/checkpoints"))
+    args = p.parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = 16 if args.stage == "vae" else 32
+    if args.lr is None:
+        args.lr = 1e-3
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    (train_vae if args.stage == "vae" else train_unet)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
