@@ -308,12 +308,14 @@ class CrossAttentionSwap:
 
 class SelfAttentionReplace:
     """FPE: in chosen self-attention layers and steps, the conditional self-attention
-    probabilities of ``targets`` rows are replaced by those of ``source`` row."""
+    probabilities of each ``targets[i]`` row are replaced by those of ``sources[i]``."""
 
-    def __init__(self, layer_names: set[str], last_step: int, source: int, targets: list[int]):
+    def __init__(
+        self, layer_names: set[str], last_step: int, sources: list[int], targets: list[int]
+    ):
         self.layer_names = layer_names
         self.last_step = last_step  # replace while step.index < last_step
-        self.source, self.targets = source, targets
+        self.sources, self.targets = sources, targets
         self.calls: list[tuple[str, int]] = []  # (layer, step) of every replacement, for tests
 
     def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
@@ -323,5 +325,5 @@ class SelfAttentionReplace:
         self.calls.append((layer.name, step.index))
         start = step.half(probs.shape[0]).start
         probs = probs.clone()
-        probs[[start + t for t in self.targets]] = probs[start + self.source]
+        probs[[start + t for t in self.targets]] = probs[[start + s for s in self.sources]]
         return probs

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from . import images, methods
@@ -114,6 +115,7 @@ class Editor:
         self.inversion_cache_size = inversion_cache_size
         self.inversion_cache_hits = 0
         self._embeddings: dict[str, torch.Tensor] = {}
+        self._inpainters: dict[str, Any] = {}
         self.progress: Progress | None = None
 
     # ----------------------------------------------------------------- loading
@@ -206,17 +208,25 @@ class Editor:
         return torch.stack([self._embeddings[p] for p in prompts])
 
     def conditioning(
-        self, batch: EditBatch, prompts: Sequence[str] | None = None, guided: bool = True
+        self,
+        batch: EditBatch,
+        prompts: Sequence[str] | None = None,
+        guided: bool = True,
+        guidance: torch.Tensor | None = None,
     ) -> Conditioning:
-        """Conditioning of the batch's rows on their prompts (or ``prompts``), with CFG."""
+        """Conditioning of latent rows on ``prompts`` (default: the rows' prompts), with CFG.
+
+        Methods with several latent rows per edit pass their own per-row ``guidance``;
+        by default rows stack branch after branch (edit rows, then edit rows again).
+        """
         prompts = [row.prompt for row in batch.rows] if prompts is None else prompts
         cond = self.text_embeddings(prompts)
         if not guided:
             return Conditioning(cond)
         uncond = self.text_embeddings([""]).expand_as(cond)
-        # several branches per edit stack their rows branch after branch
-        guidance = batch.column("guidance", self.device).repeat(len(prompts) // batch.size)
-        return Conditioning(cond, uncond, guidance.view(-1, 1, 1, 1))
+        if guidance is None:
+            guidance = batch.column("guidance").repeat(len(prompts) // batch.size)
+        return Conditioning(cond, uncond, guidance.to(self.device).view(-1, 1, 1, 1))
 
     def attention_store(self, rows: slice | None = None, levels: set[int] | None = None):
         """A cross-attention recorder at the default map level (see coarse_cross_levels)."""
@@ -283,6 +293,58 @@ class Editor:
         while len(self._inversions) > self.inversion_cache_size:
             self._inversions.popitem(last=False)
         return trajectory
+
+    def inpaint_with_checkpoint(
+        self, model: str, batch: EditBatch, masks: torch.Tensor, generators
+    ) -> torch.Tensor:
+        """Inpaint the batch's image inside ``masks`` with diffusers' inpainting pipeline on
+        an SD inpainting checkpoint (loaded once, safetensors only); returns latents."""
+        pipe = self._inpainting_pipeline(model)
+        height, width = batch.pixels.shape[-2:]
+        mask_pixels = F.interpolate(masks.float(), size=(height, width), mode="nearest")
+        image = ((batch.pixels + 1) / 2).expand(batch.size, -1, -1, -1)
+        counter = pipe.unet.register_forward_pre_hook(self._count_rows)
+        try:
+            latents = pipe(
+                prompt=[row.prompt for row in batch.rows],
+                image=image.to(self.device, self.dtype),
+                mask_image=mask_pixels.to(self.device, self.dtype),
+                height=height,
+                width=width,
+                num_inference_steps=batch.shared("steps"),
+                guidance_scale=batch.shared("guidance"),
+                strength=batch.shared("inpaint_strength"),
+                generator=generators,
+                output_type="latent",
+            ).images
+        finally:
+            counter.remove()
+        return latents.float()
+
+    def _count_rows(self, module, args) -> None:
+        self.denoiser.unet_evals += args[0].shape[0]
+
+    def _inpainting_pipeline(self, model: str):
+        if model not in self._inpainters:
+            from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+
+            check_model_source(model)
+            try:
+                pipe = StableDiffusionInpaintPipeline.from_pretrained(
+                    model,
+                    safety_checker=None,
+                    requires_safety_checker=False,
+                    use_safetensors=True,
+                    torch_dtype=self.dtype,
+                )
+            except Exception as error:  # one line for the user, as in from_pretrained
+                raise ModelError(
+                    f"cannot load inpainting model {model}: {_first_line(error)}"
+                ) from None
+            pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+            pipe.set_progress_bar_config(disable=True)
+            self._inpainters = {model: pipe.to(self.device)}  # keep one: they are large
+        return self._inpainters[model]
 
     def _progress(self, phase: str):
         if self.progress is None:
@@ -354,12 +416,13 @@ class Editor:
             raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
         picture = images.load_image(image)
         model_size = self.model_size(picture)
-        reference = self.encode(images.to_tensor(picture, model_size))
+        pixels = images.to_tensor(picture, model_size)
+        reference = self.encode(pixels)
 
         results: list[EditResult | None] = [None] * len(rows)
         for indices in _batches(rows, plugin.batch_key, batch_size):
             batch_start, evals_before = time.perf_counter(), self.denoiser.unet_evals
-            batch = EditBatch(reference, [rows[i] for i in indices], record_attention)
+            batch = EditBatch(reference, [rows[i] for i in indices], record_attention, pixels)
             output = plugin.run(self, batch)
             decoded = images.to_pil(self.decode(output.latents), picture.size)
             per_edit_seconds = (time.perf_counter() - batch_start) / len(indices)
@@ -399,6 +462,11 @@ class Editor:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
             raise ParameterError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         return EditRow(prompt, seed, make_params(method, variant))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _place(module, device: torch.device, dtype: torch.dtype):

@@ -39,6 +39,8 @@ def validate(params: Any) -> None:
     for spec in dataclasses.fields(params):
         value = getattr(params, spec.name)
         meta = spec.metadata
+        if value is None and spec.default is None:
+            continue  # "not set": the method picks its own default
         choices = meta.get("choices")
         if choices is not None and value not in choices:
             raise ParameterError(f"{spec.name} must be one of {', '.join(choices)}, got {value!r}")
@@ -78,6 +80,7 @@ class EditBatch:
     reference: torch.Tensor  # (1, C, h, w): enc(I), scaled like diffusers does
     rows: list[EditRow]
     record_attention: bool = False  # return each row's cross-attention token maps
+    pixels: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1]: the input at model size
 
     @property
     def size(self) -> int:

@@ -1,0 +1,106 @@
+"""FPE (Free-Prompt-Editing): replace the target's self-attention maps with the source's.
+
+Real images: DDIM inversion of enc(I) with the empty prompt (cached by the Editor); the
+source branch (prompt "") is pinned to the inversion trajectory, the target branch runs
+from the inverted x_T with the target prompt, and for the first ``replace_fraction`` of
+the steps, in the chosen self-attention layers, the target's conditional self-attention
+probabilities are the source's. Generated images (``source_prompt`` given): both branches
+start from the same noise, the source conditioned on the source prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..attention import SelfAttentionReplace, describe_layers
+from ..loop import SamplerHooks, Step
+from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
+
+#: the released code's default, for real images; its generated-image default
+REAL_REPLACE_FRACTION, GENERATED_REPLACE_FRACTION = 0.8, 0.4
+
+
+@dataclass
+class FPEParams(CommonParams):
+    guidance: float = option(7.5, low=0.0, help="classifier-free guidance scale")
+    replace_fraction: float | None = option(
+        None, low=0.0, high=1.0, help="fraction of steps with replacement (0.8 real, 0.4 generated)"
+    )
+    layers: str = option(
+        "code", choices=("code", "paper"), help="code: all but the finest level; paper: 4-14"
+    )
+    source_prompt: str = option("", help="given: generated-image mode (no inversion)")
+
+
+def replaced_layers(unet, preset: str) -> set[str]:
+    """Names of the self-attention layers FPE replaces.
+
+    ``code``: every self-attention layer coarser than the finest level (the released
+    code's rule: 32x32 and coarser on SD at 512 px). ``paper``: forward-order layers 4-14
+    of SD 1.x's 16; a UNet with n self-attention layers takes the proportional range
+    round(4n/16) .. round(14n/16).
+    """
+    layers = [info for info in describe_layers(unet).values() if info.is_self]
+    if preset == "code":
+        finest = min(info.downsample for info in layers)
+        return {info.name for info in layers if info.downsample > finest}
+    n = len(layers)
+    first, last = round(4 * n / 16), round(14 * n / 16)
+    return {info.name for info in layers if first <= info.kind_order <= last}
+
+
+class PinToTrajectory(SamplerHooks):
+    """Overwrite the source rows with the stored inversion latent of each step."""
+
+    def __init__(self, trajectory: list[torch.Tensor], rows: int):
+        self.trajectory = trajectory
+        self.rows = rows
+
+    def before_unet(self, step: Step, x: torch.Tensor) -> torch.Tensor:
+        pinned = self.trajectory[step.index].expand(self.rows, -1, -1, -1)
+        return torch.cat([pinned, x[self.rows :]])
+
+
+@register
+class FPE(Method):
+    name = "fpe"
+    summary = "Free-Prompt-Editing: self-attention maps of the source replace the target's"
+    Params = FPEParams
+    batch_key = ("steps", "replace_fraction", "layers", "source_prompt")
+
+    def run(self, editor, batch: EditBatch) -> MethodOutput:
+        num_steps, n = batch.shared("steps"), batch.size
+        source_prompt = batch.shared("source_prompt")
+        generated = bool(source_prompt)
+        fraction = batch.shared("replace_fraction")
+        if fraction is None:
+            fraction = GENERATED_REPLACE_FRACTION if generated else REAL_REPLACE_FRACTION
+        steps = editor.denoiser.steps(num_steps)
+        targets = [row.prompt for row in batch.rows]
+        guidance = batch.column("guidance")
+        if generated:  # one source row per edit: each seed draws its own noise
+            x_T = editor.noise(editor.generators(batch), (n, *batch.reference.shape[1:]))
+            x = torch.cat([x_T, x_T])
+            sources, hooks = list(range(n)), SamplerHooks()
+            prompts, guidance = [source_prompt] * n + targets, torch.cat([guidance, guidance])
+        else:  # one source row pinned to the cached inversion serves every edit
+            trajectory = editor.invert(batch.reference, "", num_steps)
+            x = trajectory[0].expand(n + 1, -1, -1, -1)
+            sources, hooks = [0] * n, PinToTrajectory(trajectory, 1)
+            prompts, guidance = [""] + targets, torch.cat([guidance[:1], guidance])
+        first_target = len(prompts) - n
+        replace = SelfAttentionReplace(
+            replaced_layers(editor.unet, batch.shared("layers")),
+            last_step=round(fraction * num_steps),
+            sources=sources,
+            targets=list(range(first_target, first_target + n)),
+        )
+        hooks.attention_hooks = (replace,)
+        conditioning = editor.conditioning(batch, prompts=prompts, guidance=guidance)
+        latents = editor.sample(x, steps, conditioning, hooks)
+        return MethodOutput(
+            latents[first_target:],
+            extras={"source_latents": latents[:first_target], "replacements": replace.calls},
+        )

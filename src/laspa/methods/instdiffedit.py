@@ -1,0 +1,203 @@
+"""InstDiffEdit: an instant mask from cross-attention while denoising, then inpainting.
+
+The released code's algorithm (methods.md, "InstDiffEdit"): enc(I) is forward-noised to
+strength r with B noise seeds (one batch); during the last r-fraction of the steps the
+conditional cross-attention of the target text is averaged (seeds, layers, heads, running
+mean over steps), the word closest to the inverted start-token map is the index word,
+words alike to it are the object and unlike words the background, and the refined map,
+blurred and thresholded, blends every step towards the forward-noised input. Finally the
+image is inpainted inside the last mask, with the base model (blended latent diffusion)
+or, when named, an inpainting checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import ddim
+from .. import maps as maps_lib
+from ..errors import ParameterError
+from ..loop import SamplerHooks, Step
+from ..tokens import word_tokens
+from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
+from .sdedit import start_index
+
+
+@dataclass
+class InstDiffEditParams(CommonParams):
+    guidance: float = option(7.5, low=0.0, help="classifier-free guidance scale")
+    strength: float = option(0.5, low=0.0, high=1.0, low_open=True, help="r: mask-loop strength")
+    noise_seeds: int = option(3, low=1, high=16, help="B: noise seeds averaged for the mask")
+    object_threshold: float = option(0.9, low=-1.0, high=1.0, help="object words: similarity >=")
+    background_threshold: float = option(0.6, low=-1.0, high=1.0, help="background: similarity <=")
+    phi: float = option(0.2, low=0.0, high=1.0, help="mask threshold after blurring")
+    weighting: str = option("hard", choices=("hard", "soft"), help="word aggregation weights")
+    inpaint_strength: float = option(
+        1.0, low=0.0, high=1.0, low_open=True, help="strength of the final inpainting pass"
+    )
+    inpaint_model: str = option("", help="SD inpainting checkpoint for the final pass (optional)")
+
+
+# ------------------------------------------------------------------ mask maths (pure)
+
+
+def prepared_word_maps(token_maps: torch.Tensor, words: list[tuple[int, ...]], size) -> tuple:
+    """(start-token map inverted, word maps): each scaled to its max, upsampled to ``size``,
+    min-max normalised; ``token_maps`` is one edit's (h, w, tokens), seeds already averaged."""
+
+    def prepare(positions) -> torch.Tensor:
+        word_map = maps_lib.scale_to_max(maps_lib.word_map(token_maps[None], positions))
+        return maps_lib.minmax(maps_lib.resize(word_map, size))[0]
+
+    start = 1 - prepare((0,))
+    return start, torch.stack([prepare(p) for p in words])
+
+
+def index_word(start_inverted: torch.Tensor, word_maps: torch.Tensor) -> int:
+    """The word whose map is most alike (cosine) to the inverted start-token map."""
+    sims = maps_lib.cosine_similarity(word_maps, start_inverted[None].expand_as(word_maps))
+    return int(sims.argmax())
+
+
+def refine(
+    word_maps: torch.Tensor,
+    index: int,
+    object_threshold: float,
+    background_threshold: float,
+    soft: bool = False,
+) -> torch.Tensor:
+    """Adaptive aggregation: object words minus background words, clamped at 0."""
+    if word_maps.shape[0] == 1:
+        return word_maps[0]
+    sims = maps_lib.cosine_similarity(word_maps, word_maps[index][None].expand_as(word_maps))
+    if soft:
+        span = max(object_threshold - background_threshold, 1e-6)
+        object_weight = ((sims - background_threshold) / span).clamp(0, 1)
+        background_weight = 1 - object_weight
+    else:
+        object_weight = (sims >= object_threshold).float()
+        background_weight = (sims <= background_threshold).float()
+    objects = maps_lib.minmax(_weighted_mean(word_maps, object_weight)[None])[0]
+    if float(background_weight.sum()) == 0:
+        return objects
+    background = maps_lib.minmax(_weighted_mean(word_maps, background_weight)[None])[0]
+    return (objects - background).clamp(min=0)
+
+
+def _weighted_mean(maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (maps * weights.view(-1, 1, 1)).sum(0) / weights.sum().clamp_min(1e-8)
+
+
+def binarise(mask: torch.Tensor, phi: float) -> torch.Tensor:
+    """Gaussian blur 5x5 (sigma 1.1) twice, min-max normalise, threshold at phi."""
+    blurred = maps_lib.gaussian_blur(maps_lib.gaussian_blur(mask[None]))
+    return (maps_lib.minmax(blurred)[0] > phi).float()
+
+
+# ----------------------------------------------------------------------- hooks
+
+
+class InstantMask(SamplerHooks):
+    """Recompute every edit's mask from the running-mean attention after each UNet call,
+    and blend the B seed rows towards the forward-noised input outside it."""
+
+    def __init__(self, store, reference, noise, words, params, seeds: int):
+        self.store = store
+        self.reference = reference  # (N * B, C, h, w)
+        self.noise = noise  # (N * B, C, h, w), the seeds' noise
+        self.words = words  # per edit: list of token positions per word
+        self.params = params  # per edit
+        self.seeds = seeds
+        self.index: list[int] | None = None  # index word per edit, chosen at the first step
+        self.masks: torch.Tensor | None = None  # (N, 1, h, w)
+
+    def compute_masks(self, size) -> torch.Tensor:
+        per_seed = self.store.mean()  # (N * B, h, w, tokens)
+        per_edit = per_seed.view(-1, self.seeds, *per_seed.shape[1:]).mean(1)
+        masks, chosen = [], []
+        for i, (words, params) in enumerate(zip(self.words, self.params, strict=True)):
+            start, word_maps = prepared_word_maps(per_edit[i], words, size)
+            index = index_word(start, word_maps) if self.index is None else self.index[i]
+            chosen.append(index)
+            refined = refine(
+                word_maps, index, params.object_threshold, params.background_threshold,
+                soft=params.weighting == "soft",
+            )  # fmt: skip
+            masks.append(binarise(refined, params.phi))
+        if self.index is None:
+            self.index = chosen
+        return torch.stack(masks)[:, None]
+
+    def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
+        self.masks = self.compute_masks(tuple(x_prev.shape[-2:]))
+        source = ddim.forward_noise(self.reference, self.noise, step.alpha_prev)
+        mask = self.masks.repeat_interleave(self.seeds, dim=0)
+        return source + mask * (x_prev - source)
+
+
+class MaskedDenoising(SamplerHooks):
+    """Blended latent diffusion: outside the mask, the input forward-noised to the same
+    timestep; at the end, the input's latent itself."""
+
+    def __init__(self, reference, noise, masks):
+        self.reference, self.noise, self.masks = reference, noise, masks
+
+    def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
+        if step.is_last:
+            outside = self.reference
+        else:
+            outside = ddim.forward_noise(self.reference, self.noise, step.alpha_prev)
+        return outside + self.masks * (x_prev - outside)
+
+
+@register
+class InstDiffEdit(Method):
+    name = "instdiffedit"
+    summary = "InstDiffEdit: instant cross-attention mask while denoising, then inpainting"
+    Params = InstDiffEditParams
+    batch_key = ("steps", "strength", "noise_seeds", "inpaint_strength", "inpaint_model")
+
+    def run(self, editor, batch: EditBatch) -> MethodOutput:
+        num_steps, seeds = batch.shared("steps"), batch.shared("noise_seeds")
+        steps = editor.denoiser.steps(num_steps)[start_index(num_steps, batch.shared("strength")) :]
+        if not steps:
+            raise ParameterError("strength x steps leaves no mask step; raise strength or steps")
+        words = [self._words(editor, row.prompt) for row in batch.rows]
+        generators = editor.generators(batch)
+        shape = batch.reference.shape[1:]
+        noise = torch.cat([editor.noise([g] * seeds, (seeds, *shape)) for g in generators])
+        reference = batch.reference.expand(batch.size * seeds, -1, -1, -1)
+        store = editor.attention_store()
+        params = [row.params for row in batch.rows]
+        hooks = InstantMask(store, reference, noise, words, params, seeds)
+        hooks.attention_hooks = (store,)
+        prompts = [row.prompt for row in batch.rows for _ in range(seeds)]
+        guidance = batch.column("guidance").repeat_interleave(seeds)
+        conditioning = editor.conditioning(batch, prompts=prompts, guidance=guidance)
+        x = ddim.forward_noise(reference, noise, steps[0].alpha)
+        editor.sample(x, steps, conditioning, hooks, phase="mask")
+        masks = hooks.masks
+        latents = self._inpaint(editor, batch, masks, generators)
+        return MethodOutput(latents, masks=masks)
+
+    @staticmethod
+    def _words(editor, prompt: str) -> list[tuple[int, ...]]:
+        words = [w.positions for w in word_tokens(editor.tokenizer, prompt)]
+        if not words:
+            raise ParameterError("instdiffedit needs a prompt with at least one word")
+        return words
+
+    def _inpaint(self, editor, batch: EditBatch, masks, generators) -> torch.Tensor:
+        model = batch.shared("inpaint_model")
+        if model:
+            return editor.inpaint_with_checkpoint(model, batch, masks, generators)
+        num_steps = batch.shared("steps")
+        start = start_index(num_steps, batch.shared("inpaint_strength"))
+        steps = editor.denoiser.steps(num_steps)[start:]
+        reference = batch.reference.expand(batch.size, -1, -1, -1)
+        noise = editor.noise(generators, reference.shape)
+        x = ddim.forward_noise(reference, noise, steps[0].alpha)
+        hooks = MaskedDenoising(reference, noise, masks)
+        return editor.sample(x, steps, editor.conditioning(batch), hooks, phase="inpaint")

@@ -1,0 +1,240 @@
+"""Attention processors and hooks, attention maps, laspa-mix, InstDiffEdit and FPE plumbing."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+from PIL import Image
+
+from laspa import ParameterError
+from laspa.attention import CrossAttentionStore, LayerInfo, StepInfo, describe_layers
+from laspa.images import to_tensor
+from laspa.loop import Conditioning, sample
+from laspa.methods import EditBatch, EditRow, make_params
+from laspa.methods.fpe import FPE, replaced_layers
+from laspa.methods.instdiffedit import MaskedDenoising, binarise, index_word, refine
+from laspa.testing import tiny_components, tiny_editor
+from laspa.tokens import positions_of, token_alignment, word_tokens
+
+
+def picture(seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+
+
+def test_processor_without_hooks_equals_diffusers_default():
+    ed = tiny_editor()
+    x = torch.randn(2, 4, 16, 16)
+    text = ed.text_embeddings(["a red cat", "a dog"])
+    with torch.no_grad():
+        ours = ed.unet(x, 500, encoder_hidden_states=text).sample
+        _, _, _, unet, _ = tiny_components()
+        unet.set_attn_processor(AttnProcessor2_0())
+        theirs = unet(x, 500, encoder_hidden_states=text).sample
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
+def test_explicit_probabilities_path_equals_the_fused_path():
+    """A hook that only looks forces softmax(QK^T) in every layer: same output."""
+    ed = tiny_editor()
+    x = torch.randn(1, 4, 16, 16)
+    cond = Conditioning(ed.text_embeddings(["a red cat"]), ed.text_embeddings([""]), 5.0)
+    fused = ed.denoiser.eps(x, 700, cond, StepInfo())
+
+    class LookEverywhere:
+        def wants(self, layer, step):
+            return True
+
+        def __call__(self, layer, step, probs):
+            return probs
+
+    ed.attention.hooks = [LookEverywhere()]
+    explicit = ed.denoiser.eps(x, 700, cond, StepInfo())
+    ed.attention.hooks = []
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-4)
+
+
+def test_layers_are_described_in_forward_order():
+    ed = tiny_editor()
+    layers = sorted(describe_layers(ed.unet).values(), key=lambda info: info.order)
+    assert [info.place for info in layers][:4] == ["down"] * 4
+    assert layers[0].is_self and layers[1].is_cross and layers[0].downsample == 1
+    assert {info.downsample for info in layers if info.place == "mid"} == {2}
+    assert [info.kind_order for info in layers if info.is_self] == list(range(len(layers) // 2))
+
+
+def test_stored_maps_are_probabilities_over_tokens():
+    ed = tiny_editor()
+    store = ed.attention_store()
+    ed.attention.hooks = [store]
+    cond = Conditioning(ed.text_embeddings(["a red cat"] * 2), ed.text_embeddings([""] * 2), 5.0)
+    for index in range(3):
+        ed.denoiser.eps(torch.randn(2, 4, 16, 16), 900 - index * 100, cond, StepInfo(index=index))
+    ed.attention.hooks = []
+    maps = store.mean()
+    assert maps.shape == (2, 8, 8, ed.tokenizer.model_max_length)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 8, 8))
+    assert store.steps_recorded == 3
+
+
+def test_word_to_token_mapping_with_multi_token_words():
+    ed = tiny_editor()
+    tokenizer = ed.tokenizer  # knows "cat" and "red" as one token each, not "zebra"
+    prompt = "a red zebra, cat"
+    words = word_tokens(tokenizer, prompt)
+    assert [w.word for w in words] == ["a", "red", "zebra", ",", "cat"]
+    zebra = len(tokenizer("zebra", add_special_tokens=False).input_ids)
+    assert zebra > 1 and len(words[2].positions) == zebra
+    flat = [p for w in words for p in w.positions]
+    assert flat == list(range(1, len(flat) + 1))
+    ids = tokenizer(prompt).input_ids
+    assert len(ids) == len(flat) + 2
+    assert positions_of(tokenizer, prompt, "cat") == (len(flat),)
+    assert positions_of(tokenizer, prompt, "red zebra") == (2, *words[2].positions)
+    with pytest.raises(ValueError, match="does not occur"):
+        positions_of(tokenizer, prompt, "dog")
+    mapping = token_alignment(tokenizer, "a photo of a cat", "a photo of a red dog")
+    assert mapping[:5] == [0, 1, 2, 3, 4] and mapping[5] == mapping[6] == -1
+
+
+def test_attention_maps_of_every_word_and_of_chosen_words():
+    ed = tiny_editor()
+    maps = ed.attention_maps(picture(), "a red cat on a blue background", steps=4)
+    assert list(maps) == ["a", "red", "cat", "on", "blue", "background"]
+    for m in maps.values():
+        assert m.shape == (16, 16) and m.min() == 0 and m.max() == pytest.approx(1)
+    chosen = ed.attention_maps(picture(), "a red cat", words=["cat", "red cat"], steps=4)
+    assert list(chosen) == ["cat", "red cat"]
+    with pytest.raises(ParameterError, match="does not occur"):
+        ed.attention_maps(picture(), "a red cat", words=["dog"], steps=4)
+
+
+def test_laspa_mix_runs_two_branches_and_returns_a_mask():
+    ed = tiny_editor()
+    result = ed.edit(picture(), "a red cat on a blue background", method="laspa-mix",
+                     subject="cat", steps=5, K=100)  # fmt: skip
+    assert result.unet_evals == 20  # 5 steps x 2 branches x CFG
+    assert result.mask.shape == (1, 16, 16) and 0 <= result.mask.min() <= result.mask.max() <= 1
+    with pytest.raises(ParameterError, match="subject"):
+        ed.edit(picture(), "a red cat", method="laspa-mix", subject="dog", steps=2)
+    with pytest.raises(ParameterError, match="needs a subject"):
+        ed.edit(picture(), "a red cat", method="laspa-mix", steps=2)
+
+
+def test_laspa_mix_with_k_at_the_top_is_plain_ddim_on_the_prompt():
+    """No step has t > K: no alignment, mixing or swap; the free branch is plain DDIM."""
+    ed = tiny_editor()
+    mixed = ed.edit(picture(), "a red cat", method="laspa-mix", subject="cat", K=1000, steps=5)
+    plain = ed.edit(picture(), "a red cat", method="generate", steps=5)
+    torch.testing.assert_close(mixed.latent, plain.latent, atol=1e-4, rtol=1e-4)
+
+
+def test_instdiffedit_mask_maths():
+    maps = torch.zeros(3, 8, 8)
+    maps[0, 2:5, 2:5] = 1  # the object
+    maps[1, 2:5, 2:6] = 1  # alike
+    maps[2, 5:, :] = 1  # background
+    start_inverted = maps[0].clone()
+    assert index_word(start_inverted, maps) == 0
+    refined = refine(maps, 0, 0.8, 0.3)
+    assert refined[3, 3] > 0.9 and refined[6, 1] == 0
+    mask = binarise(refined, 0.2)
+    assert mask[3, 3] == 1 and mask[7, 7] == 0 and set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(refine(maps[:1], 0, 0.9, 0.6), maps[0])  # one word: its own map
+
+
+def test_blending_with_an_all_zero_mask_returns_the_source():
+    ed = tiny_editor()
+    reference = ed.encode(torch.rand(1, 3, 32, 32) * 2 - 1)
+    noise = torch.randn_like(reference)
+    hooks = MaskedDenoising(reference, noise, torch.zeros(1, 1, 16, 16))
+    cond = Conditioning(ed.text_embeddings(["a cat"]), ed.text_embeddings([""]), 7.5)
+    out = sample(ed.denoiser, torch.randn_like(reference), ed.denoiser.steps(5), cond, hooks)
+    torch.testing.assert_close(out, reference)
+
+
+def test_instdiffedit_returns_a_binary_mask_and_costs_what_the_table_says():
+    ed = tiny_editor()
+    result = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10)
+    # mask loop: 5 steps x 3 seeds x CFG; inpainting at strength 1: 10 steps x CFG
+    assert result.unet_evals == 5 * 3 * 2 + 10 * 2
+    assert set(result.mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_instdiffedit_with_an_inpainting_checkpoint(tmp_path):
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    vae, text_encoder, tokenizer, unet, scheduler = tiny_components()
+    config = dict(unet.config)
+    config["in_channels"] = 9
+    inpaint_unet = UNet2DConditionModel.from_config(config)
+    StableDiffusionInpaintPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=inpaint_unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(tmp_path / "inpaint", safe_serialization=True)  # fmt: skip
+    ed = tiny_editor()
+    result = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10,
+                     inpaint_model=str(tmp_path / "inpaint"))  # fmt: skip
+    assert result.image.size == (32, 32)
+    assert result.unet_evals == 5 * 3 * 2 + 10 * 2
+
+
+def fpe_batch(ed, prompts, **params):
+    reference = ed.encode(to_tensor(picture(), (32, 32)))
+    rows = [EditRow(p, 0, make_params("fpe", params)) for p in prompts]
+    return EditBatch(reference, rows)
+
+
+def test_fpe_with_no_replacement_equals_ddim_inversion_with_the_target_prompt():
+    ed = tiny_editor()
+    fpe = ed.edit(picture(), "a red cat", method="fpe", steps=8, replace_fraction=0.0)
+    inversion = ed.edit(picture(), "a red cat", method="ddim-inversion", steps=8, guidance=7.5)
+    scale = inversion.latent.abs().max()
+    assert (fpe.latent - inversion.latent).abs().max() <= 1e-4 * scale
+
+
+def test_fpe_target_equal_to_source_reproduces_the_source_branch():
+    ed = tiny_editor()
+    batch = fpe_batch(ed, ["a red cat"], steps=6, source_prompt="a red cat")
+    output = FPE().run(ed, batch)
+    torch.testing.assert_close(output.latents, output.extras["source_latents"])
+
+
+def test_fpe_replaces_only_in_the_chosen_layers_and_steps():
+    ed = tiny_editor()
+    output = FPE().run(ed, fpe_batch(ed, ["a red cat", "a dog"], steps=10, replace_fraction=0.5))
+    layers = replaced_layers(ed.unet, "code")
+    calls = output.extras["replacements"]
+    assert {name for name, _ in calls} == layers
+    assert sorted({step for _, step in calls}) == [0, 1, 2, 3, 4]
+    assert len(calls) == len(layers) * 5
+    self_layers = [info for info in describe_layers(ed.unet).values() if info.is_self]
+    assert all(info.downsample > 1 for info in self_layers if info.name in layers)
+
+
+def test_fpe_inverts_once_per_image():
+    ed = tiny_editor()
+    first = ed.edit(picture(), "a red cat", method="fpe", steps=6)
+    second = ed.edit(picture(), "a blue dog", method="fpe", steps=6)
+    assert ed.inversion_cache_hits == 1
+    assert first.unet_evals == 6 + 6 * 4 and second.unet_evals == 6 * 4
+    reference = ed.encode(to_tensor(picture(), (32, 32)))
+    trajectory = ed.invert(reference, "", 6)
+    assert ed.inversion_cache_hits == 2
+    again = tiny_editor().invert(reference, "", 6)
+    for cached, new in zip(trajectory, again, strict=True):
+        torch.testing.assert_close(cached, new)
+
+
+def test_store_rows_and_conditional_half():
+    store = CrossAttentionStore({2}, rows=slice(0, 1))
+    step = StepInfo(index=0, rows=2, guided=True, latent_hw=(16, 16))
+    layer = LayerInfo("x", "down", 1, 0, True, 2)
+    probs = torch.zeros(4, 2, 64, 5)
+    probs[..., 0] = 1  # uncond rows attend to token 0
+    probs[2, ..., 0], probs[2, ..., 3] = 0, 1  # cond row 0 attends to token 3
+    probs[3, ..., 0], probs[3, ..., 4] = 0, 1
+    store(layer, step, probs)
+    maps = store.current()
+    assert maps.shape == (1, 8, 8, 5) and torch.all(maps[..., 3] == 1)
