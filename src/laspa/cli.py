@@ -6,6 +6,7 @@ written atomically and never over the input.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -106,14 +107,62 @@ class TqdmProgress:
             self.bar = None
 
 
-def method_options(method: str, given: dict[str, Any]) -> dict[str, Any]:
-    """The options the user gave (None = not given), checked against the method."""
+def method_options(method: str, given: dict[str, Any], settings: list[str] = ()) -> dict[str, Any]:
+    """The options the user gave (None = not given) plus ``--set NAME=VALUE`` ones,
+    checked against the method before any work."""
     from .methods.base import get_method, make_params
 
     get_method(method)
     options = {name: value for name, value in given.items() if value is not None}
-    make_params(method, options)  # validates ranges and applicability before any work
+    for setting in settings:
+        name, value = parse_setting(method, setting)
+        options[name] = value
+    make_params(method, options)  # validates ranges and applicability
     return options
+
+
+def parse_setting(method: str, setting: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` -> (name, value typed like the method's option)."""
+    from .methods.base import METHODS
+
+    name, sep, text = setting.partition("=")
+    name = name.strip().replace("-", "_")
+    fields = {f.name: f for f in dataclasses.fields(METHODS[method].Params)}
+    if not sep or name not in fields:
+        known = ", ".join(sorted(fields))
+        raise LaspaError(f"--set takes NAME=VALUE with NAME one of: {known} (got {setting!r})")
+    return name, coerce(fields[name], text, f"--set {name}")
+
+
+def coerce(spec, text: str, where: str) -> Any:
+    kind = str(spec.type)
+    try:
+        if "int" in kind:
+            return int(text)
+        if "float" in kind:
+            return float(text)
+    except ValueError:
+        raise LaspaError(f"{where}: {text!r} is not a number") from None
+    return text
+
+
+def parse_list(text: str | None, cast, name: str) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [cast(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise LaspaError(f"--{name} takes comma-separated numbers, got {text!r}") from None
+
+
+# Options shared by the editing commands, declared once.
+ModelOption = typer.Option(
+    None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
+)
+DeviceOption = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)")
+SetOption = typer.Option(
+    [], "--set", help="any method option as NAME=VALUE (repeatable), e.g. --set phi=0.3"
+)
 
 
 @app.command()
@@ -134,48 +183,190 @@ def edit(
         None, "--direction", help="laspa-x0: asymmetric (UNet eps) or consistent"
     ),
     noise: str | None = typer.Option(None, "--noise", help="laspa-input: fixed or fresh z"),
+    subject: str | None = typer.Option(None, "--subject", help="laspa-mix: the word to keep"),
     steps: int | None = typer.Option(None, "--steps", help="DDIM steps (50)"),
-    guidance: float | None = typer.Option(None, "--guidance", help="guidance scale (10)"),
-    strength: float | None = typer.Option(None, "--strength", help="sdedit: (0, 1] (0.8)"),
+    guidance: float | None = typer.Option(None, "--guidance", help="guidance scale"),
+    strength: float | None = typer.Option(
+        None, "--strength", help="sdedit (0.8), instdiffedit r (0.5): (0, 1]"
+    ),
     source_prompt: str | None = typer.Option(
-        None, "--source-prompt", help="ddim-inversion: prompt of the inversion ('')"
+        None, "--source-prompt", help="ddim-inversion: inversion prompt; fpe: generated mode"
+    ),
+    replace_fraction: float | None = typer.Option(
+        None, "--replace-fraction", help="fpe: fraction of steps with replacement"
+    ),
+    layers: str | None = typer.Option(None, "--layers", help="fpe: code or paper"),
+    inpaint_model: str | None = typer.Option(
+        None, "--inpaint-model", help="instdiffedit: SD inpainting checkpoint for the final pass"
+    ),
+    settings: list[str] = SetOption,
+    mask_out: Path | None = typer.Option(
+        None, "--mask-out", help="write the method's mask (instdiffedit, laspa-mix) here"
     ),
     seed: int = typer.Option(0, "--seed", help="random seed"),
-    model: str | None = typer.Option(
-        None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
-    ),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Edit IMAGE towards PROMPT and write the result to -o."""
     from . import images
+    from .methods.base import METHODS
 
-    options = method_options(
-        method,
-        {
-            "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
-            "direction": direction, "noise": noise, "steps": steps, "guidance": guidance,
-            "strength": strength, "source_prompt": source_prompt,
-        },
-    )  # fmt: skip
+    given = {
+        "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
+        "direction": direction, "noise": noise, "subject": subject, "steps": steps,
+        "guidance": guidance, "strength": strength, "source_prompt": source_prompt,
+        "replace_fraction": replace_fraction, "layers": layers, "inpaint_model": inpaint_model,
+    }  # fmt: skip
+    options = method_options(method, given, settings)
     if not prompt.strip():
         raise LaspaError("the prompt must be a non-empty text")
     output = images.check_output_path(output, inputs=(image,))
+    if mask_out is not None:
+        if not METHODS[method].makes_mask:
+            raise LaspaError(f"method {method} makes no mask (--mask-out)")
+        mask_out = images.check_output_path(mask_out, inputs=(image, output))
     picture = images.load_image(image)
     editor = load_editor(model, device)
-    progress = TqdmProgress(enabled=not quiet)
-    editor.progress = progress
-    try:
-        result = editor.edit(picture, prompt, method=method, seed=seed, **options)
-    finally:
-        progress.close()
+    result = run_with_progress(
+        editor, quiet, lambda: editor.edit(picture, prompt, method=method, seed=seed, **options)
+    )
     images.save_image(result.image, output)
+    record = {**result.summary(), "model": editor.name, "output": str(output)}
+    if mask_out is not None:
+        images.save_image(mask_image(result.mask, picture.size), mask_out)
+        record["mask"] = str(mask_out)
     if as_json:
-        print(json.dumps({**result.summary(), "model": editor.name, "output": str(output)}))
+        print(json.dumps(record))
     else:
         cost = f"{result.seconds:.2f} s, {result.unet_evals:g} UNet evals"
         note(f"laspa: wrote {output} ({method}, {cost})")
+
+
+def run_with_progress(editor, quiet: bool, work):
+    progress = TqdmProgress(enabled=not quiet)
+    editor.progress = progress
+    try:
+        return work()
+    finally:
+        progress.close()
+        editor.progress = None
+
+
+def mask_image(mask, size: tuple[int, int]):
+    """A (1, h, w) mask in [0, 1] as a grey PNG at the input's size (white = edited)."""
+    from PIL import Image
+
+    array = (mask[0].clamp(0, 1).numpy() * 255).round().astype("uint8")
+    return Image.fromarray(array, mode="L").resize(size, Image.NEAREST)
+
+
+@app.command()
+def attention(
+    image: Path = typer.Argument(..., help="input image"),
+    prompt: str = typer.Argument(..., help="prompt whose words' maps to read"),
+    output: Path = typer.Option(..., "-o", "--output", help="output PNG"),
+    word: list[str] = typer.Option([], "--word", "-w", help="word (or phrase) to map; repeatable"),
+    all_words: bool = typer.Option(False, "--all-words", help="a labelled grid of every word"),
+    method: str = typer.Option("laspa-x0", "--method", "-m", help="a LASPA method"),
+    K: int | None = typer.Option(None, "--K", help="align while t > K"),
+    beta: float | None = typer.Option(None, "--beta", help="alignment strength"),
+    steps: int | None = typer.Option(None, "--steps", help="DDIM steps"),
+    settings: list[str] = SetOption,
+    seed: int = typer.Option(0, "--seed", help="random seed"),
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Cross-attention map of prompt words on IMAGE, from one aligned pass (no inversion)."""
+    from . import images
+    from .web.pictures import labelled_grid, map_overlay
+
+    if not word and not all_words:
+        raise LaspaError("name a --word, or ask for --all-words")
+    options = method_options(method, {"K": K, "beta": beta, "steps": steps}, settings)
+    output = images.check_output_path(output, inputs=(image,))
+    picture = images.load_image(image)
+    editor = load_editor(model, device)
+    words = None if all_words else word
+    maps = run_with_progress(
+        editor, quiet,
+        lambda: editor.attention_maps(picture, prompt, words, method, seed, **options),
+    )  # fmt: skip
+    overlays = [map_overlay(picture, heat) for heat in maps.values()]
+    picture_out = labelled_grid([overlays], [""], list(maps)) if len(maps) > 1 else overlays[0]
+    images.save_image(picture_out, output)
+    note(f"laspa: wrote {output} ({', '.join(maps)})")
+
+
+@app.command()
+def sweep(
+    image: Path = typer.Argument(..., help="input image"),
+    prompt: str = typer.Argument(..., help="edit prompt"),
+    output: Path = typer.Option(..., "-o", "--output", help="output grid PNG"),
+    method: str = typer.Option("laspa-x0", "--method", "-m", help="editing method"),
+    K: str | None = typer.Option(None, "--K", help="values of K, e.g. 100,200,400"),
+    beta: str | None = typer.Option(None, "--beta", help="values of beta, e.g. 0.2,0.3,0.5"),
+    strength: str | None = typer.Option(None, "--strength", help="values of strength"),
+    guidance: str | None = typer.Option(None, "--guidance", help="values of the guidance"),
+    seeds: str | None = typer.Option(None, "--seeds", help="values of the seed"),
+    steps: int | None = typer.Option(None, "--steps", help="DDIM steps"),
+    settings: list[str] = SetOption,
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
+    batch_size: int | None = typer.Option(None, "--batch-size", help="UNet rows per batch"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON line per cell"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """The preservation / edit trade-off as a picture: a grid over one or two parameters,
+    every cell of it from one batched run."""
+    from . import images
+    from .web.pictures import labelled_grid
+
+    axes = {
+        name: values
+        for name, values in (
+            ("K", parse_list(K, int, "K")), ("beta", parse_list(beta, float, "beta")),
+            ("strength", parse_list(strength, float, "strength")),
+            ("guidance", parse_list(guidance, float, "guidance")),
+            ("seed", parse_list(seeds, int, "seeds")),
+        )
+        if values
+    }  # fmt: skip
+    if not 1 <= len(axes) <= 2:
+        raise LaspaError("sweep one or two of --K, --beta, --strength, --guidance, --seeds")
+    fixed = method_options(method, {"steps": steps}, settings)
+    (row_name, row_values), *rest = axes.items()
+    column_name, column_values = rest[0] if rest else ("", [None])
+    variants = []
+    for row_value in row_values:
+        for column_value in column_values:
+            variant = {"prompt": prompt, **fixed, row_name: row_value}
+            if column_name:
+                variant[column_name] = column_value
+            variants.append(variant)
+    for variant in variants:  # every cell validated before any work
+        method_options(method, {k: v for k, v in variant.items() if k not in ("prompt", "seed")})
+    output = images.check_output_path(output, inputs=(image,))
+    picture = images.load_image(image)
+    editor = load_editor(model, device)
+    results = run_with_progress(
+        editor, quiet, lambda: editor.edit_many(picture, variants, method, batch_size)
+    )
+    width = len(column_values)
+    cells = [[r.image for r in results[i : i + width]] for i in range(0, len(results), width)]
+    grid = labelled_grid(
+        cells,
+        [f"{row_name}={v}" for v in row_values],
+        [f"{column_name}={v}" if column_name else "" for v in column_values],
+    )
+    images.save_image(grid, output)
+    if as_json:
+        for result in results:
+            print(json.dumps(result.summary()))
+    total = sum(r.seconds for r in results)
+    note(f"laspa: wrote {output} ({len(results)} edits, {total:.2f} s in all)")
 
 
 def main(argv: list[str] | None = None) -> None:

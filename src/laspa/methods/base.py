@@ -119,6 +119,8 @@ class Method:
     Params: ClassVar[type]
     #: parameters that must be equal within one batch; rows differing in them run apart
     batch_key: ClassVar[tuple[str, ...]] = ("steps",)
+    #: whether results carry a mask (EditResult.mask)
+    makes_mask: ClassVar[bool] = False
 
     def run(self, editor: Editor, batch: EditBatch) -> MethodOutput:
         raise NotImplementedError

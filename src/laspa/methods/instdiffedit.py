@@ -157,6 +157,7 @@ class InstDiffEdit(Method):
     name = "instdiffedit"
     summary = "InstDiffEdit: instant cross-attention mask while denoising, then inpainting"
     Params = InstDiffEditParams
+    makes_mask = True
     batch_key = ("steps", "strength", "noise_seeds", "inpaint_strength", "inpaint_model")
 
     def run(self, editor, batch: EditBatch) -> MethodOutput:

@@ -70,6 +70,7 @@ class LaspaMix(_Laspa):
     name = "laspa-mix"
     summary = "LASPA with semantic latent mixing: keeps the subject, frees the background"
     Params = MixParams
+    makes_mask = True
 
     def run(self, editor, batch: EditBatch) -> MethodOutput:
         n = batch.size
