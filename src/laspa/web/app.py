@@ -1,0 +1,485 @@
+"""The gradio app of ``laspa serve``: a thin layer over one :class:`laspa.Editor`.
+
+Imported only when the UI is built, so that ``laspa --help`` never pays for gradio.
+
+Two kinds of events: the page's own (private: their inputs are every option widget of
+every method, which changes whenever a method is added), and the public API endpoints
+``/edit``, ``/sweep`` and ``/demo_scene`` whose signatures stay put: a method's options
+travel as one ``options`` dict, and options left out take the method's defaults.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# gradio reads this at import: no usage reports leave the machine
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from .. import images  # noqa: E402
+from ..editor import DEFAULT_METHOD  # noqa: E402
+from ..errors import ImageError, LaspaError, ParameterError  # noqa: E402
+from ..methods import METHODS  # noqa: E402
+from . import options as opts  # noqa: E402
+from .session import MAX_UPLOAD_BYTES, EditOutcome, WebSession  # noqa: E402
+
+#: every event that touches the Editor shares this queue slot: one edit at a time
+EDITOR_QUEUE = "editor"
+
+#: requests waiting beyond this are refused by gradio ("queue is full") instead of piling up
+QUEUE_SIZE = 16
+
+INTRO = (
+    "### laspa: text-guided editing of one image\n"
+    "Upload an image or load a generated demo scene, describe the wanted result, "
+    "choose a method and press **Edit**."
+)
+
+#: the default that tells gradio to pass a progress tracker; it swaps in each event's own
+PROGRESS = gr.Progress()
+
+UI_ONLY = {"concurrency_limit": None, "api_visibility": "private"}
+ON_EDITOR = {"concurrency_id": EDITOR_QUEUE, "concurrency_limit": 1}
+
+
+# ------------------------------------------------------------------ small pieces
+def _hand_over_unopened(image: gr.Image) -> gr.Image:
+    """Make ``image`` pass its uploaded file on as a path without opening it.
+
+    gr.Image opens uploads with PIL itself and fails on a non-image with a bare "Error";
+    laspa.images.load_image refuses it instead, with a reason the user can read. Gradio
+    has already checked that the path lies in its upload cache when preprocess runs.
+    (An instance attribute, not a subclass: gradio writes a .pyi file next to the source
+    of every Component subclass it sees.)
+    """
+    original = image.preprocess
+
+    def preprocess(payload: Any) -> str | None:
+        path = getattr(payload, "path", None)
+        return str(path) if path else original(payload)
+
+    image.preprocess = preprocess  # type: ignore[method-assign]
+    return image
+
+
+def _user_error(error: LaspaError) -> gr.Error:
+    """A LaspaError as a toast with its one-line reason (and no traceback in the log)."""
+    return gr.Error(str(error), title="Cannot edit", print_exception=False)
+
+
+def _progress(progress: gr.Progress) -> Callable[[str, int, int], None]:
+    def report(phase: str, done: int, total: int) -> None:
+        progress((done, total), desc=phase)
+
+    return report
+
+
+def _option_widget(spec: opts.OptionSpec, visible: bool) -> gr.components.Component:
+    common = {"label": spec.name, "info": spec.info, "visible": visible}
+    if spec.kind == "slider":
+        return gr.Slider(
+            minimum=spec.minimum, maximum=spec.high, step=spec.step, value=spec.default, **common
+        )
+    if spec.kind == "number":
+        precision = 0 if spec.python_type is int else None
+        return gr.Number(
+            value=spec.default, minimum=spec.minimum, maximum=spec.high, precision=precision,
+            **common,
+        )  # fmt: skip
+    if spec.kind == "radio":
+        return gr.Radio(choices=list(spec.choices), value=spec.default, **common)
+    if spec.kind == "checkbox":
+        return gr.Checkbox(value=spec.default, **common)
+    return gr.Textbox(value=spec.default, **common)
+
+
+def _widget_update(spec: opts.OptionSpec) -> dict:
+    """Show a widget with ``spec``'s default, range and help (methods differ in them)."""
+    update = {"visible": True, "value": spec.default, "info": spec.info}
+    if spec.kind in ("slider", "number"):
+        update.update(minimum=spec.minimum, maximum=spec.high)
+    if spec.kind == "slider":
+        update["step"] = spec.step
+    if spec.kind == "radio":
+        update["choices"] = list(spec.choices)
+    return gr.update(**update)
+
+
+def _method_markdown(method: str) -> str:
+    return f"*{METHODS[method].summary}*" if method in METHODS else ""
+
+
+def _sweep_axes(method: str) -> tuple[str | None, str | None]:
+    """Default sweep axes: the paper's K x beta where the method has them."""
+    names = [spec.name for spec in opts.sweepable(method)]
+    preferred = [n for n in ("K", "beta", "strength", "guidance", "steps") if n in names]
+    ordered = [*preferred, *(n for n in names if n not in preferred), None, None]
+    return ordered[0], ordered[1]
+
+
+def _sweep_values(method: str, name: str | None) -> str:
+    specs = {spec.name: spec for spec in opts.sweepable(method)}
+    return opts.default_sweep_values(specs[name]) if name in specs else ""
+
+
+def _options_dict(options: Any) -> dict[str, Any]:
+    """The API's ``options`` argument: a dict of a method's option values, or nothing."""
+    if options in (None, ""):
+        return {}
+    if not isinstance(options, dict):
+        raise ParameterError(f"options must be a JSON object of option values, got {options!r}")
+    return options
+
+
+class _Downloads:
+    """Result files offered for download, in a folder of the app's own."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="laspa-web-"))
+        self.counter = itertools.count(1)
+
+    def save(self, image, method: str) -> str:
+        path = self.folder / f"laspa-{method}-{next(self.counter)}.png"
+        return str(images.save_image(image, path))
+
+
+# ----------------------------------------------------------------------- layout
+@dataclass
+class _Page:
+    """The page's components, so that layout and event wiring can live apart."""
+
+    source: gr.Image
+    result: gr.Image
+    result_map: gr.Image
+    prompt: gr.Textbox
+    scene_number: gr.Number
+    scene_button: gr.Button
+    method: gr.Dropdown
+    method_note: gr.Markdown
+    seed: gr.Number
+    edit_button: gr.Button
+    info: gr.Markdown
+    download: gr.DownloadButton
+    names: list[str]
+    widgets: list[gr.components.Component]
+    x_name: gr.Dropdown
+    x_values: gr.Textbox
+    y_name: gr.Dropdown
+    y_values: gr.Textbox
+    sweep_button: gr.Button
+    sweep_info: gr.Markdown
+    sweep_grid: gr.Image
+    current_method: gr.State
+    map_label: gr.State
+    api_options: gr.JSON
+    api_edit: gr.Button
+    api_sweep: gr.Button
+
+    @property
+    def option_widgets(self) -> dict[str, gr.components.Component]:
+        return dict(zip(self.names, self.widgets, strict=True))
+
+
+def _images_row() -> tuple[gr.Image, gr.Image, gr.Image]:
+    with gr.Row(equal_height=True):
+        source = gr.Image(
+            label="Input image", type="filepath", format="png", height=340,
+            sources=["upload", "clipboard"], elem_id="input-image",
+        )  # fmt: skip
+        shown = {"type": "pil", "format": "png", "interactive": False, "height": 340}
+        result = gr.Image(
+            label="Result", buttons=["download", "fullscreen"], elem_id="result-image", **shown
+        )
+        result_map = gr.Image(label="Edit mask", visible=False, elem_id="result-map", **shown)
+    return _hand_over_unopened(source), result, result_map
+
+
+def _edit_tab(union: dict[str, opts.OptionSpec]) -> dict[str, Any]:
+    initial = {spec.name for spec in opts.method_options(DEFAULT_METHOD)}
+    with gr.Tab("Edit", id="edit"), gr.Row():
+        with gr.Column(scale=1):
+            method = gr.Dropdown(
+                choices=list(METHODS), value=DEFAULT_METHOD, label="Method", elem_id="method"
+            )
+            method_note = gr.Markdown(_method_markdown(DEFAULT_METHOD))
+            seed = gr.Number(label="seed", value=0, precision=0, minimum=0, elem_id="seed")
+            edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
+            info = gr.Markdown(label="Timing", elem_id="edit-info")
+            download = gr.DownloadButton("Download result", visible=False, elem_id="download")
+        with gr.Column(scale=2):
+            widgets = [_option_widget(spec, name in initial) for name, spec in union.items()]
+    return {
+        "method": method, "method_note": method_note, "seed": seed, "edit_button": edit_button,
+        "info": info, "download": download, "names": list(union), "widgets": widgets,
+    }  # fmt: skip
+
+
+def _sweep_tab() -> dict[str, Any]:
+    x_default, y_default = _sweep_axes(DEFAULT_METHOD)
+    axes = [spec.name for spec in opts.sweepable(DEFAULT_METHOD)]
+    # custom values allowed: gradio checks a dropdown against the choices it started with,
+    # and the choices follow the method (session.sweep checks the names)
+    axis = {"allow_custom_value": True}
+    with gr.Tab("Sweep", id="sweep"):
+        gr.Markdown(
+            "A grid of edits of the image above over two options of the chosen method, "
+            "computed in one batched run; the other options are those of the Edit tab."
+        )
+        with gr.Row():
+            x_name = gr.Dropdown(axes, value=x_default, label="Columns", elem_id="sweep-x", **axis)
+            x_values = gr.Textbox(_sweep_values(DEFAULT_METHOD, x_default), label="Column values")
+            y_name = gr.Dropdown(axes, value=y_default, label="Rows", elem_id="sweep-y", **axis)
+            y_values = gr.Textbox(_sweep_values(DEFAULT_METHOD, y_default), label="Row values")
+        sweep_button = gr.Button("Sweep", variant="primary", elem_id="sweep")
+        sweep_info = gr.Markdown(label="Timing", elem_id="sweep-info")
+        sweep_grid = gr.Image(
+            label="Sweep", type="pil", format="png", interactive=False,
+            buttons=["download", "fullscreen"], elem_id="sweep-grid",
+        )  # fmt: skip
+    return {
+        "x_name": x_name, "x_values": x_values, "y_name": y_name, "y_values": y_values,
+        "sweep_button": sweep_button, "sweep_info": sweep_info, "sweep_grid": sweep_grid,
+    }  # fmt: skip
+
+
+def _layout(editor) -> _Page:
+    gr.Markdown(INTRO)
+    model = getattr(editor, "name", "model")
+    gr.Markdown(f"Model: `{model}` at {editor.resolution} px", elem_id="model-line")
+    source, result, result_map = _images_row()
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", placeholder="a photo of ...", scale=4, elem_id="prompt")
+        scene_number = gr.Number(
+            label="Demo scene", value=0, precision=0, minimum=0, scale=1, elem_id="scene"
+        )
+        scene_button = gr.Button("Load demo scene", scale=1, elem_id="load-scene")
+    with gr.Tabs():
+        edit = _edit_tab(opts.all_options(DEFAULT_METHOD))
+        sweep = _sweep_tab()
+    # the API's endpoints: hidden, never clicked by the page
+    api_options = gr.JSON(value=None, label="options", visible=False)
+    api_edit = gr.Button(visible=False)
+    api_sweep = gr.Button(visible=False)
+    return _Page(
+        source=source, result=result, result_map=result_map, prompt=prompt,
+        scene_number=scene_number, scene_button=scene_button, **edit, **sweep,
+        current_method=gr.State(DEFAULT_METHOD), map_label=gr.State(""),
+        api_options=api_options, api_edit=api_edit, api_sweep=api_sweep,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- events
+def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
+    """The page's own events: upload check, demo scenes, method switch, edit, sweep."""
+    names = page.names
+    source_prompt = [w for n, w in page.option_widgets.items() if n == "source_prompt"]
+
+    def check_upload(path: str | None):
+        if path is None:
+            return gr.skip()
+        try:
+            session.load_upload(path)
+        except ImageError as error:
+            gr.Warning(f"Upload refused: {error}", title="Not accepted")
+            return None  # clear the input: nothing unreadable stays on the page
+        return gr.skip()
+
+    def load_scene(scene: float | None = 0):
+        """A generated demo scene and its caption (as prompt and, where taken, source prompt)."""
+        try:
+            picture, text = session.demo_scene(scene)
+        except LaspaError as error:
+            raise _user_error(error) from None
+        return (picture, text, text) if source_prompt else (picture, text)
+
+    def switch_method(new: str, old: str):
+        new_specs = {s.name: s for s in opts.method_options(new)}
+        old_specs = {s.name: s for s in opts.method_options(old)} if old in METHODS else {}
+        updates = []
+        for name in names:
+            spec = new_specs.get(name)
+            if spec is None:
+                updates.append(gr.update(visible=False))
+            elif old_specs.get(name) == spec:
+                updates.append(gr.update(visible=True))  # the same option: keep the user's value
+            else:
+                updates.append(_widget_update(spec))
+        x, y = _sweep_axes(new)
+        axes = [s.name for s in opts.sweepable(new)]
+        return (
+            new, _method_markdown(new),
+            gr.update(choices=axes, value=x), _sweep_values(new, x),
+            gr.update(choices=axes, value=y), _sweep_values(new, y),
+            *updates,
+        )  # fmt: skip
+
+    # the page's events take their inputs as a set: gradio hands over {component: value},
+    # which keeps the many option widgets by name and leaves room for gr.Progress
+    def page_values(data: dict) -> tuple[list, dict[str, Any]]:
+        fixed = [data[c] for c in (page.source, page.prompt, page.method, page.seed)]
+        return fixed, {name: data[w] for name, w in page.option_widgets.items()}
+
+    def edit_from_page(data: dict, progress=PROGRESS):
+        (path, text, method, seed), options = page_values(data)
+        outcome = _edit(session, path, text, method, seed, options, progress)
+        return _edit_outputs(outcome, downloads, method)
+
+    def sweep_from_page(data: dict, progress=PROGRESS):
+        (path, text, method, seed), options = page_values(data)
+        axes = [data[c] for c in (page.x_name, page.x_values, page.y_name, page.y_values)]
+        return _sweep(session, path, text, method, seed, options, axes, progress)
+
+    def show_outputs(heat, label: str):
+        return gr.update(visible=heat is not None, label=label or None), gr.update(visible=True)
+
+    page.source.upload(check_upload, page.source, page.source, **UI_ONLY)
+    page.scene_button.click(
+        load_scene, page.scene_number, [page.source, page.prompt, *source_prompt],
+        api_name="demo_scene", concurrency_limit=None,
+    )  # fmt: skip
+    page.method.change(
+        switch_method, [page.method, page.current_method],
+        [page.current_method, page.method_note, page.x_name, page.x_values, page.y_name,
+         page.y_values, *page.widgets],
+        **UI_ONLY,
+    )  # fmt: skip
+    for axis, values in ((page.x_name, page.x_values), (page.y_name, page.y_values)):
+        axis.change(_sweep_values, [page.method, axis], values, **UI_ONLY)
+
+    edit_inputs = {page.source, page.prompt, page.method, page.seed, *page.widgets}
+    edit_outputs = [page.result, page.result_map, page.info, page.download, page.map_label]
+    for trigger in (page.edit_button.click, page.prompt.submit):
+        trigger(
+            edit_from_page, edit_inputs, edit_outputs, api_visibility="private", **ON_EDITOR
+        ).then(show_outputs, [page.result_map, page.map_label],
+               [page.result_map, page.download], **UI_ONLY)  # fmt: skip
+    page.sweep_button.click(
+        sweep_from_page,
+        {*edit_inputs, page.x_name, page.x_values, page.y_name, page.y_values},
+        [page.sweep_grid, page.sweep_info], api_visibility="private", **ON_EDITOR,
+    )  # fmt: skip
+
+
+def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
+    """``/edit`` and ``/sweep`` for gradio_client: options as one dict of the method's."""
+
+    def edit(
+        image: str,
+        prompt: str,
+        method: str = DEFAULT_METHOD,
+        seed: int = 0,
+        options: dict | None = None,
+        progress=PROGRESS,
+    ):
+        """Edit IMAGE towards PROMPT; returns the result, its mask (or None), timing, file."""
+        try:
+            values = _options_dict(options)
+        except LaspaError as error:
+            raise _user_error(error) from None
+        outcome = _edit(session, image, prompt, method, seed, values, progress)
+        return _edit_outputs(outcome, downloads, method)[:4]
+
+    def sweep(
+        image: str,
+        prompt: str,
+        method: str = DEFAULT_METHOD,
+        seed: int = 0,
+        columns: str = "K",
+        column_values: str = "100, 200, 400",
+        rows: str = "beta",
+        row_values: str = "0.15, 0.3, 0.6",
+        options: dict | None = None,
+        progress=PROGRESS,
+    ):
+        """A labelled grid of edits over two options, from one batched run."""
+        try:
+            values = _options_dict(options)
+        except LaspaError as error:
+            raise _user_error(error) from None
+        axes = (columns, column_values, rows, row_values)
+        return _sweep(session, image, prompt, method, seed, values, axes, progress)
+
+    page.api_edit.click(
+        edit, [page.source, page.prompt, page.method, page.seed, page.api_options],
+        [page.result, page.result_map, page.info, page.download],
+        api_name="edit", **ON_EDITOR,
+    )  # fmt: skip
+    page.api_sweep.click(
+        sweep,
+        [page.source, page.prompt, page.method, page.seed, page.x_name, page.x_values,
+         page.y_name, page.y_values, page.api_options],
+        [page.sweep_grid, page.sweep_info], api_name="sweep", **ON_EDITOR,
+    )  # fmt: skip
+
+
+def _edit(session, path, prompt, method, seed, values, progress) -> EditOutcome:
+    try:
+        return session.edit(path, prompt, method, seed, values, _progress(progress))
+    except LaspaError as error:
+        raise _user_error(error) from None
+
+
+def _edit_outputs(outcome: EditOutcome, downloads: _Downloads, method: str) -> tuple:
+    """Plain values (API clients get images and paths, not UI updates); the map's label
+    goes last, to a State the API leaves out."""
+    saved = downloads.save(outcome.image, method)
+    return outcome.image, outcome.map, outcome.info, saved, outcome.map_label
+
+
+def _sweep(session, path, prompt, method, seed, values, axes, progress):
+    x_name, x_values, y_name, y_values = axes
+    try:
+        return session.sweep(
+            path, prompt, method, seed, values, ((x_name, x_values), (y_name, y_values)),
+            _progress(progress),
+        )  # fmt: skip
+    except LaspaError as error:
+        raise _user_error(error) from None
+
+
+# -------------------------------------------------------------------- the app
+def build_app(
+    editor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, title: str = "laspa"
+) -> gr.Blocks:
+    """The laspa web UI over ``editor``, queued so that one request uses it at a time."""
+    session = WebSession(editor, max_upload_bytes=max_upload_bytes)
+    downloads = _Downloads()
+    # uploaded files are cleared from gradio's cache after an hour
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        page = _layout(editor)
+        _wire_page(page, session, downloads)
+        _wire_api(page, session, downloads)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    return demo
+
+
+def launch(
+    demo: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    block: bool = True,
+    quiet: bool = False,
+) -> str:
+    """Serve ``demo``; returns its local URL (at once when ``block`` is False)."""
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        ssr_mode=False,  # no Node server: the page is gradio's prebuilt static front-end
+        max_file_size=max_upload_bytes,
+        prevent_thread_lock=not block,
+        show_error=False,  # user errors arrive as gr.Error with their reason; bugs stay in logs
+        quiet=quiet,
+        footer_links=["api"],
+        pwa=False,
+    )
+    return url

@@ -1,0 +1,179 @@
+"""What the web UI does, without gradio: one Editor behind a lock, inputs checked first.
+
+Every request of the page lands here, so the rules (size limit, one edit at a time,
+one batched run per sweep) hold for the browser and for API clients alike, and the
+behaviour is testable without a server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .. import images
+from ..errors import ImageError, ParameterError
+from . import options as opts
+from .pictures import labelled_grid, map_overlay
+
+#: uploads above this many bytes are refused (gradio refuses them at the upload route too)
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+#: a sweep is one UNet batch: bound it so one request cannot hold the server for long
+MAX_SWEEP_CELLS = 36
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class EditOutcome:
+    image: Image.Image
+    map: Image.Image | None  # the method's mask (or mean attention) over the result
+    map_label: str
+    info: str  # one line of timing for the page
+
+
+def describe_cost(method: str, seconds: float, unet_evals: float, count: int = 1) -> str:
+    each = " each" if count > 1 else ""
+    return f"{method}: {seconds:.2f} s, {unet_evals:g} UNet evaluations{each}"
+
+
+class WebSession:
+    """One Editor serving one request at a time (it is not thread-safe)."""
+
+    def __init__(self, editor, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+        self.editor = editor
+        self.max_upload_bytes = max_upload_bytes
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------------ inputs
+    def load_upload(self, path: str | os.PathLike | None) -> Image.Image:
+        """The uploaded image, or ImageError saying in one line why it is refused."""
+        if path is None or str(path) == "":
+            raise ImageError("no image: upload one or load a demo scene first")
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        if size > self.max_upload_bytes:
+            raise ImageError(
+                f"the image file is {size / 2**20:.1f} MB; the limit is "
+                f"{self.max_upload_bytes / 2**20:.0f} MB"
+            )
+        try:
+            return images.load_image(path)
+        except ImageError as error:
+            # load_image names the server-side temporary path, which means nothing to the user
+            raise ImageError(str(error).replace(f": {path}", "")) from None
+
+    def demo_scene(self, seed: int) -> tuple[Image.Image, str]:
+        """A generated scene at the model's resolution and its caption."""
+        from ..world import caption, render, sample_scene
+
+        seed = int(seed or 0)
+        if seed < 0:
+            raise ParameterError(f"the scene number must be >= 0, got {seed}")
+        scene = sample_scene(np.random.default_rng(seed))
+        return render(scene, size=self.editor.resolution), caption(scene)
+
+    # ----------------------------------------------------------------- editing
+    def _run(self, progress: Progress | None, work: Callable[[], Any]) -> Any:
+        with self.lock:
+            self.editor.progress = progress
+            try:
+                return work()
+            finally:
+                self.editor.progress = None
+
+    def edit(
+        self,
+        path: str | None,
+        prompt: str,
+        method: str,
+        seed: int,
+        values: dict[str, Any],
+        progress: Progress | None = None,
+    ) -> EditOutcome:
+        picture = self.load_upload(path)
+        options = opts.pick_options(method, values)
+        seed = _seed(seed)
+        result = self._run(
+            progress,
+            lambda: self.editor.edit(picture, prompt, method=method, seed=seed, **options),
+        )
+        heat, label = result_map(result)
+        overlay = None if heat is None else map_overlay(result.image, heat)
+        return EditOutcome(
+            result.image, overlay, label, describe_cost(method, result.seconds, result.unet_evals)
+        )
+
+    def sweep(
+        self,
+        path: str | None,
+        prompt: str,
+        method: str,
+        seed: int,
+        values: dict[str, Any],
+        axes: tuple[tuple[str, str], tuple[str, str]],
+        progress: Progress | None = None,
+    ) -> tuple[Image.Image, str]:
+        """A grid of edits over two options (columns, rows) from one ``edit_many`` call,
+        so the edits share UNet batches instead of running one by one."""
+        picture = self.load_upload(path)
+        base = opts.pick_options(method, values)
+        specs = {spec.name: spec for spec in opts.sweepable(method)}
+        (x_name, x_text), (y_name, y_text) = axes
+        for name in (x_name, y_name):
+            if name not in specs:
+                raise ParameterError(f"method {method} has no option {name!r} to sweep")
+        if x_name == y_name:
+            raise ParameterError("choose two different options to sweep")
+        xs, ys = opts.parse_values(specs[x_name], x_text), opts.parse_values(specs[y_name], y_text)
+        if len(xs) * len(ys) > MAX_SWEEP_CELLS:
+            raise ParameterError(
+                f"a sweep of {len(xs)} x {len(ys)} edits is too large "
+                f"(at most {MAX_SWEEP_CELLS} edits)"
+            )
+        seed = _seed(seed)
+        variants = [
+            {**base, "prompt": prompt, "seed": seed, x_name: x, y_name: y} for y in ys for x in xs
+        ]
+        results = self._run(
+            progress, lambda: self.editor.edit_many(picture, variants, method=method)
+        )
+        width = len(xs)
+        cells = [[r.image for r in results[i * width : (i + 1) * width]] for i in range(len(ys))]
+        grid = labelled_grid(
+            cells, [_label(y_name, y) for y in ys], [_label(x_name, x) for x in xs]
+        )
+        total = sum(r.seconds for r in results)
+        info = describe_cost(method, results[0].seconds, results[0].unet_evals, len(results))
+        return grid, f"{len(results)} edits in one batched call, {total:.2f} s in all; {info}"
+
+
+def _label(name: str, value: Any) -> str:
+    return f"{name}={value:g}" if isinstance(value, int | float) else f"{name}={value}"
+
+
+def _seed(seed: Any) -> int:
+    if seed is None:
+        return 0
+    number = float(seed)
+    if number != int(number) or number < 0:
+        raise ParameterError(f"seed must be a whole number >= 0, got {seed}")
+    return int(number)
+
+
+def result_map(result) -> tuple[np.ndarray | None, str]:
+    """The method's edit mask if it made one, else the mean of its attention maps."""
+    if result.mask is not None:
+        return result.mask.float().numpy().reshape(result.mask.shape[-2:]), "Edit mask"
+    if result.attention:
+        maps = [np.asarray(m, dtype=np.float32).squeeze() for m in result.attention.values()]
+        heat = np.mean(maps, axis=0)
+        peak = float(heat.max())
+        return (heat / peak if peak > 0 else heat), "Attention"
+    return None, ""
