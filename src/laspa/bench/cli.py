@@ -1,0 +1,201 @@
+"""``laspa bench``: the benchmark command (mounted by laspa.cli through ``register``).
+
+Everything heavy (torch, diffusers, torchmetrics, matplotlib) is imported inside the
+command, so ``laspa --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+DEFAULT_METHODS = "laspa-x0,sdedit,peer-sdedit,peer-diffedit"
+DEFAULT_SWEEP_METHODS = "laspa-input,laspa-eps,laspa-x0,sdedit"
+DEFAULT_K = "0,100,200,300,500,700"
+DEFAULT_BETA = "0.1,0.2,0.3,0.5,0.7,0.9"
+DEFAULT_STRENGTH = "0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+
+
+def number_list(text: str, option: str) -> list[str]:
+    """'0.1,0.2' -> ['0.1', '0.2'] after checking each is a number (kept as text, so that
+    each parameter converts it to its own type: K=100 is an int, beta=0.3 a float)."""
+    from ..errors import ParameterError
+
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            float(part)
+        except ValueError:
+            raise ParameterError(
+                f"{option} must be numbers separated by commas, got {part!r}"
+            ) from None
+        values.append(part)
+    if not values:
+        raise ParameterError(f"{option} needs at least one value")
+    return values
+
+
+def check_outputs(
+    json_out: Path | None, plots: Path | None, cases_file: Path | None, data: Path | None
+) -> None:
+    """Refuse output paths that cannot be written or would clobber an input, before any
+    work is done."""
+    from ..errors import OutputError
+
+    inputs = [p.resolve() for p in (cases_file,) if p is not None]
+    if json_out is not None:
+        if json_out.is_dir():
+            raise OutputError(f"--json {json_out} is a directory")
+        if not json_out.parent.is_dir():
+            raise OutputError(f"output directory does not exist: {json_out.parent}")
+        if json_out.resolve() in inputs:
+            raise OutputError(f"--json {json_out} would overwrite the cases file")
+        if data is not None and json_out.resolve().is_relative_to(data.resolve()):
+            raise OutputError(f"--json {json_out} is inside the benchmark data folder {data}")
+    if plots is not None:
+        if plots.exists() and not plots.is_dir():
+            raise OutputError(f"--plots {plots} exists and is not a directory")
+        if not plots.exists() and not plots.parent.is_dir():
+            raise OutputError(f"output directory does not exist: {plots.parent}")
+        if data is not None and plots.resolve().is_relative_to(data.resolve()):
+            raise OutputError(f"--plots {plots} is inside the benchmark data folder {data}")
+        if json_out is not None and json_out.resolve() == plots.resolve():
+            raise OutputError("--json and --plots name the same path")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+
+
+def bench(
+    suite: str = typer.Option("shapes", "--suite", help="shapes, piebench or tedbench"),
+    cases: int | None = typer.Option(
+        None, "--cases", help="number of cases (shapes: 24; other suites: all)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of the cases and of every edit's noise"),
+    cases_file: Path | None = typer.Option(
+        None, "--cases-file", help="JSON list of {id, source, edit} scene-world cases"
+    ),
+    data: Path | None = typer.Option(None, "--data", help="folder of piebench or tedbench"),
+    methods: str = typer.Option(
+        DEFAULT_METHODS, "--methods", help="comma-separated methods (engine methods and peers)"
+    ),
+    param: list[str] = typer.Option(
+        [], "--param", help="METHOD.NAME=VALUE, e.g. laspa-x0.K=300 (repeatable)"
+    ),
+    steps: int = typer.Option(25, "--steps", help="DDIM steps of every method"),
+    model: str | None = typer.Option(
+        None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the results as JSON"),
+    plots: Path | None = typer.Option(None, "--plots", help="folder for tradeoff.png, samples.png"),
+    sweep: bool = typer.Option(False, "--sweep", help="run the trade-off sweeps too"),
+    sweep_methods: str = typer.Option(
+        DEFAULT_SWEEP_METHODS, "--sweep-methods", help="methods swept over K/beta/strength"
+    ),
+    sweep_k: str = typer.Option(DEFAULT_K, "--sweep-K", help="K values of the sweep"),
+    sweep_beta: str = typer.Option(DEFAULT_BETA, "--sweep-beta", help="beta values"),
+    sweep_strength: str = typer.Option(DEFAULT_STRENGTH, "--sweep-strength", help="strengths"),
+    samples: int = typer.Option(4, "--samples", help="cases shown in samples.png"),
+    clip_model: str = typer.Option(
+        "openai/clip-vit-large-patch14", "--clip-model", help="CLIP for piebench/tedbench"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Benchmark editing methods: quality against exact targets, speed, trade-off plots."""
+    import sys
+
+    from ..cli import load_editor, note
+    from ..errors import ParameterError
+    from . import cases as case_sources
+    from . import report, runner
+
+    # ---- everything the user typed is checked before the model loads
+    if steps < 1:
+        raise ParameterError(f"--steps must be >= 1, got {steps}")
+    if samples < 0:
+        raise ParameterError(f"--samples must be >= 0, got {samples}")
+    if suite not in case_sources.SUITES:
+        raise case_sources.BenchDataError(
+            f"unknown suite {suite!r}; choose one of: {', '.join(case_sources.SUITES)}"
+        )
+    names = runner.parse_methods(methods)
+    if runner.REFERENCE not in names:
+        names.append(runner.REFERENCE)  # the time reference of ratio_to_generate
+    swept = runner.parse_methods(sweep_methods) if sweep else []
+    overrides = runner.parse_params(param, list(dict.fromkeys(names + swept)))
+    specs = runner.make_specs(names, overrides, steps)
+    sweep_specs = runner.make_specs(swept, overrides, steps)
+    grids = {
+        "K": number_list(sweep_k, "--sweep-K"),
+        "beta": number_list(sweep_beta, "--sweep-beta"),
+        "strength": number_list(sweep_strength, "--sweep-strength"),
+    }
+    plan = runner.plan_sweeps(sweep_specs, grids)
+    sweep_edits = sum(len(variants) for variants in plan.values())
+    check_outputs(json_out, plots, cases_file, data)
+    if suite == "shapes" and data is not None:
+        raise case_sources.BenchDataError("--data is for piebench/tedbench; shapes needs none")
+    if cases_file is not None:
+        case_sources.read_case_file(cases_file)  # fail on a bad file before loading a model
+    loaded = None
+    if suite != "shapes":
+        loaded = case_sources.load_cases(suite, size=0, n=cases, data=data)
+
+    learned, skipped = {}, {}
+    if suite != "shapes":
+        from .learned import load_clip, load_lpips
+
+        for key, (function, reason) in (("lpips", load_lpips()), ("clip", load_clip(clip_model))):
+            if function is None:
+                skipped[key] = reason
+                note(f"laspa bench: skipped {key}: {reason}")
+            else:
+                learned[key] = function
+
+    editor = load_editor(model, device)
+    if loaded is None:
+        loaded = case_sources.load_cases(
+            suite, size=editor.resolution, n=cases, seed=seed, cases_file=cases_file
+        )
+
+    from tqdm import tqdm
+
+    total = len(loaded) * (len(specs) + sweep_edits)
+    bar = tqdm(total=total, desc="bench", unit="edit", file=sys.stderr, disable=quiet)
+    try:
+        result = runner.run_bench(
+            editor, loaded, specs, suite=suite, seed=seed, steps=steps, progress=bar.update,
+            learned=learned, skipped=skipped, samples=samples,
+        )  # fmt: skip
+        if sweep:
+            sweeps = runner.run_sweeps(
+                editor, loaded, sweep_specs, plan, seed=seed, progress=bar.update
+            )
+            result.sweeps = sweeps
+    finally:
+        bar.close()
+
+    data_out = result.to_json()
+    if json_out is not None:
+        report.write_json(data_out, json_out)
+        note(f"laspa bench: wrote {json_out}")
+    if plots is not None:
+        from . import plots as figures
+
+        plots.mkdir(exist_ok=True)
+        written = [
+            figures.tradeoff(data_out, plots / "tradeoff.png"),
+            figures.sample_grid(result.samples, plots / "samples.png"),
+        ]
+        for path in written:
+            if path is not None:
+                note(f"laspa bench: wrote {path}")
+        if written[0] is None:
+            note("laspa bench: no trade-off plot: this suite has no edit_success")
+    print(report.render(data_out))

@@ -1,0 +1,205 @@
+"""diffusers' own editing pipelines, run as they are, as reference rows of the benchmark.
+
+- ``peer-sdedit``: ``StableDiffusionImg2ImgPipeline`` (SDEdit), DDIM scheduler.
+- ``peer-diffedit``: ``StableDiffusionDiffEditPipeline``: ``generate_mask``, ``invert``
+  and the call, with the pipeline's documented defaults (deprecated in diffusers but
+  importable; a text-to-image folder has no inverse scheduler, so one is made from the
+  model's scheduler config).
+
+Both load the editor's model from ``editor.source`` (folder or hub id) as separate
+pipelines, so the engine's attention processors never touch them. Each peer takes a
+PIL image, a prompt, a seed and validated parameters, and returns the edited image,
+wall seconds, UNet evaluations and (DiffEdit) its latent-size mask, like
+:class:`laspa.EditResult`.
+
+UNet evaluations are counted with a forward pre-hook on the pipeline's UNet that adds
+the batch size of each call: UNet batch rows, the engine's definition (a CFG step on
+one image counts 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ModelError, ParameterError
+from ..methods.base import CommonParams, option, validate
+
+
+@dataclass
+class PeerOutput:
+    image: Image.Image
+    seconds: float
+    unet_evals: float
+    mask: np.ndarray | None = None  # latent-size soft or binary mask, if the method makes one
+
+
+@dataclass
+class SDEditPeerParams(CommonParams):
+    # guidance keeps the engine's default (10), not img2img's 7.5, so that ``sdedit`` and
+    # ``peer-sdedit`` are compared like for like
+    strength: float = option(
+        0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule re-noised"
+    )
+
+
+@dataclass
+class DiffEditPeerParams(CommonParams):
+    guidance: float = option(7.5, low=0.0, help="classifier-free guidance (DiffEdit's default)")
+    source_prompt: str = option("", help="prompt of the mask's source branch and the inversion")
+    mask_encode_strength: float = option(
+        0.5, low=0.0, high=1.0, low_open=True, help="noise level of the mask estimate"
+    )
+    num_maps_per_mask: int = option(10, low=1, high=100, help="noise draws averaged per mask")
+    mask_thresholding_ratio: float = option(
+        3.0, low=0.0, low_open=True, help="mask threshold, in units of the mean difference"
+    )
+    inpaint_strength: float = option(
+        0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule inverted"
+    )
+
+
+class Peer:
+    """Base of a diffusers pipeline wrapped like an editing method."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Params: ClassVar[type]
+
+    def __init__(self, source: str | None, device: torch.device, dtype: torch.dtype):
+        if source is None:
+            raise ModelError(
+                f"{self.name} loads the model with diffusers: run the bench on a model "
+                "folder or hub id (--model), not on in-memory components"
+            )
+        self.pipe = self._load(source, device, dtype)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.evals = 0
+        self.pipe.unet.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args) -> None:
+        self.evals += int(args[0].shape[0])
+
+    def _load(self, source: str, device, dtype):
+        raise NotImplementedError
+
+    def run(self, image: Image.Image, prompt: str, seed: int, params: Any) -> PeerOutput:
+        """Edit ``image`` (already at the model's size) towards ``prompt``."""
+        before, start = self.evals, time.perf_counter()
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        with torch.no_grad():
+            edited, mask = self._edit(image, prompt, generator, params)
+        return PeerOutput(edited, time.perf_counter() - start, self.evals - before, mask)
+
+    def _edit(self, image, prompt, generator, params) -> tuple[Image.Image, np.ndarray | None]:
+        raise NotImplementedError
+
+
+def _from_pretrained(cls, source: str, device, dtype):
+    from diffusers import DDIMScheduler
+
+    try:
+        pipe = cls.from_pretrained(
+            source,
+            safety_checker=None,
+            requires_safety_checker=False,
+            use_safetensors=True,
+            torch_dtype=dtype,
+        )
+    except Exception as error:  # diffusers raises many types; the user needs one line
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ModelError(f"cannot load {source} into {cls.__name__}: {reason}") from None
+    # the same DDIM sampler as the engine, from the model's own scheduler config
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    return pipe.to(device)
+
+
+class SDEditPeer(Peer):
+    name = "peer-sdedit"
+    summary = "diffusers StableDiffusionImg2ImgPipeline (SDEdit), DDIM"
+    Params = SDEditPeerParams
+
+    def _load(self, source, device, dtype):
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        return _from_pretrained(StableDiffusionImg2ImgPipeline, source, device, dtype)
+
+    def _edit(self, image, prompt, generator, params):
+        result = self.pipe(
+            prompt=prompt,
+            image=image,
+            strength=params.strength,
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            generator=generator,
+        )
+        return result.images[0], None
+
+
+class DiffEditPeer(Peer):
+    name = "peer-diffedit"
+    summary = "diffusers StableDiffusionDiffEditPipeline: generate_mask, invert, call"
+    Params = DiffEditPeerParams
+
+    def _load(self, source, device, dtype):
+        from diffusers import DDIMInverseScheduler, StableDiffusionDiffEditPipeline
+
+        pipe = _from_pretrained(StableDiffusionDiffEditPipeline, source, device, dtype)
+        pipe.inverse_scheduler = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+        return pipe
+
+    def _edit(self, image, prompt, generator, params):
+        p = params
+        mask = self.pipe.generate_mask(
+            image=image,
+            source_prompt=p.source_prompt,
+            target_prompt=prompt,
+            num_maps_per_mask=p.num_maps_per_mask,
+            mask_encode_strength=p.mask_encode_strength,
+            mask_thresholding_ratio=p.mask_thresholding_ratio,
+            num_inference_steps=p.steps,
+            guidance_scale=p.guidance,
+            generator=generator,
+        )
+        latents = self.pipe.invert(
+            prompt=p.source_prompt,
+            image=image,
+            num_inference_steps=p.steps,
+            inpaint_strength=p.inpaint_strength,
+            guidance_scale=p.guidance,
+            generator=generator,
+        ).latents
+        edited = self.pipe(
+            prompt=prompt,
+            mask_image=mask,
+            image_latents=latents,
+            inpaint_strength=p.inpaint_strength,
+            num_inference_steps=p.steps,
+            guidance_scale=p.guidance,
+            generator=generator,
+        ).images[0]
+        return edited, np.asarray(mask, dtype=np.float32).reshape(mask.shape[-2:])
+
+
+PEERS: dict[str, type[Peer]] = {cls.name: cls for cls in (SDEditPeer, DiffEditPeer)}
+
+
+def make_peer_params(name: str, overrides: dict[str, Any]) -> Any:
+    """The peer's Params with ``overrides`` applied and validated (like make_params)."""
+    params_cls = PEERS[name].Params
+    names = {spec.name for spec in dataclasses.fields(params_cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        takes = ", ".join(sorted(names))
+        raise ParameterError(
+            f"method {name} does not take {', '.join(unknown)} (it takes: {takes})"
+        )
+    params = params_cls(**overrides)
+    validate(params)
+    return params

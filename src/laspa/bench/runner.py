@@ -1,0 +1,526 @@
+"""The benchmark loop: cases x methods, per-case scores, aggregation, sweeps, JSON.
+
+Methods are every engine method registered in :data:`laspa.METHODS` plus the diffusers
+peers of :mod:`laspa.bench.peers`; a method registered later joins without a change
+here. Parameters come from (lowest precedence first) the method's defaults, the bench's
+``steps``, the case's hints (e.g. ``source_prompt``, for methods that take one) and the
+user's ``--param METHOD.NAME=VALUE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .. import images
+from ..errors import ParameterError
+from ..methods.base import METHODS, make_params
+from . import metrics
+from .cases import BenchCase
+from .peers import PEERS, make_peer_params
+
+#: The reference row every run includes: plain text-to-image, for ratio_to_generate.
+REFERENCE = "generate"
+#: Metric keys every method entry carries (null where the suite cannot measure them).
+CORE_METRICS = ("psnr", "ssim", "bg_psnr", "bg_ssim", "edit_success", "mask_iou")
+#: Metric keys that appear only when some case measured them.
+EXTRA_METRICS = ("bg_mse", "input_psnr", "input_ssim", "lpips", "clip_whole", "clip_edited")
+#: Parameters the trade-off sweeps vary, when a method takes them.
+SWEEP_AXES = ("K", "beta", "strength")
+
+Progress = Callable[[int], None]
+
+
+# ------------------------------------------------------------------ methods and params
+@dataclass
+class MethodSpec:
+    """A method to run and the user's parameter overrides for it."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_peer(self) -> bool:
+        return self.name in PEERS
+
+    @property
+    def params_cls(self) -> type:
+        return PEERS[self.name].Params if self.is_peer else METHODS[self.name].Params
+
+    @property
+    def fields(self) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(self.params_cls)}
+
+    def params(self, hints: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
+        """Overrides for one edit: case hints the method takes, then the user's values."""
+        taken = {k: v for k, v in (hints or {}).items() if k in self.fields}
+        return {**taken, **self.overrides, **more}
+
+    def build(self, params: dict[str, Any]) -> Any:
+        """The validated Params dataclass (raises ParameterError)."""
+        if self.is_peer:
+            return make_peer_params(self.name, params)
+        return make_params(self.name, params)
+
+    def effective(self, hints: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The full parameter set as run, without per-case hint values (for the JSON)."""
+        values = dataclasses.asdict(self.build(self.params()))
+        if hints:
+            for key in hints:
+                if key in values and key not in self.overrides:
+                    values[key] = "<from case>"
+        return values
+
+
+def known_methods() -> list[str]:
+    return sorted(set(METHODS) | set(PEERS))
+
+
+def parse_methods(text: str) -> list[str]:
+    """``a,b,c`` -> names, each a registered method or a peer, no duplicates."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ParameterError("--methods needs at least one method")
+    for name in names:
+        if name not in METHODS and name not in PEERS:
+            raise ParameterError(
+                f"unknown method {name!r}; choose from: {', '.join(known_methods())}"
+            )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ParameterError(f"method {duplicates[0]!r} is listed twice in --methods")
+    return names
+
+
+def coerce(raw: str, default: Any, where: str) -> Any:
+    """A --param value converted to the type of the field's default."""
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ParameterError(f"{where} must be true or false, got {raw!r}")
+    try:
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ParameterError(f"{where} must be {kind}, got {raw!r}") from None
+    return raw
+
+
+def parse_params(items: Iterable[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``METHOD.NAME=VALUE`` items -> {method: {name: typed value}}, checked against the
+    method's parameters (types from the defaults, ranges by the Params validation)."""
+    result: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not sep or not dot or not method or not name:
+            raise ParameterError(f"--param {item!r} must look like METHOD.NAME=VALUE")
+        if method not in result:
+            raise ParameterError(
+                f"--param {item!r} names method {method!r}, which this run does not use "
+                f"(methods: {', '.join(methods)})"
+            )
+        fields = MethodSpec(method).fields
+        if name not in fields:
+            raise ParameterError(
+                f"method {method} does not take {name} (it takes: {', '.join(sorted(fields))})"
+            )
+        default = fields[name].default
+        result[method][name] = coerce(raw.strip(), default, f"--param {method}.{name}")
+    return result
+
+
+def make_specs(
+    methods: Sequence[str], params: dict[str, dict[str, Any]], steps: int
+) -> dict[str, MethodSpec]:
+    """Specs for ``methods`` with the bench's steps and the user's overrides, validated."""
+    specs = {}
+    for name in methods:
+        spec = MethodSpec(name, {"steps": steps, **params.get(name, {})})
+        spec.build(spec.params())  # raise on a bad value before any work
+        specs[name] = spec
+    return specs
+
+
+# ------------------------------------------------------------------ one edit
+@dataclass
+class Outcome:
+    """One edited image and its cost, from an engine method or a peer alike."""
+
+    image: Image.Image
+    seconds: float
+    unet_evals: float
+    mask: np.ndarray | None = None
+
+
+def case_seed(seed: int, index: int) -> int:
+    """The noise seed of case ``index``: every method of a case shares it."""
+    return int(np.random.default_rng([seed, index, 1]).integers(2**31))
+
+
+class Runner:
+    """Runs methods on cases with one Editor; peers are loaded once, on first use."""
+
+    def __init__(self, editor, progress: Progress | None = None):
+        self.editor = editor
+        self.progress = progress
+        self._peers: dict[str, Any] = {}
+
+    def tick(self, n: int = 1) -> None:
+        if self.progress is not None:
+            self.progress(n)
+
+    def peer(self, name: str):
+        if name not in self._peers:
+            self._peers[name] = PEERS[name](
+                self.editor.source, self.editor.device, self.editor.dtype
+            )
+        return self._peers[name]
+
+    def load_peers(self, names: Iterable[str]) -> None:
+        """Load the peers' pipelines up front, so loading is never timed as editing."""
+        for name in names:
+            if name in PEERS:
+                self.peer(name)
+
+    def run_one(self, spec: MethodSpec, case: BenchCase, seed: int) -> Outcome:
+        params = spec.params(case.hints)
+        if spec.is_peer:
+            size = self.editor.model_size(case.source)
+            picture = (
+                case.source if case.source.size == size else case.source.resize(size, Image.LANCZOS)
+            )
+            out = self.peer(spec.name).run(picture, case.target_prompt, seed, spec.build(params))
+            edited = (
+                out.image
+                if out.image.size == case.source.size
+                else out.image.resize(case.source.size, Image.LANCZOS)
+            )
+            return Outcome(edited, out.seconds, out.unet_evals, out.mask)
+        result = self.editor.edit(
+            case.source, case.target_prompt, method=spec.name, seed=seed, **params
+        )
+        return Outcome(result.image, result.seconds, result.unet_evals, _mask(result.mask))
+
+    def run_variants(
+        self, spec: MethodSpec, case: BenchCase, seed: int, variants: list[dict[str, Any]]
+    ) -> list[Outcome]:
+        """Several parameter variants of one engine method on one case, in shared UNet
+        batches (``edit_many``)."""
+        rows = [{"prompt": case.target_prompt, "seed": seed, **spec.params(case.hints, **v)}
+                for v in variants]  # fmt: skip
+        results = self.editor.edit_many(case.source, rows, method=spec.name)
+        return [Outcome(r.image, r.seconds, r.unet_evals, _mask(r.mask)) for r in results]
+
+    def reconstruct(self, image: Image.Image) -> Image.Image:
+        """The VAE's round trip of ``image`` at the model's size, back at the image's size."""
+        size = self.editor.model_size(image)
+        latent = self.editor.encode(images.to_tensor(image, size))
+        return images.to_pil(self.editor.decode(latent), image.size)[0]
+
+
+def _mask(mask) -> np.ndarray | None:
+    return None if mask is None else np.asarray(mask.float().cpu().numpy()).squeeze()
+
+
+# ------------------------------------------------------------------ scoring
+def score(
+    case: BenchCase,
+    image: Image.Image,
+    mask: np.ndarray | None = None,
+    learned: dict[str, Callable] | None = None,
+) -> dict[str, Any]:
+    """Every metric the case supports for one edited image (None where it has no ground
+    truth): psnr/ssim against the exact target, background metrics outside the edit mask,
+    edit_success through the scene reader, mask_iou for methods that make a mask."""
+    out = metrics.to_array(image)
+    source = metrics.to_array(case.source)
+    row: dict[str, Any] = dict.fromkeys(CORE_METRICS)
+    reference = source
+    if case.target is not None:
+        reference = metrics.to_array(case.target)  # equals the source outside the mask
+        row["psnr"], row["ssim"] = metrics.psnr(out, reference), metrics.ssim(out, reference)
+    else:
+        row["input_psnr"], row["input_ssim"] = metrics.psnr(out, source), metrics.ssim(out, source)
+    if case.mask is not None:
+        background = metrics.background_metrics(out, reference, case.mask)
+        row.update(background)
+        if mask is not None:
+            row["mask_iou"] = metrics.mask_iou(mask, case.mask)
+    if case.target_scene is not None:
+        row["edit_success"] = metrics.edit_success(image, case.target_scene)
+    learned = learned or {}
+    if "lpips" in learned:
+        keep = None if case.mask is None else 1.0 - case.mask.astype(np.float32)
+        pair = (
+            (out, source)
+            if keep is None
+            else (metrics.masked(out, keep), metrics.masked(source, keep))
+        )
+        row["lpips"] = learned["lpips"](*pair)
+    if "clip" in learned:
+        pixels = np.asarray(image.convert("RGB"))
+        row["clip_whole"] = learned["clip"](pixels, case.target_prompt)
+        if case.mask is not None:
+            edited_part = (pixels * case.mask[..., None]).astype(np.uint8)
+            row["clip_edited"] = learned["clip"](edited_part, case.target_prompt)
+    return row
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means over cases of each metric (None/NaN skipped), seconds and UNet evaluations."""
+    summary = {key: metrics.mean(r.get(key) for r in records) for key in CORE_METRICS}
+    for key in EXTRA_METRICS:
+        if any(r.get(key) is not None for r in records):
+            summary[key] = metrics.mean(r.get(key) for r in records)
+    summary["seconds_per_edit"] = metrics.mean(r["seconds"] for r in records)
+    summary["unet_evals"] = metrics.mean(r["unet_evals"] for r in records)
+    summary["n"] = len(records)
+    return summary
+
+
+def _ratio(seconds: float | None, reference: float | None) -> float | None:
+    if seconds is None or not reference:
+        return None
+    return seconds / reference
+
+
+# ------------------------------------------------------------------ the run
+@dataclass
+class BenchResult:
+    """Everything a run measured; :meth:`to_json` gives the documented schema."""
+
+    model: str
+    suite: str
+    seed: int
+    steps: int
+    specs: dict[str, MethodSpec]
+    records: list[dict[str, Any]]
+    cases: list[BenchCase]
+    ceiling: list[dict[str, Any]]
+    checks: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    sweeps: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    samples: dict[str, dict[str, Image.Image]] = field(default_factory=dict)
+    total_seconds: float = 0.0
+
+    def method_rows(self, name: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["method"] == name]
+
+    def kinds(self) -> list[str]:
+        return list(dict.fromkeys(c.kind for c in self.cases))
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per method: the means, ratio_to_generate and the same per edit type."""
+        reference = self.method_rows(REFERENCE)
+        ref_all = summarize(reference)["seconds_per_edit"] if reference else None
+        out = {}
+        for name, spec in self.specs.items():
+            rows = self.method_rows(name)
+            entry = {"params": spec.effective(self.cases[0].hints if self.cases else None)}
+            entry.update(summarize(rows))
+            entry["ratio_to_generate"] = _ratio(entry["seconds_per_edit"], ref_all)
+            by_type = {}
+            for kind in self.kinds():
+                of_kind = [r for r in rows if r["kind"] == kind]
+                if not of_kind:
+                    continue
+                typed = summarize(of_kind)
+                ref_kind = [r for r in reference if r["kind"] == kind]
+                ref_seconds = summarize(ref_kind)["seconds_per_edit"] if ref_kind else None
+                typed["ratio_to_generate"] = _ratio(typed["seconds_per_edit"], ref_seconds)
+                by_type[kind] = typed
+            entry["by_type"] = by_type
+            out[name] = entry
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "model": self.model,
+            "suite": self.suite,
+            "cases": len(self.cases),
+            "seed": self.seed,
+            "steps": self.steps,
+            "methods": self.summary(),
+            "vae_ceiling_psnr": metrics.mean(c["psnr"] for c in self.ceiling),
+            "vae_ceiling_edit_success": metrics.mean(c.get("edit_success") for c in self.ceiling),
+            "checks": self.checks,
+            "skipped": self.skipped,
+            "total_seconds": round(self.total_seconds, 2),
+            "per_case": self.records,
+        }
+        if self.sweeps:
+            data["sweeps"] = self.sweeps
+        return clean(data)
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, floats rounded to 6 digits."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else round(value, 6)
+    return value
+
+
+def run_bench(
+    editor,
+    cases: Sequence[BenchCase],
+    specs: dict[str, MethodSpec],
+    *,
+    suite: str,
+    seed: int,
+    steps: int,
+    progress: Progress | None = None,
+    learned: dict[str, Callable] | None = None,
+    skipped: dict[str, str] | None = None,
+    samples: int = 4,
+) -> BenchResult:
+    """Run every method on every case (all methods of a case share its seed)."""
+    start = time.perf_counter()
+    runner = Runner(editor, progress)
+    runner.load_peers(specs)
+    records: list[dict[str, Any]] = []
+    ceiling: list[dict[str, Any]] = []
+    sample_images: dict[str, dict[str, Image.Image]] = {}
+    agreement: list[float] = []
+    for index, case in enumerate(cases):
+        seed_i = case_seed(seed, index)
+        produced: dict[str, Image.Image] = {}
+        for name, spec in specs.items():
+            outcome = runner.run_one(spec, case, seed_i)
+            row = {"id": case.id, "kind": case.kind, "method": name, "seed": seed_i}
+            row.update(score(case, outcome.image, outcome.mask, learned))
+            row["seconds"], row["unet_evals"] = outcome.seconds, outcome.unet_evals
+            records.append(row)
+            produced[name] = outcome.image
+            runner.tick()
+        ceiling.append(_ceiling(runner, case))
+        if "sdedit" in produced and "peer-sdedit" in produced:
+            agreement.append(
+                metrics.psnr(metrics.to_array(produced["sdedit"]),
+                             metrics.to_array(produced["peer-sdedit"]))
+            )  # fmt: skip
+        if index < samples:
+            sample_images[case.id] = {"input": case.source, **_target(case), **produced}
+    result = BenchResult(
+        model=editor.name,
+        suite=suite,
+        seed=seed,
+        steps=steps,
+        specs=specs,
+        records=records,
+        cases=list(cases),
+        ceiling=ceiling,
+        skipped=dict(skipped or {}),
+        samples=sample_images,
+    )
+    if agreement:
+        result.checks["sdedit_vs_peer_sdedit"] = _agreement(specs, agreement)
+    result.total_seconds = time.perf_counter() - start
+    return result
+
+
+def _target(case: BenchCase) -> dict[str, Image.Image]:
+    return {} if case.target is None else {"target": case.target}
+
+
+def _ceiling(runner: Runner, case: BenchCase) -> dict[str, Any]:
+    """How well the VAE alone reproduces the target (the source when there is none):
+    no edit can score above this PSNR, or read back better than this."""
+    reference = case.target if case.target is not None else case.source
+    rebuilt = runner.reconstruct(reference)
+    row: dict[str, Any] = {
+        "psnr": metrics.psnr(metrics.to_array(rebuilt), metrics.to_array(reference))
+    }
+    if case.target_scene is not None:
+        row["edit_success"] = metrics.edit_success(rebuilt, case.target_scene)
+    return row
+
+
+def _agreement(specs: dict[str, MethodSpec], values: list[float]) -> dict[str, Any]:
+    """Our SDEdit against diffusers' img2img on the same cases, seeds and steps. Not
+    bit-equal by design: img2img samples the VAE posterior and draws its noise after that
+    sample; ours uses the posterior mean and draws the noise first."""
+    ours = specs["sdedit"].build(specs["sdedit"].params())
+    theirs = specs["peer-sdedit"].build(specs["peer-sdedit"].params())
+    same = all(getattr(ours, k) == getattr(theirs, k) for k in ("steps", "guidance", "strength"))
+    return {"psnr": metrics.mean(values), "min_psnr": min(values), "same_params": same}
+
+
+# ------------------------------------------------------------------ sweeps
+def sweep_variants(spec: MethodSpec, grids: dict[str, Sequence[str]]) -> list[tuple[str, Any]]:
+    """(axis, value) pairs of a method's sweep: each axis it takes, the others at default."""
+    axes = [axis for axis in SWEEP_AXES if axis in spec.fields and grids.get(axis)]
+    if not axes:
+        raise ParameterError(
+            f"method {spec.name} takes none of {', '.join(SWEEP_AXES)}: nothing to sweep"
+        )
+    variants = []
+    for axis in axes:
+        default = spec.fields[axis].default
+        for value in grids[axis]:
+            typed = coerce(str(value), default, f"sweep value {axis}")
+            spec.build(spec.params(**{axis: typed}))  # validate before any work
+            variants.append((axis, typed))
+    return variants
+
+
+def plan_sweeps(
+    specs: dict[str, MethodSpec], grids: dict[str, Sequence[str]]
+) -> dict[str, list[tuple[str, Any]]]:
+    """Each swept method's (axis, value) variants, validated before any work."""
+    plan = {}
+    for name, spec in specs.items():
+        if spec.is_peer:
+            raise ParameterError(f"--sweep runs engine methods only, not the peer {name}")
+        plan[name] = sweep_variants(spec, grids)
+    return plan
+
+
+def run_sweeps(
+    editor,
+    cases: Sequence[BenchCase],
+    specs: dict[str, MethodSpec],
+    plan: dict[str, list[tuple[str, Any]]],
+    *,
+    seed: int,
+    progress: Progress | None = None,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """For each method, each axis and each value: the means over cases of the trade-off
+    metrics. One case's variants of one method share UNet batches (``edit_many``)."""
+    runner = Runner(editor, progress)
+    rows: dict[tuple[str, str, Any], list[dict[str, Any]]] = {}
+    for index, case in enumerate(cases):
+        seed_i = case_seed(seed, index)
+        for name, variants in plan.items():
+            outcomes = runner.run_variants(
+                specs[name], case, seed_i, [{axis: value} for axis, value in variants]
+            )
+            for (axis, value), outcome in zip(variants, outcomes, strict=True):
+                row = score(case, outcome.image, outcome.mask)
+                row["seconds"], row["unet_evals"] = outcome.seconds, outcome.unet_evals
+                row["kind"] = case.kind
+                rows.setdefault((name, axis, value), []).append(row)
+            runner.tick(len(variants))
+    sweeps: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for (name, axis, value), of_point in rows.items():
+        point = {"value": value, **summarize(of_point)}
+        sweeps.setdefault(name, {}).setdefault(axis, []).append(point)
+    return sweeps
