@@ -346,6 +346,9 @@ class Editor:
             self._inpainters = {model: pipe.to(self.device)}  # keep one: they are large
         return self._inpainters[model]
 
+    def clear_inversion_cache(self) -> None:
+        self._inversions.clear()
+
     def _progress(self, phase: str):
         if self.progress is None:
             return None

@@ -13,27 +13,17 @@ from pathlib import Path
 
 import torch
 
-TINY_WORDS = (
-    "a",
-    "photo",
-    "of",
-    "cat",
-    "dog",
-    "red",
-    "blue",
-    "circle",
-    "square",
-    "on",
-    "background",
-)
+#: words the tiny tokenizer keeps whole besides the scene world's (others: characters)
+TINY_WORDS = ("photo", "of", "cat", "dog")
 
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer_folder() -> Path:
     from .mini.tokenizer import write_tokenizer
+    from .world import VOCABULARY
 
     folder = Path(tempfile.mkdtemp(prefix="laspa-tiny-tokenizer-"))
-    return write_tokenizer(TINY_WORDS, folder, max_length=16)
+    return write_tokenizer((*VOCABULARY, *TINY_WORDS), folder, max_length=40)
 
 
 def tiny_components(

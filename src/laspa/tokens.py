@@ -45,6 +45,11 @@ def positions_of(tokenizer, prompt: str, word: str) -> tuple[int, ...]:
             for w in words[start : start + len(wanted)]:
                 found.extend(w.positions)
     if not wanted or not found:
+        if wanted and all(w in _WORD.findall(prompt.lower()) for w in wanted):
+            raise ValueError(
+                f"the word {word!r} lies beyond the model's prompt length "
+                f"({tokenizer.model_max_length} tokens) in {prompt!r}"
+            )
         raise ValueError(f"the word {word!r} does not occur in the prompt {prompt!r}")
     return tuple(dict.fromkeys(found))
 

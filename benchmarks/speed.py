@@ -1,0 +1,156 @@
+"""Speed of every method against plain text-to-image generation, measured side by side.
+
+For each round, every method edits the same image once, in an interleaved order, so slow
+drifts of the machine hit all methods alike; the figure per method is the median over
+rounds. Two generation references are timed in the same rounds:
+
+- ``generate``: diffusers' own StableDiffusionPipeline, text to image, same model, steps,
+  guidance and size (what "one text-to-image generation" means to a user);
+- ``loop-generate``: laspa's ``generate`` method (the same loop the edits use).
+
+Prints one JSON line per method with ``seconds`` (median per edit), ``unet_evals`` and
+``ratio_to_generate``, then one line per batch size with the per-edit seconds of
+``laspa-x0`` when 1, 4 and 8 edits of one image share a batch.
+
+    python benchmarks/speed.py                       # bundled miniature (tiny random if missing)
+    python benchmarks/speed.py --model tiny --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+METHOD_PARAMS = {
+    "laspa-x0": {},
+    "laspa-input": {},
+    "laspa-eps": {},
+    "laspa-mix": {"subject": None},  # the edited object's shape word
+    "sdedit": {},
+    "ddim-inversion": {},
+    "instdiffedit": {},
+    "fpe": {},
+}
+
+
+def load(model: str):
+    from laspa import Editor, ModelError
+    from laspa.testing import save_tiny_model
+
+    if model == "tiny":
+        import tempfile
+
+        folder = save_tiny_model(tempfile.mkdtemp(prefix="laspa-speed-") + "/tiny")
+        return Editor.from_pretrained(folder), "tiny random"
+    if model == "mini":
+        try:
+            return Editor.mini(), "bundled miniature"
+        except ModelError:
+            return load("tiny")
+    return Editor.from_pretrained(model), model
+
+
+def diffusers_generate(editor, prompt: str, steps: int, guidance: float, size):
+    """Text-to-image with diffusers' pipeline on the editor's own components."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=editor.vae, text_encoder=editor.text_encoder, tokenizer=editor.tokenizer,
+        unet=editor.unet, scheduler=editor.scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+
+    def run(seed: int) -> float:
+        start = time.perf_counter()
+        pipe(
+            prompt, height=size[1], width=size[0], num_inference_steps=steps,
+            guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        return time.perf_counter() - start
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mini", help="mini, tiny, or a model folder/hub id")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--methods", default=",".join(METHOD_PARAMS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from laspa.cli import quiet_libraries
+
+    quiet_libraries()
+    editor, name = load(args.model)
+    from laspa.world import apply_edit, render, sample_edit, sample_scene
+
+    rng = np.random.default_rng(0)
+    scene = sample_scene(rng, 2)
+    case = apply_edit(scene, sample_edit(rng, scene, kind="recolor"))
+    image: Image.Image = render(scene, size=editor.resolution)
+    prompt = case.target_caption
+    METHOD_PARAMS["laspa-mix"]["subject"] = case.target.objects[case.edit.index].shape
+    common = {"steps": args.steps, "guidance": args.guidance}
+    methods = [m for m in args.methods.split(",") if m]
+    generate = diffusers_generate(editor, prompt, args.steps, args.guidance, image.size)
+
+    timings: dict[str, list[float]] = {m: [] for m in ["generate", "loop-generate", *methods]}
+    evals: dict[str, float] = {"generate": 2 * args.steps}
+    generate(0)  # warm-up: first calls pay for allocations
+    editor.edit(image, prompt, method="laspa-x0", **common)
+    for round_index in range(args.rounds):
+        order = ["generate", "loop-generate", *methods]
+        if round_index % 2:
+            order.reverse()
+        for method in order:
+            if method == "generate":
+                timings[method].append(generate(round_index))
+                continue
+            params = dict(METHOD_PARAMS.get(method, {}), **common)
+            if method == "loop-generate":
+                method_name = "generate"
+            else:
+                method_name = method
+            editor.clear_inversion_cache()  # every FPE / inversion edit pays its inversion
+            result = editor.edit(image, prompt, method=method_name, seed=round_index, **params)
+            timings[method].append(result.seconds)
+            evals[method] = result.unet_evals
+
+    reference = statistics.median(timings["generate"])
+    for method, values in timings.items():
+        seconds = statistics.median(values)
+        print(json.dumps({
+            "method": method, "model": name, "steps": args.steps, "threads": args.threads,
+            "seconds": round(seconds, 4), "unet_evals": evals[method],
+            "ratio_to_generate": round(seconds / reference, 3),
+        }))  # fmt: skip
+
+    per_edit = {}
+    for batch in (1, 4, 8):
+        variants = [{"prompt": prompt, "seed": s, **common} for s in range(batch)]
+        samples = []
+        for _ in range(max(1, args.rounds // 2)):
+            start = time.perf_counter()
+            editor.edit_many(image, variants, method="laspa-x0")
+            samples.append((time.perf_counter() - start) / batch)
+        per_edit[batch] = statistics.median(samples)
+    for batch, seconds in per_edit.items():
+        print(json.dumps({
+            "method": "laspa-x0", "batch": batch, "seconds_per_edit": round(seconds, 4),
+            "speedup_vs_batch_1": round(per_edit[1] / seconds, 2),
+        }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
