@@ -118,10 +118,7 @@ def main() -> None:
                 timings[method].append(generate(round_index))
                 continue
             params = dict(METHOD_PARAMS.get(method, {}), **common)
-            if method == "loop-generate":
-                method_name = "generate"
-            else:
-                method_name = method
+            method_name = "generate" if method == "loop-generate" else method
             editor.clear_inversion_cache()  # every FPE / inversion edit pays its inversion
             result = editor.edit(image, prompt, method=method_name, seed=round_index, **params)
             timings[method].append(result.seconds)
