@@ -141,3 +141,63 @@ def test_every_bad_input_is_one_line_and_exit_2(capsys, tmp_path, image_path, ti
         assert not (tmp_path / "out.png").exists()
     assert not failures, "\n".join(failures)
     assert image_path.read_bytes() == before[image_path]
+
+
+def test_sweep_writes_a_grid_from_one_batched_run(capsys, image_path, tiny_model_dir, tmp_path):
+    out = tmp_path / "grid.png"
+    code, stdout, stderr = run_ok(
+        capsys, "sweep", image_path, "a red cat", "--K", "100,300", "--beta", "0.2,0.5,0.9",
+        "-o", out, "--model", tiny_model_dir, "--steps", 3, "--json", "-q",
+    )  # fmt: skip
+    assert code == 0, stderr
+    cells = [json.loads(line) for line in stdout.splitlines()]
+    assert [(c["params"]["K"], c["params"]["beta"]) for c in cells] == [
+        (k, b) for k in (100, 300) for b in (0.2, 0.5, 0.9)
+    ]
+    assert Image.open(out).width > Image.open(out).height  # 3 columns, 2 rows
+    code, _, stderr = run(
+        capsys, "sweep", image_path, "a cat", "-o", out, "--model", tiny_model_dir
+    )
+    assert code == 2 and "sweep one or two" in stderr
+    code, _, stderr = run(capsys, "sweep", image_path, "a cat", "-o", out, "--K", "100,2000",
+                          "--model", tiny_model_dir)  # fmt: skip
+    assert code == 2 and "K must be in [0, 1000]" in stderr
+
+
+def test_attention_writes_a_word_map_and_a_grid(capsys, image_path, tiny_model_dir, tmp_path):
+    one, grid = tmp_path / "cat.png", tmp_path / "all.png"
+    base = ["--model", tiny_model_dir, "--steps", 3, "-q"]
+    code, _, stderr = run_ok(
+        capsys, "attention", image_path, "a red cat", "--word", "cat", "-o", one, *base
+    )
+    assert code == 0, stderr
+    assert Image.open(one).size == Image.open(image_path).size
+    code, _, stderr = run_ok(
+        capsys, "attention", image_path, "a red cat", "--all-words", "-o", grid, *base
+    )
+    assert code == 0, stderr
+    assert Image.open(grid).width > Image.open(one).width
+    code, _, stderr = run(
+        capsys, "attention", image_path, "a red cat", "--word", "dog", "-o", one, *base
+    )
+    assert code == 2 and "does not occur" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_mask_out_for_methods_with_a_mask(capsys, image_path, tiny_model_dir, tmp_path):
+    out, mask = tmp_path / "out.png", tmp_path / "mask.png"
+    code, stdout, stderr = run_ok(
+        capsys, "edit", image_path, "a red cat", "-o", out, "--method", "instdiffedit",
+        "--mask-out", mask, "--set", "noise_seeds=2", "--model", tiny_model_dir, "--steps", 4,
+        "--json", "-q",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads(stdout)["params"]["noise_seeds"] == 2
+    picture = Image.open(mask)
+    assert picture.mode == "L" and picture.size == Image.open(image_path).size
+    assert set(np.unique(np.asarray(picture)).tolist()) <= {0, 255}
+    code, _, stderr = run(capsys, "edit", image_path, "a cat", "-o", out, "--mask-out", mask,
+                          "--model", tiny_model_dir)  # fmt: skip
+    assert code == 2 and "makes no mask" in stderr
+    code, _, stderr = run(capsys, "edit", image_path, "a cat", "-o", out, "--set", "phi=x",
+                          "--method", "instdiffedit", "--model", tiny_model_dir)  # fmt: skip
+    assert code == 2 and "not a number" in stderr

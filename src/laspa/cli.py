@@ -75,11 +75,17 @@ def load_editor(model: str | None, device: str | None = None):
     quiet_libraries()
     if model is None:
         editor = Editor.mini(device=device)
-        note(f"laspa: using the bundled miniature model ({editor.name}); --model selects another")
+        editor.description = "the bundled miniature model (--model selects another)"
     else:
         editor = Editor.from_pretrained(model, device=device)
-        note(f"laspa: using model {model}")
+        editor.description = f"model {model}"
     return editor
+
+
+def done(editor, message: str) -> None:
+    """The closing note: what was written, and with which model. Said at the end so that a
+    user error, whenever it happens, stays the only line on stderr."""
+    note(f"laspa: {message}; used {editor.description}")
 
 
 class TqdmProgress:
@@ -239,9 +245,10 @@ def edit(
         record["mask"] = str(mask_out)
     if as_json:
         print(json.dumps(record))
+        note(f"laspa: used {editor.description}")
     else:
         cost = f"{result.seconds:.2f} s, {result.unet_evals:g} UNet evals"
-        note(f"laspa: wrote {output} ({method}, {cost})")
+        done(editor, f"wrote {output} ({method}, {cost})")
 
 
 def run_with_progress(editor, quiet: bool, work):
@@ -297,7 +304,7 @@ def attention(
     overlays = [map_overlay(picture, heat) for heat in maps.values()]
     picture_out = labelled_grid([overlays], [""], list(maps)) if len(maps) > 1 else overlays[0]
     images.save_image(picture_out, output)
-    note(f"laspa: wrote {output} ({', '.join(maps)})")
+    done(editor, f"wrote {output} ({', '.join(maps)})")
 
 
 @app.command()
@@ -366,7 +373,7 @@ def sweep(
         for result in results:
             print(json.dumps(result.summary()))
     total = sum(r.seconds for r in results)
-    note(f"laspa: wrote {output} ({len(results)} edits, {total:.2f} s in all)")
+    done(editor, f"wrote {output} ({len(results)} edits, {total:.2f} s in all)")
 
 
 def main(argv: list[str] | None = None) -> None:
