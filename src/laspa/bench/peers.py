@@ -47,6 +47,13 @@ class SDEditPeerParams(CommonParams):
     strength: float = option(
         0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule re-noised"
     )
+    init: str = option(
+        "image",
+        choices=("image", "latent"),
+        help="image: img2img as users call it (it samples the VAE posterior, then draws the "
+        "noise); latent: hand it enc(I), the posterior mean, so its noise is the seed's first "
+        "draw exactly like the engine's sdedit (the bit-level correctness check)",
+    )
 
 
 @dataclass
@@ -89,15 +96,28 @@ class Peer:
     def _load(self, source: str, device, dtype):
         raise NotImplementedError
 
-    def run(self, image: Image.Image, prompt: str, seed: int, params: Any) -> PeerOutput:
-        """Edit ``image`` (already at the model's size) towards ``prompt``."""
+    def run(
+        self,
+        image: Image.Image,
+        prompt: str,
+        seed: int,
+        params: Any,
+        latent: torch.Tensor | None = None,
+    ) -> PeerOutput:
+        """Edit ``image`` (already at the model's size) towards ``prompt``; ``latent`` is
+        enc(image) for peers whose parameters ask to start from it."""
         before, start = self.evals, time.perf_counter()
         generator = torch.Generator("cpu").manual_seed(int(seed))
         with torch.no_grad():
-            edited, mask = self._edit(image, prompt, generator, params)
+            edited, mask = self._edit(image, prompt, generator, params, latent)
         return PeerOutput(edited, time.perf_counter() - start, self.evals - before, mask)
 
-    def _edit(self, image, prompt, generator, params) -> tuple[Image.Image, np.ndarray | None]:
+    def wants_latent(self, params: Any) -> bool:
+        return False
+
+    def _edit(
+        self, image, prompt, generator, params, latent
+    ) -> tuple[Image.Image, np.ndarray | None]:
         raise NotImplementedError
 
 
@@ -130,10 +150,16 @@ class SDEditPeer(Peer):
 
         return _from_pretrained(StableDiffusionImg2ImgPipeline, source, device, dtype)
 
-    def _edit(self, image, prompt, generator, params):
+    def wants_latent(self, params: Any) -> bool:
+        return params.init == "latent"
+
+    def _edit(self, image, prompt, generator, params, latent):
+        if params.init == "latent" and latent is None:
+            raise ValueError("init='latent' needs the image's latent")
+        # img2img takes a 4-channel tensor as ready-made initial latents (no VAE sampling)
         result = self.pipe(
             prompt=prompt,
-            image=image,
+            image=latent if params.init == "latent" else image,
             strength=params.strength,
             num_inference_steps=params.steps,
             guidance_scale=params.guidance,
@@ -154,7 +180,7 @@ class DiffEditPeer(Peer):
         pipe.inverse_scheduler = DDIMInverseScheduler.from_config(pipe.scheduler.config)
         return pipe
 
-    def _edit(self, image, prompt, generator, params):
+    def _edit(self, image, prompt, generator, params, latent):
         p = params
         mask = self.pipe.generate_mask(
             image=image,

@@ -85,8 +85,11 @@ def render(data: dict[str, Any]) -> str:
     if check:
         same = "same" if check["same_params"] else "DIFFERENT"
         parts.append(
-            f"sdedit vs peer-sdedit: PSNR {check['psnr']:.2f} dB mean, "
-            f"{check['min_psnr']:.2f} dB min ({same} steps/guidance/strength)"
+            f"sdedit vs peer-sdedit (img2img as documented, {same} steps/guidance/strength): "
+            f"PSNR {check['psnr']:.2f} dB mean, {check['min_psnr']:.2f} dB min\n"
+            f"sdedit vs img2img from the same latent and noise: PSNR "
+            f"{check['same_latent_psnr']:.2f} dB mean, {check['same_latent_min_psnr']:.2f} dB min "
+            "(100 = identical bytes)"
         )
     return "\n\n".join(parts)
 
