@@ -40,7 +40,7 @@ def serve(
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest upload accepted"),
 ) -> None:
-    """Serve the web UI (edit, sweep) on HOST:PORT."""
+    """Serve the web UI (edit, sweep, attention maps) on HOST:PORT."""
     from ..cli import load_editor, note
 
     if not 0 < port < 65536:

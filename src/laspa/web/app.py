@@ -4,8 +4,8 @@ Imported only when the UI is built, so that ``laspa --help`` never pays for grad
 
 Two kinds of events: the page's own (private: their inputs are every option widget of
 every method, which changes whenever a method is added), and the public API endpoints
-``/edit``, ``/sweep`` and ``/demo_scene`` whose signatures stay put: a method's options
-travel as one ``options`` dict, and options left out take the method's defaults.
+``/edit``, ``/sweep``, ``/attention`` and ``/demo_scene`` whose signatures stay put: a
+method's options travel as one ``options`` dict; options left out take its defaults.
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ INTRO = (
 
 #: the default that tells gradio to pass a progress tracker; it swaps in each event's own
 PROGRESS = gr.Progress()
+
+#: models work at 32-512 px: show their pictures filling the box, pixels kept sharp
+CSS = """
+#input-image img, #result-image img, #result-map img {
+    width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
+}
+#sweep-grid img, #maps-gallery img { image-rendering: pixelated; }
+"""
 
 UI_ONLY = {"concurrency_limit": None, "api_visibility": "private"}
 ON_EDITOR = {"concurrency_id": EDITOR_QUEUE, "concurrency_limit": 1}
@@ -91,7 +99,7 @@ def _option_widget(spec: opts.OptionSpec, visible: bool) -> gr.components.Compon
         precision = 0 if spec.python_type is int else None
         return gr.Number(
             value=spec.default, minimum=spec.minimum, maximum=spec.high, precision=precision,
-            **common,
+            step=spec.step, **common,
         )  # fmt: skip
     if spec.kind == "radio":
         return gr.Radio(choices=list(spec.choices), value=spec.default, **common)
@@ -176,11 +184,16 @@ class _Page:
     sweep_button: gr.Button
     sweep_info: gr.Markdown
     sweep_grid: gr.Image
+    words: gr.Textbox
+    maps_button: gr.Button
+    maps_info: gr.Markdown
+    maps_gallery: gr.Gallery
     current_method: gr.State
     map_label: gr.State
     api_options: gr.JSON
     api_edit: gr.Button
     api_sweep: gr.Button
+    api_attention: gr.Button
 
     @property
     def option_widgets(self) -> dict[str, gr.components.Component]:
@@ -249,6 +262,30 @@ def _sweep_tab() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _attention_tab() -> dict[str, Any]:
+    with gr.Tab("Attention", id="attention"):
+        gr.Markdown(
+            "Where each word of the prompt looks in the image above: cross-attention maps "
+            "from one aligned pass of the Edit tab's method and options (the LASPA methods "
+            "record them; no inversion)."
+        )
+        with gr.Row():
+            words = gr.Textbox(
+                "", label="Words", placeholder="empty: every word; or e.g. circle, red square",
+                info="comma-separated; a phrase maps to the mean of its words", scale=4,
+            )  # fmt: skip
+            maps_button = gr.Button("Show maps", variant="primary", scale=1, elem_id="maps")
+        maps_info = gr.Markdown(label="Timing", elem_id="maps-info")
+        maps_gallery = gr.Gallery(
+            label="Attention maps", columns=6, height="auto", format="png",
+            elem_id="maps-gallery",
+        )  # fmt: skip
+    return {
+        "words": words, "maps_button": maps_button, "maps_info": maps_info,
+        "maps_gallery": maps_gallery,
+    }  # fmt: skip
+
+
 def _layout(editor) -> _Page:
     gr.Markdown(INTRO)
     model = getattr(editor, "name", "model")
@@ -263,15 +300,18 @@ def _layout(editor) -> _Page:
     with gr.Tabs():
         edit = _edit_tab(opts.all_options(DEFAULT_METHOD))
         sweep = _sweep_tab()
+        attention = _attention_tab()
     # the API's endpoints: hidden, never clicked by the page
     api_options = gr.JSON(value=None, label="options", visible=False)
     api_edit = gr.Button(visible=False)
     api_sweep = gr.Button(visible=False)
+    api_attention = gr.Button(visible=False)
     return _Page(
         source=source, result=result, result_map=result_map, prompt=prompt,
-        scene_number=scene_number, scene_button=scene_button, **edit, **sweep,
+        scene_number=scene_number, scene_button=scene_button, **edit, **sweep, **attention,
         current_method=gr.State(DEFAULT_METHOD), map_label=gr.State(""),
         api_options=api_options, api_edit=api_edit, api_sweep=api_sweep,
+        api_attention=api_attention,
     )  # fmt: skip
 
 
@@ -336,6 +376,10 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         axes = [data[c] for c in (page.x_name, page.x_values, page.y_name, page.y_values)]
         return _sweep(session, path, text, method, seed, options, axes, progress)
 
+    def maps_from_page(data: dict, progress=PROGRESS):
+        (path, text, method, seed), options = page_values(data)
+        return _attention(session, path, text, data[page.words], method, seed, options, progress)
+
     def show_outputs(heat, label: str):
         return gr.update(visible=heat is not None, label=label or None), gr.update(visible=True)
 
@@ -365,6 +409,11 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         {*edit_inputs, page.x_name, page.x_values, page.y_name, page.y_values},
         [page.sweep_grid, page.sweep_info], api_visibility="private", **ON_EDITOR,
     )  # fmt: skip
+    for trigger in (page.maps_button.click, page.words.submit):
+        trigger(
+            maps_from_page, {*edit_inputs, page.words}, [page.maps_gallery, page.maps_info],
+            api_visibility="private", **ON_EDITOR,
+        )  # fmt: skip
 
 
 def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
@@ -406,6 +455,27 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         axes = (columns, column_values, rows, row_values)
         return _sweep(session, image, prompt, method, seed, values, axes, progress)
 
+    def attention(
+        image: str,
+        prompt: str,
+        words: str = "",
+        method: str = DEFAULT_METHOD,
+        seed: int = 0,
+        options: dict | None = None,
+        progress=PROGRESS,
+    ):
+        """Each word's attention map (comma-separated WORDS, or every word) over IMAGE."""
+        try:
+            values = _options_dict(options)
+        except LaspaError as error:
+            raise _user_error(error) from None
+        return _attention(session, image, prompt, words, method, seed, values, progress)
+
+    page.api_attention.click(
+        attention,
+        [page.source, page.prompt, page.words, page.method, page.seed, page.api_options],
+        [page.maps_gallery, page.maps_info], api_name="attention", **ON_EDITOR,
+    )  # fmt: skip
     page.api_edit.click(
         edit, [page.source, page.prompt, page.method, page.seed, page.api_options],
         [page.result, page.result_map, page.info, page.download],
@@ -440,6 +510,13 @@ def _sweep(session, path, prompt, method, seed, values, axes, progress):
             path, prompt, method, seed, values, ((x_name, x_values), (y_name, y_values)),
             _progress(progress),
         )  # fmt: skip
+    except LaspaError as error:
+        raise _user_error(error) from None
+
+
+def _attention(session, path, prompt, words, method, seed, values, progress):
+    try:
+        return session.attention(path, prompt, words, method, seed, values, _progress(progress))
     except LaspaError as error:
         raise _user_error(error) from None
 
@@ -481,5 +558,6 @@ def launch(
         quiet=quiet,
         footer_links=["api"],
         pwa=False,
+        css=CSS,
     )
     return url

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from PIL import Image
 from .. import images
 from ..errors import ImageError, ParameterError
 from . import options as opts
-from .pictures import labelled_grid, map_overlay
+from .pictures import enlarge, labelled_grid, map_overlay
 
 #: uploads above this many bytes are refused (gradio refuses them at the upload route too)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -152,6 +153,35 @@ class WebSession:
         total = sum(r.seconds for r in results)
         info = describe_cost(method, results[0].seconds, results[0].unet_evals, len(results))
         return grid, f"{len(results)} edits in one batched call, {total:.2f} s in all; {info}"
+
+    def attention(
+        self,
+        path: str | None,
+        prompt: str,
+        words: str,
+        method: str,
+        seed: int,
+        values: dict[str, Any],
+        progress: Progress | None = None,
+    ) -> tuple[list[tuple[Image.Image, str]], str]:
+        """Each word's cross-attention map over the input, from one pass of ``method``;
+        ``words`` is a comma-separated list (a phrase maps to the mean of its words), or
+        empty for every word of the prompt."""
+        picture = self.load_upload(path)
+        options = opts.pick_options(method, values)
+        chosen = [w.strip() for w in (words or "").split(",") if w.strip()] or None
+        seed = _seed(seed)
+        start = time.perf_counter()
+        maps = self._run(
+            progress,
+            lambda: self.editor.attention_maps(
+                picture, prompt, chosen, method=method, seed=seed, **options
+            ),
+        )
+        seconds = time.perf_counter() - start
+        shown = enlarge(picture)
+        gallery = [(map_overlay(shown, heat), word) for word, heat in maps.items()]
+        return gallery, f"{method}: {len(maps)} word maps from one pass, {seconds:.2f} s"
 
 
 def _label(name: str, value: Any) -> str:

@@ -1,0 +1,191 @@
+"""The web UI's logic without a browser: options from Params, the session's checks, the app."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from laspa import METHODS
+from laspa.errors import ImageError, ParameterError
+from laspa.web import options as opts
+from laspa.web.pictures import labelled_grid, map_overlay
+from laspa.web.session import WebSession
+
+
+@pytest.fixture()
+def session(editor):
+    return WebSession(editor, max_upload_bytes=200_000)
+
+
+@pytest.fixture()
+def scene_png(tmp_path, session):
+    picture, _ = session.demo_scene(1)
+    path = tmp_path / "scene.png"
+    picture.save(path)
+    return str(path)
+
+
+# ----------------------------------------------------------------- options
+def test_every_method_field_becomes_an_option_with_its_default():
+    for name, method in METHODS.items():
+        specs = {spec.name: spec for spec in opts.method_options(name)}
+        fields = dataclasses.fields(method.Params)
+        assert list(specs) == [f.name for f in fields]
+        for field in fields:
+            assert specs[field.name].default == field.default
+
+
+def test_widget_kinds_follow_the_metadata():
+    specs = {spec.name: spec for spec in opts.method_options("laspa-x0")}
+    assert specs["K"].kind == "slider" and specs["K"].python_type is int
+    assert (specs["K"].low, specs["K"].high, specs["K"].step) == (0, 1000, 1)
+    assert specs["beta"].kind == "slider" and specs["beta"].python_type is float
+    assert specs["beta_schedule"].kind == "radio"
+    assert specs["beta_schedule"].choices == ("constant", "linear")
+    assert specs["guidance"].kind == "number"  # no upper bound: no slider
+    assert "[0, 1000]" in specs["K"].info
+
+
+def test_an_open_lower_bound_starts_the_widget_one_step_inside():
+    strength = {s.name: s for s in opts.method_options("sdedit")}["strength"]
+    assert strength.low_open and strength.minimum > 0
+
+
+def test_options_the_union_describes_come_from_the_first_method_asked():
+    union = opts.all_options("sdedit")
+    assert union["strength"].default == METHODS["sdedit"].Params().strength
+    assert {"K", "beta", "steps", "guidance"} <= set(union)
+
+
+def test_pick_options_keeps_only_the_methods_own_and_converts_slider_floats():
+    values = {"K": 300.0, "beta": 0.5, "strength": 0.7, "steps": 12.0, "direction": None}
+    picked = opts.pick_options("laspa-x0", values)
+    assert picked == {"K": 300, "beta": 0.5, "steps": 12}
+    assert isinstance(picked["K"], int)
+    with pytest.raises(ParameterError, match="whole number"):
+        opts.pick_options("laspa-x0", {"K": 2.5})
+
+
+def test_sweep_values_default_around_the_default_and_parse_back():
+    specs = {spec.name: spec for spec in opts.sweepable("laspa-x0")}
+    assert opts.default_sweep_values(specs["K"]) == "100, 200, 400"
+    assert opts.parse_values(specs["K"], "100, 200,400,200") == [100, 200, 400]
+    assert opts.parse_values(specs["beta"], "0.2,0.5") == [0.2, 0.5]
+    assert opts.parse_values(specs["beta_schedule"], "constant, linear") == ["constant", "linear"]
+    with pytest.raises(ParameterError, match="not a number"):
+        opts.parse_values(specs["beta"], "0.2, lots")
+    with pytest.raises(ParameterError, match="at least one value"):
+        opts.parse_values(specs["beta"], " , ")
+    assert "source_prompt" not in {s.name for s in opts.sweepable("ddim-inversion")}
+
+
+# ----------------------------------------------------------------- session
+def test_demo_scene_is_rendered_at_the_model_resolution_with_its_caption(session):
+    picture, caption = session.demo_scene(4)
+    assert picture.size == (session.editor.resolution,) * 2
+    assert caption.endswith("background")
+    again, _ = session.demo_scene(4)
+    assert np.array_equal(np.asarray(picture), np.asarray(again))
+
+
+def test_uploads_that_are_not_images_or_too_large_are_refused_in_one_line(session, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    with pytest.raises(ImageError, match="not an image") as refused:
+        session.load_upload(str(text))
+    assert str(tmp_path) not in str(refused.value)  # no server paths shown to the user
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * 300_000)
+    with pytest.raises(ImageError, match="limit is"):
+        session.load_upload(str(big))
+    with pytest.raises(ImageError, match="no image"):
+        session.load_upload(None)
+
+
+def test_edit_returns_the_result_timing_and_reports_progress(session, scene_png):
+    seen = []
+    outcome = session.edit(
+        scene_png, "a red circle", "laspa-x0", 0, {"steps": 4, "K": 100.0, "strength": 0.3},
+        progress=lambda phase, done, total: seen.append((phase, done, total)),
+    )  # fmt: skip
+    assert outcome.image.size == Image.open(scene_png).size
+    assert "UNet evaluations" in outcome.info
+    assert seen and seen[-1][1] == seen[-1][2]
+    assert session.editor.progress is None  # not left installed for the next request
+
+
+def test_edit_errors_leave_the_session_usable(session, scene_png):
+    with pytest.raises(ParameterError):
+        session.edit(scene_png, "a red circle", "laspa-x0", 0, {"beta": 3.0})
+    with pytest.raises(ParameterError):
+        session.edit(scene_png, "  ", "laspa-x0", 0, {})
+    assert not session.lock.locked()
+    assert session.edit(scene_png, "a red circle", "sdedit", 0, {"steps": 3}).image
+
+
+def test_sweep_is_one_edit_many_call_laid_out_as_a_labelled_grid(session, scene_png):
+    calls = []
+    edit_many = session.editor.edit_many
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[1]))
+        return edit_many(*args, **kwargs)
+
+    session.editor.edit_many = counting
+    grid, info = session.sweep(
+        scene_png, "a red circle", "laspa-x0", 0, {"steps": 3},
+        (("K", "100, 300"), ("beta", "0.2, 0.4, 0.6")),
+    )  # fmt: skip
+    assert calls == [6]
+    assert "6 edits" in info
+    assert grid.height > grid.width  # 2 columns of cells, 3 rows, plus labels
+    with pytest.raises(ParameterError, match="two different"):
+        session.sweep(scene_png, "x", "laspa-x0", 0, {}, (("K", "1"), ("K", "2")))
+    with pytest.raises(ParameterError, match="no option"):
+        session.sweep(scene_png, "x", "sdedit", 0, {}, (("K", "1"), ("beta", "2")))
+
+
+def test_attention_gives_one_captioned_map_per_word(session, scene_png):
+    gallery, info = session.attention(
+        scene_png, "a red circle on a blue background", "red, circle", "laspa-x0", 0, {"steps": 3}
+    )
+    assert [word for _, word in gallery] == ["red", "circle"]
+    assert all(isinstance(picture, Image.Image) for picture, _ in gallery)
+    with pytest.raises(ParameterError, match="does not record"):
+        session.attention(scene_png, "a red circle", "", "sdedit", 0, {"steps": 3})
+
+
+def test_pictures_overlay_and_grid():
+    picture = Image.new("RGB", (8, 8), "white")
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0] = 1.0
+    overlay = map_overlay(picture, heat)
+    assert overlay.size == picture.size
+    assert overlay.getpixel((0, 0))[0] > overlay.getpixel((7, 7))[1]
+    grid = labelled_grid([[picture, picture]], ["row"], ["a", "b"])
+    assert grid.width > 2 * grid.height - 100
+
+
+# --------------------------------------------------------------------- app
+def test_the_cli_module_imports_no_gradio():
+    import subprocess
+    import sys
+
+    code = "import sys, laspa.cli as c; c._mount_subcommands(); print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_build_app_offers_the_documented_api(editor):
+    pytest.importorskip("gradio")
+    from laspa.web import build_app
+
+    demo = build_app(editor)
+    info = demo.get_api_info()
+    endpoints = info["named_endpoints"]
+    assert {"/edit", "/sweep", "/attention", "/demo_scene"} <= set(endpoints)
+    names = [p["parameter_name"] for p in endpoints["/edit"]["parameters"]]
+    assert names == ["image", "prompt", "method", "seed", "options"]

@@ -1,0 +1,212 @@
+"""`laspa serve` for real: the command in a subprocess on 127.0.0.1 with the tiny random
+model, driven by Debian's Chromium through Playwright and by gradio_client.
+
+The browser tests need /usr/bin/chromium (.ci/browser-deps installs it); outside CI they
+are skipped when it is missing, in CI they fail.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+START_TIMEOUT = 240  # s: importing torch, diffusers and gradio on a loaded 2-core machine
+EDIT_TIMEOUT = 120_000  # ms
+UPLOAD_LIMIT_MB = 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_served(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"laspa serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"laspa serve did not answer within {START_TIMEOUT} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tmp_path_factory):
+    """The URL of `laspa serve --model <tiny>` on a free loopback port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "laspa.cli", "serve", "--model", str(tiny_model_dir),
+        "--port", str(port), "--max-upload-mb", str(UPLOAD_LIMIT_MB),
+    ]  # fmt: skip
+    with open(log, "w") as stream:
+        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_served(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# ------------------------------------------------------------------ gradio_client
+def test_gradio_client_edit_returns_an_image(served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False, download_files=str(tmp_path))
+    scene, caption, *_ = client.predict(scene=2, api_name="/demo_scene")
+    result, mask, timing, download = client.predict(
+        image=handle_file(scene), prompt=caption.replace("background", "blue background"),
+        method="laspa-x0", seed=1, options={"steps": 6, "K": 300}, api_name="/edit",
+    )  # fmt: skip
+    with Image.open(result) as edited, Image.open(scene) as original:
+        assert edited.size == original.size
+    assert mask is None
+    assert "UNet evaluations" in timing
+    assert Path(download).suffix == ".png"
+
+
+def test_gradio_client_gets_one_line_reasons_for_bad_requests(served, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(served, verbose=False, download_files=str(tmp_path))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(AppError, match="not an image file"):
+        client.predict(image=handle_file(str(text)), prompt="a red circle", api_name="/edit")
+    scene, caption, *_ = client.predict(scene=0, api_name="/demo_scene")
+    with pytest.raises(AppError, match="beta must be in"):
+        client.predict(
+            image=handle_file(scene), prompt=caption, options={"beta": 2}, api_name="/edit"
+        )
+
+
+# ----------------------------------------------------------------------- browser
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing (.ci/browser-deps installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser, served):
+    """A fresh page of the app; records requests that leave the machine."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.outside = []
+    page.on(
+        "request",
+        lambda request: (
+            page.outside.append(request.url)
+            if not request.url.startswith(("http://127.0.0.1", "data:", "blob:"))
+            else None
+        ),
+    )
+    page.goto(served)
+    page.locator("#load-scene").wait_for()
+    yield page
+    context.close()
+
+
+def picture_at(page, selector: str) -> Image.Image:
+    """The image an <img> shows, fetched from the server as the page got it."""
+    source = page.locator(f"{selector} img").first.get_attribute("src")
+    response = page.request.get(source)
+    assert response.ok, source
+    return Image.open(io.BytesIO(response.body())).convert("RGB")
+
+
+def load_scene_and_edit(page, scene: int, prompt: str) -> None:
+    page.locator("#scene input").fill(str(scene))
+    page.locator("#load-scene").click()
+    page.locator("#input-image img").wait_for()
+    page.locator("#prompt textarea").fill(prompt)
+    steps = page.get_by_label("number input for steps")
+    steps.fill("8")
+    steps.press("Enter")
+    page.locator("#edit").click()
+
+
+def save_artefact(page, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("LASPA_ARTEFACTS"):
+        folder = Path(os.environ["LASPA_ARTEFACTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, folder / name)
+    return shot
+
+
+@pytest.mark.browser
+def test_demo_scene_edit_in_the_browser(page, tmp_path):
+    load_scene_and_edit(page, 5, "a large red circle in the center on a blue background")
+    page.locator("#edit-info").get_by_text("UNet evaluations").wait_for(timeout=EDIT_TIMEOUT)
+    page.locator("#result-image img").wait_for()
+    original = picture_at(page, "#input-image")
+    edited = picture_at(page, "#result-image")
+    assert edited.size == original.size
+    difference = np.abs(np.asarray(edited, float) - np.asarray(original, float)).mean()
+    assert difference > 1.0, "the result should not be the input"
+    assert page.locator("#download").is_visible()
+    assert save_artefact(page, tmp_path, "laspa-serve-edit.png").stat().st_size > 0
+    assert page.outside == [], "the page must not load anything from outside the machine"
+
+
+@pytest.mark.browser
+def test_a_non_image_upload_is_refused_visibly_and_the_app_keeps_working(page, tmp_path):
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is a text file, not a picture\n")
+    page.locator("#input-image input[type=file]").set_input_files(str(fake))
+    page.get_by_text("Upload refused: not an image file").wait_for()
+    save_artefact(page, tmp_path, "laspa-serve-refused.png")
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(UPLOAD_LIMIT_MB * 2**20 + 1))
+    page.locator("#input-image input[type=file]").set_input_files(str(big))
+    page.get_by_text("exceed the maximum allowed size").wait_for()
+
+    load_scene_and_edit(page, 6, "a small green square at the top on a white background")
+    page.locator("#edit-info").get_by_text("UNet evaluations").wait_for(timeout=EDIT_TIMEOUT)
+    assert picture_at(page, "#result-image").size == picture_at(page, "#input-image").size
