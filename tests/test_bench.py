@@ -10,7 +10,7 @@ from PIL import Image
 
 from laspa.bench import cases as bench_cases
 from laspa.bench import metrics, runner
-from laspa.bench.cases import BenchDataError
+from laspa.bench.cases import BenchCase, BenchDataError
 from laspa.cli import main
 from laspa.errors import ParameterError
 from laspa.world import EDIT_KINDS, Edit, Scene, SceneObject, apply_edit, render
@@ -128,6 +128,31 @@ def test_score_of_a_perfect_edit():
     failed = runner.score(case, case.source)
     assert failed["edit_success"] is False and failed["mask_iou"] is None
     assert failed["bg_psnr"] == metrics.PSNR_CAP and failed["psnr"] < 40
+
+
+def test_learned_metrics_are_plumbed_with_pie_bench_conventions():
+    calls = []
+
+    def lpips(a, b):
+        calls.append(("lpips", a.copy(), b.copy()))
+        return 0.25
+
+    def clip(pixels, text):
+        calls.append(("clip", pixels.copy(), text))
+        return 30.0
+
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[4:8, 4:8] = True
+    source = Image.new("RGB", (16, 16), (200, 100, 50))
+    case = BenchCase("p", "change_color", source, "a cat", "a dog", mask=mask)
+    row = runner.score(
+        case, Image.new("RGB", (16, 16), (0, 0, 255)), None, {"lpips": lpips, "clip": clip}
+    )
+    assert row["lpips"] == 0.25 and row["clip_whole"] == 30.0 and row["clip_edited"] == 30.0
+    _, out, src = calls[0]
+    assert (out[mask] == 0).all() and (src[mask] == 0).all() and out[~mask].max() == 1.0
+    assert calls[2][1][~mask].max() == 0 and calls[2][2] == "a dog"  # edited part only
+    assert row["psnr"] is None and row["input_psnr"] is not None
 
 
 # ------------------------------------------------------------------ case sources

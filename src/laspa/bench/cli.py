@@ -144,7 +144,7 @@ def bench(
     if cases_file is not None:
         case_sources.read_case_file(cases_file)  # fail on a bad file before loading a model
     loaded = None
-    if suite != "shapes":
+    if suite != "shapes":  # real images: no render size needed, load (and check) them now
         loaded = case_sources.load_cases(suite, size=0, n=cases, data=data)
 
     learned, skipped = {}, {}
