@@ -189,3 +189,11 @@ def test_build_app_offers_the_documented_api(editor):
     assert {"/edit", "/sweep", "/attention", "/demo_scene"} <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/edit"]["parameters"]]
     assert names == ["image", "prompt", "method", "seed", "options"]
+
+
+def test_a_methods_mask_is_shown_over_the_input(session, scene_png):
+    outcome = session.edit(scene_png, "a red circle", "instdiffedit", 0, {"steps": 4})
+    assert outcome.map is not None and outcome.map_label == "Edit mask"
+    assert outcome.map.size == outcome.image.size
+    plain = session.edit(scene_png, "a red circle", "laspa-x0", 0, {"steps": 4})
+    assert plain.map is None

@@ -210,3 +210,49 @@ def test_a_non_image_upload_is_refused_visibly_and_the_app_keeps_working(page, t
     load_scene_and_edit(page, 6, "a small green square at the top on a white background")
     page.locator("#edit-info").get_by_text("UNet evaluations").wait_for(timeout=EDIT_TIMEOUT)
     assert picture_at(page, "#result-image").size == picture_at(page, "#input-image").size
+
+
+def choose_method(page, name: str) -> None:
+    page.locator("#method input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+@pytest.mark.browser
+def test_method_options_sweep_and_attention_tabs(page, tmp_path):
+    steps = page.get_by_label("number input for steps")
+    assert page.get_by_label("number input for K").is_visible()
+    choose_method(page, "sdedit")
+    strength = page.get_by_label("number input for strength")
+    strength.wait_for()
+    assert strength.input_value() == "0.8"
+    assert not page.get_by_label("number input for K").is_visible()
+    choose_method(page, "instdiffedit")
+    page.get_by_label("number input for noise_seeds").wait_for()
+    assert strength.input_value() == "0.5"  # this method's own default
+    choose_method(page, "laspa-x0")
+    page.get_by_label("number input for K").wait_for()
+    assert not strength.is_visible()
+
+    page.locator("#scene input").fill("7")
+    page.locator("#load-scene").click()
+    page.locator("#input-image img").wait_for()
+    steps.fill("4")
+    steps.press("Enter")
+    page.get_by_role("tab", name="Sweep").click()
+    page.get_by_label("Column values").fill("100, 400")
+    page.get_by_label("Row values").fill("0.2, 0.5")
+    page.locator("#sweep").click()
+    page.locator("#sweep-info").get_by_text("4 edits in one batched call").wait_for(
+        timeout=EDIT_TIMEOUT
+    )
+    grid = picture_at(page, "#sweep-grid")
+    assert grid.width > 2 * 32 and grid.height > 2 * 32
+    save_artefact(page, tmp_path, "laspa-serve-sweep.png")
+
+    page.get_by_role("tab", name="Attention").click()
+    page.get_by_label("Words").fill("circle, background")
+    page.locator("#maps").click()
+    page.locator("#maps-info").get_by_text("2 word maps").wait_for(timeout=EDIT_TIMEOUT)
+    captions = page.locator("#maps-gallery .caption-label")
+    assert captions.all_inner_texts() == ["circle", "background"]
+    save_artefact(page, tmp_path, "laspa-serve-attention.png")

@@ -210,7 +210,10 @@ def _images_row() -> tuple[gr.Image, gr.Image, gr.Image]:
         result = gr.Image(
             label="Result", buttons=["download", "fullscreen"], elem_id="result-image", **shown
         )
-        result_map = gr.Image(label="Edit mask", visible=False, elem_id="result-map", **shown)
+        result_map = gr.Image(
+            label="Edit mask", visible=False, buttons=["download", "fullscreen"],
+            elem_id="result-map", **shown,
+        )  # fmt: skip
     return _hand_over_unopened(source), result, result_map
 
 
@@ -277,7 +280,7 @@ def _attention_tab() -> dict[str, Any]:
             maps_button = gr.Button("Show maps", variant="primary", scale=1, elem_id="maps")
         maps_info = gr.Markdown(label="Timing", elem_id="maps-info")
         maps_gallery = gr.Gallery(
-            label="Attention maps", columns=6, height="auto", format="png",
+            label="Attention maps", columns=6, fit_columns=False, height="auto", format="png",
             elem_id="maps-gallery",
         )  # fmt: skip
     return {

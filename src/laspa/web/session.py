@@ -35,7 +35,7 @@ Progress = Callable[[str, int, int], None]
 @dataclass
 class EditOutcome:
     image: Image.Image
-    map: Image.Image | None  # the method's mask (or mean attention) over the result
+    map: Image.Image | None  # the method's mask (or mean attention) over the input
     map_label: str
     info: str  # one line of timing for the page
 
@@ -106,7 +106,8 @@ class WebSession:
             lambda: self.editor.edit(picture, prompt, method=method, seed=seed, **options),
         )
         heat, label = result_map(result)
-        overlay = None if heat is None else map_overlay(result.image, heat)
+        # over the input: the mask says which part of the original the method may change
+        overlay = None if heat is None else map_overlay(picture, heat)
         return EditOutcome(
             result.image, overlay, label, describe_cost(method, result.seconds, result.unet_evals)
         )
