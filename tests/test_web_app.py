@@ -159,6 +159,19 @@ def picture_at(page, selector: str) -> Image.Image:
     return Image.open(io.BytesIO(response.body())).convert("RGB")
 
 
+def wait_for_text(page, selector: str, text: str, tmp_path: Path) -> None:
+    """Wait (bounded) for ``text`` in ``selector``; on timeout fail with the page's toasts
+    and a screenshot, which say why far better than the timeout does."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator(selector).get_by_text(text).wait_for(timeout=EDIT_TIMEOUT)
+    except PlaywrightTimeout:
+        toasts = page.locator("[data-testid=toast-text]").all_inner_texts()
+        shot = save_artefact(page, tmp_path, "laspa-serve-failure.png")
+        pytest.fail(f"no {text!r} in {selector}; toasts: {toasts}; screenshot: {shot}")
+
+
 def load_scene_and_edit(page, scene: int, prompt: str) -> None:
     page.locator("#scene input").fill(str(scene))
     page.locator("#load-scene").click()
@@ -183,7 +196,7 @@ def save_artefact(page, tmp_path: Path, name: str) -> Path:
 @pytest.mark.browser
 def test_demo_scene_edit_in_the_browser(page, tmp_path):
     load_scene_and_edit(page, 5, "a large red circle in the center on a blue background")
-    page.locator("#edit-info").get_by_text("UNet evaluations").wait_for(timeout=EDIT_TIMEOUT)
+    wait_for_text(page, "#edit-info", "UNet evaluations", tmp_path)
     page.locator("#result-image img").wait_for()
     original = picture_at(page, "#input-image")
     edited = picture_at(page, "#result-image")
@@ -208,7 +221,7 @@ def test_a_non_image_upload_is_refused_visibly_and_the_app_keeps_working(page, t
     page.get_by_text("exceed the maximum allowed size").wait_for()
 
     load_scene_and_edit(page, 6, "a small green square at the top on a white background")
-    page.locator("#edit-info").get_by_text("UNet evaluations").wait_for(timeout=EDIT_TIMEOUT)
+    wait_for_text(page, "#edit-info", "UNet evaluations", tmp_path)
     assert picture_at(page, "#result-image").size == picture_at(page, "#input-image").size
 
 
@@ -242,9 +255,7 @@ def test_method_options_sweep_and_attention_tabs(page, tmp_path):
     page.get_by_label("Column values").fill("100, 400")
     page.get_by_label("Row values").fill("0.2, 0.5")
     page.locator("#sweep").click()
-    page.locator("#sweep-info").get_by_text("4 edits in one batched call").wait_for(
-        timeout=EDIT_TIMEOUT
-    )
+    wait_for_text(page, "#sweep-info", "4 edits in one batched call", tmp_path)
     grid = picture_at(page, "#sweep-grid")
     assert grid.width > 2 * 32 and grid.height > 2 * 32
     save_artefact(page, tmp_path, "laspa-serve-sweep.png")
@@ -252,7 +263,7 @@ def test_method_options_sweep_and_attention_tabs(page, tmp_path):
     page.get_by_role("tab", name="Attention").click()
     page.get_by_label("Words").fill("circle, background")
     page.locator("#maps").click()
-    page.locator("#maps-info").get_by_text("2 word maps").wait_for(timeout=EDIT_TIMEOUT)
+    wait_for_text(page, "#maps-info", "2 word maps", tmp_path)
     captions = page.locator("#maps-gallery .caption-label")
     assert captions.all_inner_texts() == ["circle", "background"]
     save_artefact(page, tmp_path, "laspa-serve-attention.png")
