@@ -197,3 +197,37 @@ def test_a_methods_mask_is_shown_over_the_input(session, scene_png):
     assert outcome.map.size == outcome.image.size
     plain = session.edit(scene_png, "a red circle", "laspa-x0", 0, {"steps": 4})
     assert plain.map is None
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    from laspa.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    return stop.value.code, capsys.readouterr().err
+
+
+def test_serve_refuses_a_taken_port_in_one_line_before_loading_a_model(capsys):
+    import socket
+
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = run_cli(["serve", "--port", str(port), "--model", "/nonexistent"], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"laspa: error: cannot serve on 127.0.0.1:{port}: the port is in use; "
+        "choose another with --port"
+    ]
+
+
+def test_serve_bad_options_and_models_are_one_line_errors(capsys):
+    pytest.importorskip("gradio")
+    code, err = run_cli(["serve", "--port", "0"], capsys)
+    assert code == 2 and "--port must be in 1..65535" in err
+    code, err = run_cli(["serve", "--max-upload-mb", "-1"], capsys)
+    assert code == 2 and "--max-upload-mb must be > 0" in err
+    code, err = run_cli(["serve", "--model", "/nonexistent", "--port", "1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1

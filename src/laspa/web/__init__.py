@@ -6,6 +6,9 @@ CLI starts fast whether or not the ``web`` extra is installed.
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from typing import TYPE_CHECKING
 
 import typer
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
 
 
 def _require_gradio() -> None:
+    # before gradio's first import: no usage reports or version checks leave the machine
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
     except ModuleNotFoundError:
@@ -48,6 +53,7 @@ def serve(
     if max_upload_mb <= 0:
         raise LaspaError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
     _require_gradio()
+    _check_address(host, port)  # before loading a model that may take minutes
     editor = load_editor(model, device)
     from .app import build_app as build
     from .app import launch
@@ -55,11 +61,34 @@ def serve(
     limit = int(max_upload_mb * 2**20)
     if host not in ("127.0.0.1", "localhost", "::1"):
         note(f"laspa: serving on {host}: anyone who can reach this address can use the model")
-    note(f"laspa: web UI on http://{host}:{port} (Ctrl-C stops it)")
+    note(f"laspa: starting the web UI on http://{host}:{port} (Ctrl-C stops it)")
     try:
         launch(build(editor, max_upload_bytes=limit), host, port, max_upload_bytes=limit)
-    except OSError as error:  # port taken, address not available
-        raise LaspaError(f"cannot serve on {host}:{port}: {error}") from None
+    except OSError as error:  # taken since the check, or an address gradio cannot use
+        raise LaspaError(f"cannot serve on {host}:{port}: {_first_line(error)}") from None
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail in one line when the address cannot be bound (port taken, unknown host)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise LaspaError(f"cannot serve on {host}:{port}: {_first_line(error)}") from None
+    family, kind, _, _, address = infos[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(address)
+        except OSError as error:
+            reason = "the port is in use" if error.errno == errno.EADDRINUSE else error.strerror
+            raise LaspaError(
+                f"cannot serve on {host}:{port}: {reason}; choose another with --port"
+            ) from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def register(app: typer.Typer) -> None:
