@@ -115,6 +115,27 @@ def test_gradio_client_gets_one_line_reasons_for_bad_requests(served, tmp_path):
         )
 
 
+def test_simultaneous_requests_queue_for_the_one_editor(served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False, download_files=str(tmp_path))
+    scene, caption, *_ = client.predict(scene=4, api_name="/demo_scene")
+    jobs = [
+        client.submit(
+            image=handle_file(scene),
+            prompt=caption,
+            seed=seed,
+            options={"steps": 5},
+            api_name="/edit",
+        )  # fmt: skip
+        for seed in range(3)
+    ]
+    results = [job.result(timeout=EDIT_TIMEOUT / 1000) for job in jobs]
+    pictures = [np.asarray(Image.open(result[0]).convert("RGB"), float) for result in results]
+    assert all(picture.shape == pictures[0].shape for picture in pictures)
+    assert np.abs(pictures[0] - pictures[1]).mean() > 0  # each request kept its own seed
+
+
 # ----------------------------------------------------------------------- browser
 @pytest.fixture(scope="module")
 def browser():
