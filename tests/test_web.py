@@ -10,8 +10,8 @@ from PIL import Image
 
 from laspa import METHODS
 from laspa.errors import ImageError, ParameterError
+from laspa.visual import labelled_grid, map_overlay
 from laspa.web import options as opts
-from laspa.web.pictures import labelled_grid, map_overlay
 from laspa.web.session import WebSession
 
 

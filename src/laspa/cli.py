@@ -288,7 +288,7 @@ def attention(
 ) -> None:
     """Cross-attention map of prompt words on IMAGE, from one aligned pass (no inversion)."""
     from . import images
-    from .web.pictures import labelled_grid, map_overlay
+    from .visual import labelled_grid, map_overlay
 
     if not word and not all_words:
         raise LaspaError("name a --word, or ask for --all-words")
@@ -329,7 +329,7 @@ def sweep(
     """The preservation / edit trade-off as a picture: a grid over one or two parameters,
     every cell of it from one batched run."""
     from . import images
-    from .web.pictures import labelled_grid
+    from .visual import labelled_grid
 
     axes = {
         name: values

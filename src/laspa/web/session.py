@@ -20,8 +20,8 @@ from PIL import Image
 
 from .. import images
 from ..errors import ImageError, ParameterError
+from ..visual import enlarge, labelled_grid, map_overlay
 from . import options as opts
-from .pictures import enlarge, labelled_grid, map_overlay
 
 #: uploads above this many bytes are refused (gradio refuses them at the upload route too)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""Small pictures for the web UI: a map laid over an image, a labelled grid of edits."""
+"""Pictures for people: a map laid over an image, a labelled grid of edits (CLI and web UI)."""
 
 from __future__ import annotations
 
