@@ -1,15 +1,13 @@
 """`laspa world`: sample scenes and edit cases from the command line.
 
 Each command prints one JSON line on stdout, writes images atomically
-(temporary file in the target directory, then os.replace) and turns every
+(atomically, through laspa.images.save_image) and turns every
 user error into one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +15,7 @@ import numpy as np
 import typer
 from PIL import Image, UnidentifiedImageError
 
+from ..images import save_image
 from .edits import EDIT_KINDS, apply_edit, sample_edit
 from .reader import read_scene_scores
 from .render import render
@@ -70,22 +69,6 @@ def _check_objects(objects: int | None) -> None:
 def _check_seed(seed: int) -> None:
     if seed < 0:
         raise UserError(f"--seed must be >= 0, got {seed}")
-
-
-def save_image_atomic(image: Image.Image, path: Path) -> None:
-    """Write a PNG via a temporary file in the same directory and os.replace.
-
-    A reader never sees a half-written file, and a failure leaves any
-    existing file at `path` untouched.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _output_file(path: Path) -> Path:
@@ -143,7 +126,7 @@ def sample(
         _check_size(size)
         path = _output_file(output)
         scene = sample_scene(np.random.default_rng(seed), objects)
-        save_image_atomic(render(scene, size), path)
+        save_image(render(scene, size), path)
         _emit(
             {
                 "caption": caption(scene),
@@ -188,9 +171,9 @@ def edit(
             "target": directory / "target.png",
             "mask": directory / "mask.png",
         }
-        save_image_atomic(case.source_image(), files["source"])
-        save_image_atomic(case.target_image(), files["target"])
-        save_image_atomic(case.mask_image(), files["mask"])
+        save_image(case.source_image(), files["source"])
+        save_image(case.target_image(), files["target"])
+        save_image(case.mask_image(), files["mask"])
         _emit(
             {
                 "kind": case.kind,
