@@ -1,8 +1,8 @@
 """`laspa world`: sample scenes and edit cases from the command line.
 
-Each command prints one JSON line on stdout, writes images atomically
-(atomically, through laspa.images.save_image) and turns every
-user error into one line on stderr with exit status 2.
+Each command prints one JSON line on stdout, writes images atomically (through
+laspa.images.save_image) and turns every user error into one line on stderr with
+exit status 2.
 """
 
 from __future__ import annotations
