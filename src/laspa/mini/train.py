@@ -215,7 +215,7 @@ def train_vae(args: argparse.Namespace) -> None:
     tuner = ThreadTuner(args.threads)
     while not (clock.done() or flag.stop or _past(args.stop_at)):
         t0 = time.time()
-        lr = warmup_lr(step, args.lr, 200) * _tail_decay(clock, 0.25)
+        lr = warmup_lr(step, args.lr, 200) * _tail_decay(clock, args.lr_tail)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = make_batch(training_scenes(rng, args.batch_size, excluded))
@@ -517,6 +517,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="vae 16, unet 32")
     p.add_argument("--lr", type=float, default=None, help="vae 1e-3, unet 1e-3")
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument(
+        "--lr-tail",
+        type=float,
+        default=0.25,
+        help="vae: decay the lr linearly to 10%% over this last fraction of the run",
+    )
     p.add_argument("--object-weight", type=float, default=4.0, help="vae: extra loss on objects")
     p.add_argument("--kl-weight", type=float, default=1e-5)
     p.add_argument("--target-psnr", type=float, default=31.0)
