@@ -80,7 +80,7 @@ def save_checkpoint(
                 moments[f"{name}.exp_avg"] = slot["exp_avg"]
     save_file(_cast(moments, low), str(tmp / "optim.safetensors"))
     full_state = {**state, "rng": _rng_state(rng), "compact": compact}
-    (tmp / "state.json").write_text(json.dumps(full_state, indent=1), encoding="utf-8")
+    (tmp / "state.json").write_text(json.dumps(full_state), encoding="utf-8")
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
