@@ -292,6 +292,19 @@ def test_params_are_typed_and_validated():
         runner.make_specs(["laspa-x0"], {"laspa-x0": {"beta": 2.0}}, steps=5)
     with pytest.raises(ParameterError, match="unknown method 'nope'"):
         runner.parse_methods("laspa-x0,nope")
+    with pytest.raises(ParameterError, match="METHOD@LABEL"):
+        runner.parse_methods("laspa-x0@")
+
+
+def test_labelled_rows_run_one_method_with_different_params():
+    names = runner.parse_methods("laspa-x0,laspa-x0@linear")
+    params = runner.parse_params(["laspa-x0@linear.beta_schedule=linear"], names)
+    specs = runner.make_specs(names, params, steps=4)
+    assert specs["laspa-x0@linear"].method == "laspa-x0"
+    built = specs["laspa-x0@linear"].build(specs["laspa-x0@linear"].params())
+    assert built.beta_schedule == "linear"
+    with pytest.raises(ParameterError, match="does not take strength"):
+        runner.parse_params(["laspa-x0@linear.strength=0.5"], names)
 
 
 def test_case_hints_fill_only_parameters_a_method_takes():

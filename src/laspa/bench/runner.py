@@ -41,18 +41,28 @@ Progress = Callable[[int], None]
 # ------------------------------------------------------------------ methods and params
 @dataclass
 class MethodSpec:
-    """A method to run and the user's parameter overrides for it."""
+    """A method to run and the user's parameter overrides for it.
+
+    ``name`` is the row's name: a registered method or peer, optionally with ``@label``
+    (``laspa-x0@linear``) so that one method can run in several rows with different
+    ``--param`` values.
+    """
 
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def method(self) -> str:
+        """The registered method or peer behind the row."""
+        return self.name.partition("@")[0]
+
+    @property
     def is_peer(self) -> bool:
-        return self.name in PEERS
+        return self.method in PEERS
 
     @property
     def params_cls(self) -> type:
-        return PEERS[self.name].Params if self.is_peer else METHODS[self.name].Params
+        return PEERS[self.method].Params if self.is_peer else METHODS[self.method].Params
 
     @property
     def fields(self) -> dict[str, dataclasses.Field]:
@@ -66,8 +76,8 @@ class MethodSpec:
     def build(self, params: dict[str, Any]) -> Any:
         """The validated Params dataclass (raises ParameterError)."""
         if self.is_peer:
-            return make_peer_params(self.name, params)
-        return make_params(self.name, params)
+            return make_peer_params(self.method, params)
+        return make_params(self.method, params)
 
     def effective(self, hints: dict[str, Any] | None = None) -> dict[str, Any]:
         """The full parameter set as run, without per-case hint values (for the JSON)."""
@@ -84,15 +94,19 @@ def known_methods() -> list[str]:
 
 
 def parse_methods(text: str) -> list[str]:
-    """``a,b,c`` -> names, each a registered method or a peer, no duplicates."""
+    """``a,b,c`` -> names, each a registered method or a peer (optionally ``@label``), no
+    duplicates."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise ParameterError("--methods needs at least one method")
     for name in names:
-        if name not in METHODS and name not in PEERS:
+        method, at, label = name.partition("@")
+        if method not in METHODS and method not in PEERS:
             raise ParameterError(
-                f"unknown method {name!r}; choose from: {', '.join(known_methods())}"
+                f"unknown method {method!r}; choose from: {', '.join(known_methods())}"
             )
+        if at and (not label or "." in label or "=" in label):
+            raise ParameterError(f"method label {name!r} must look like METHOD@LABEL")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ParameterError(f"method {duplicates[0]!r} is listed twice in --methods")
@@ -197,8 +211,9 @@ class Runner:
     def load_peers(self, names: Iterable[str]) -> None:
         """Load the peers' pipelines up front, so loading is never timed as editing."""
         for name in names:
-            if name in PEERS:
-                self.peer(name)
+            method = name.partition("@")[0]
+            if method in PEERS:
+                self.peer(method)
 
     def run_one(self, spec: MethodSpec, case: BenchCase, seed: int) -> Outcome:
         cpu_start = time.process_time()
@@ -211,7 +226,7 @@ class Runner:
         if spec.is_peer:
             size = self.editor.model_size(case.source)
             picture = _resized(case.source, size)
-            peer, built = self.peer(spec.name), spec.build(params)
+            peer, built = self.peer(spec.method), spec.build(params)
             latent = None
             if peer.wants_latent(built):
                 latent = self.editor.encode(images.to_tensor(picture, size)).to(self.editor.dtype)
@@ -219,7 +234,7 @@ class Runner:
             edited = _resized(out.image, case.source.size)
             return Outcome(edited, out.seconds, out.unet_evals, out.mask)
         result = self.editor.edit(
-            case.source, case.target_prompt, method=spec.name, seed=seed, **params
+            case.source, case.target_prompt, method=spec.method, seed=seed, **params
         )
         return Outcome(result.image, result.seconds, result.unet_evals, _mask(result.mask))
 
@@ -231,7 +246,7 @@ class Runner:
         rows = [{"prompt": case.target_prompt, "seed": seed, **spec.params(case.hints, **v)}
                 for v in variants]  # fmt: skip
         cpu_start = time.process_time()
-        results = self.editor.edit_many(case.source, rows, method=spec.name)
+        results = self.editor.edit_many(case.source, rows, method=spec.method)
         cpu = (time.process_time() - cpu_start) / len(results)
         return [Outcome(r.image, r.seconds, r.unet_evals, _mask(r.mask), cpu) for r in results]
 
