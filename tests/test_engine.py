@@ -24,8 +24,19 @@ def always_one(t: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module", params=["epsilon", "v_prediction"])
 def exact_editor(request):
-    """Final alpha 1, so that an x0 of r is output exactly as r."""
-    return tiny_editor(set_alpha_to_one=True, prediction_type=request.param)
+    """SD's scheduler config (set_alpha_to_one=False); the loop's clean final step lands on
+    alpha 1, so that an x0 of r is output exactly as r."""
+    return tiny_editor(prediction_type=request.param)
+
+
+def test_the_scheduler_final_step_adds_the_last_eps():
+    """With final_step="scheduler" the output is sqrt(a_0) r + sqrt(1 - a_0) eps, not r."""
+    ed = tiny_editor(final_step="scheduler")
+    reference, cond = reference_and_conditioning(ed)
+    hooks = X0Alignment(reference, always_one, ["asymmetric"])
+    out = sample(ed.denoiser, torch.randn(1, 4, 16, 16), ed.denoiser.steps(5), cond, hooks)
+    assert not torch.allclose(out, reference, atol=1e-3)
+    assert ed.denoiser.final_alpha == float(ed.scheduler.final_alpha_cumprod) < 1
 
 
 def reference_and_conditioning(ed):
@@ -104,8 +115,9 @@ def test_ddim_inversion_then_sampling_round_trips():
 
 
 def test_plain_hooks_equal_diffusers_ddim_scheduler():
-    """The loop with no hook is DDIMScheduler.step (eta = 0), step for step."""
-    ed = tiny_editor()
+    """The loop with no hook is DDIMScheduler.step (eta = 0), step for step, when it ends
+    where the scheduler config says (final_step="scheduler")."""
+    ed = tiny_editor(final_step="scheduler")
     cond = Conditioning(ed.text_embeddings(["a cat"]), ed.text_embeddings([""]), 5.0)
     x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     ours = sample(ed.denoiser, x.clone(), ed.denoiser.steps(6), cond, SamplerHooks())

@@ -89,6 +89,7 @@ class Editor:
         dtype: torch.dtype | None = None,
         name: str = "in-memory model",
         inversion_cache_size: int = 8,
+        final_step: str = "clean",
     ):
         from diffusers import DDIMScheduler
 
@@ -105,7 +106,7 @@ class Editor:
         #: so that diffusers' own pipelines can load the same model as peers
         self.source: str | None = None
         self.attention = install_processors(self.unet)
-        self.denoiser = Denoiser(self.unet, self.scheduler, self.attention)
+        self.denoiser = Denoiser(self.unet, self.scheduler, self.attention, final_step)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
         # a side must survive the VAE's and the UNet's downsampling without remainder

@@ -88,12 +88,19 @@ class Conditioning:
 class Denoiser:
     """A UNet with its noise schedule: guided noise predictions and DDIM timesteps."""
 
-    def __init__(self, unet, scheduler, attention: AttentionState):
+    def __init__(self, unet, scheduler, attention: AttentionState, final_step: str = "clean"):
         self.unet = unet
         self.scheduler = scheduler
         self.attention = attention
         self.alphas_cumprod = scheduler.alphas_cumprod.double().cpu()
-        self.final_alpha = float(scheduler.final_alpha_cumprod)
+        # "clean": the last step lands on alpha = 1, the clean image, as DDIM defines it.
+        # "scheduler": the model config's final alpha; SD's set_alpha_to_one=False stops at
+        # alphas_cumprod[0] and so adds sqrt(1 - a_0) times the *guided* eps to the output
+        # (on the miniature at guidance 10 that noise costs 3-8 dB of PSNR); diffusers'
+        # pipelines do this, so the peers' comparisons use it.
+        if final_step not in ("clean", "scheduler"):
+            raise ValueError(f"final_step must be 'clean' or 'scheduler', got {final_step!r}")
+        self.final_alpha = 1.0 if final_step == "clean" else float(scheduler.final_alpha_cumprod)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):

@@ -81,11 +81,14 @@ def tiny_components(
     return vae, text_encoder, tokenizer, unet, scheduler
 
 
-def tiny_editor(**kwargs):
+def tiny_editor(final_step: str = "clean", **kwargs):
     """An Editor on tiny random components, on the CPU in float32."""
     from .editor import Editor
 
-    return Editor(*tiny_components(**kwargs), device="cpu", dtype=torch.float32, name="tiny")
+    components = tiny_components(**kwargs)
+    return Editor(
+        *components, device="cpu", dtype=torch.float32, name="tiny", final_step=final_step
+    )
 
 
 def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:

@@ -79,14 +79,27 @@ class Peer:
     summary: ClassVar[str]
     Params: ClassVar[type]
 
-    def __init__(self, source: str | None, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        source: str | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        final_alpha_one: bool = True,
+    ):
         if source is None:
             raise ModelError(
                 f"{self.name} loads the model with diffusers: run the bench on a model "
                 "folder or hub id (--model), not on in-memory components"
             )
+        from diffusers import DDIMScheduler
+
         self.pipe = self._load(source, device, dtype)
         self.pipe.set_progress_bar_config(disable=True)
+        # the same final DDIM step as the engine's loop (by default it lands on the clean
+        # image, alpha 1): the comparison is of the methods, not of the last step
+        self.pipe.scheduler = DDIMScheduler.from_config(
+            self.pipe.scheduler.config, set_alpha_to_one=final_alpha_one
+        )
         self.evals = 0
         self.pipe.unet.register_forward_pre_hook(self._count)
 
@@ -135,7 +148,8 @@ def _from_pretrained(cls, source: str, device, dtype):
     except Exception as error:  # diffusers raises many types; the user needs one line
         reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ModelError(f"cannot load {source} into {cls.__name__}: {reason}") from None
-    # the same DDIM sampler as the engine, from the model's own scheduler config
+    # the same DDIM sampler as the engine, from the model's own scheduler config (its final
+    # step is aligned with the engine's in Peer.__init__)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     return pipe.to(device)
 

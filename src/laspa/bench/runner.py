@@ -204,7 +204,10 @@ class Runner:
     def peer(self, name: str):
         if name not in self._peers:
             self._peers[name] = PEERS[name](
-                self.editor.source, self.editor.device, self.editor.dtype
+                self.editor.source,
+                self.editor.device,
+                self.editor.dtype,
+                final_alpha_one=self.editor.denoiser.final_alpha == 1.0,
             )
         return self._peers[name]
 
