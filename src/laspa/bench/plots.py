@@ -82,7 +82,9 @@ def tradeoff(data: dict[str, Any], path: str | os.PathLike) -> Path | None:
                 _curve(axes, by_axis["strength"], f"{name} (strength)", "--")
         for name, entry in methods.items():
             if entry.get(X_KEY) is not None and entry.get(Y_KEY) is not None:
-                axes.scatter([entry[X_KEY]], [entry[Y_KEY]], marker="*", s=80, zorder=3)
+                axes.scatter(
+                    [entry[X_KEY]], [entry[Y_KEY]], marker="*", s=80, color="black", zorder=3
+                )
                 axes.annotate(name, (entry[X_KEY], entry[Y_KEY]), textcoords="offset points",
                               xytext=(4, -8), fontsize=7)  # fmt: skip
         axes.set_xlabel("edit_success (scene reader, higher = edit done)")
