@@ -121,9 +121,10 @@ def export(folder: Path, vae, text_encoder, tokenizer, unet) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pipeline(assemble_pipeline(vae, text_encoder, tokenizer, unet), tmp)
-    # save_pretrained writes tokenizer.json only under transformers 5; keep the
-    # plain vocab/merges files too so older tokenizer loaders work.
-    for name in ("vocab.json", "merges.txt"):
+    # Use the files write_tokenizer made: save_pretrained writes tokenizer.json only
+    # under transformers 5 (older loaders need vocab/merges) and would also freeze
+    # the padding state of the last training call into it.
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json"):
         src = Path(tokenizer.name_or_path) / name
         if src.exists():
             shutil.copy(src, tmp / "tokenizer" / name)
