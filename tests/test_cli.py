@@ -201,3 +201,20 @@ def test_mask_out_for_methods_with_a_mask(capsys, image_path, tiny_model_dir, tm
     code, _, stderr = run(capsys, "edit", image_path, "a cat", "-o", out, "--set", "phi=x",
                           "--method", "instdiffedit", "--model", tiny_model_dir)  # fmt: skip
     assert code == 2 and "not a number" in stderr
+
+
+def test_demo_writes_the_grid_and_prints_the_table(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, stdout, stderr = run_ok(
+        capsys, "demo", "-o", out, "--steps", 3, "--methods", "laspa-x0,sdedit", "--json",
+        "--kind", "recolor",
+    )  # fmt: skip
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert [r["method"] for r in rows] == ["laspa-x0", "sdedit"]
+    assert all(isinstance(r["edit_read_back"], bool) and r["bg_psnr"] > 0 for r in rows)
+    assert "(recolor)" in stdout
+    for name in ("demo", "input", "target", "laspa-x0", "sdedit"):
+        assert (out / f"{name}.png").stat().st_size > 0
+    code, _, stderr = run(capsys, "demo", "-o", out, "--kind", "explode")
+    assert code == 2 and "--kind must be one of" in stderr
