@@ -19,7 +19,16 @@ from PIL import Image
 
 from .. import images
 from ..errors import ImageError, LaspaError
-from ..world import EDIT_KINDS, Edit, Scene, apply_edit, possible_kinds, sample_edit, sample_scene
+from ..world import (
+    EDIT_KINDS,
+    Edit,
+    Scene,
+    apply_edit,
+    edit_scene,
+    possible_kinds,
+    sample_edit,
+    sample_scene,
+)
 from .metrics import decode_rle
 
 SUITES = ("shapes", "piebench", "tedbench")
@@ -68,13 +77,16 @@ def _case_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def _subject(scene: Scene, edit: Edit) -> str:
-    """The shape word of the object the edit is about (the first object for background
-    edits): what latent mixing should keep or move."""
+    """A shape word of the target caption for latent mixing to keep: the edited object's
+    shape after the edit (the new one for reshape), or the first remaining object's when
+    the edit removes it or concerns the background."""
     if edit.kind == "add":
         return edit.value.shape  # type: ignore[union-attr]
-    if edit.index is not None:
-        return scene.objects[edit.index].shape
-    return scene.objects[0].shape
+    if edit.kind == "reshape":
+        return str(edit.value)
+    if edit.index is None or edit.kind == "remove":
+        return edit_scene(scene, edit).objects[0].shape
+    return scene.objects[edit.index].shape
 
 
 def scene_case(case_id: str, scene: Scene, edit: Edit, size: int) -> BenchCase:
