@@ -49,8 +49,10 @@ class EpsParams(LaspaParams):
 
 @dataclass
 class X0Params(LaspaParams):
+    # measured default: on the miniature the paper's asymmetric direction burns colours
+    # (bench, 14 cases: bg_psnr 20.5 / edit_success 0.07 against 32.4 / 0.79 consistent)
     direction: str = option(
-        "asymmetric",
+        "consistent",
         choices=("asymmetric", "consistent"),
         help="direction term from the UNet's eps, or recomputed from the aligned x0",
     )
