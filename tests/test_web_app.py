@@ -224,7 +224,8 @@ def test_demo_scene_edit_in_the_browser(page, tmp_path):
     assert edited.size == original.size
     difference = np.abs(np.asarray(edited, float) - np.asarray(original, float)).mean()
     assert difference > 1.0, "the result should not be the input"
-    assert page.locator("#download").is_visible()
+    # the download button is revealed by its own update after the image: wait for it
+    page.locator("#download").wait_for(state="visible", timeout=30_000)
     assert save_artefact(page, tmp_path, "laspa-serve-edit.png").stat().st_size > 0
     assert page.outside == [], "the page must not load anything from outside the machine"
 
