@@ -129,7 +129,7 @@ def method_options(method: str, given: dict[str, Any], settings: list[str] = ())
 
 def parse_setting(method: str, setting: str) -> tuple[str, Any]:
     """``NAME=VALUE`` -> (name, value typed like the method's option)."""
-    from .methods.base import METHODS
+    from .methods.base import METHODS, parse_option
 
     name, sep, text = setting.partition("=")
     name = name.strip().replace("-", "_")
@@ -137,19 +137,7 @@ def parse_setting(method: str, setting: str) -> tuple[str, Any]:
     if not sep or name not in fields:
         known = ", ".join(sorted(fields))
         raise LaspaError(f"--set takes NAME=VALUE with NAME one of: {known} (got {setting!r})")
-    return name, coerce(fields[name], text, f"--set {name}")
-
-
-def coerce(spec, text: str, where: str) -> Any:
-    kind = str(spec.type)
-    try:
-        if "int" in kind:
-            return int(text)
-        if "float" in kind:
-            return float(text)
-    except ValueError:
-        raise LaspaError(f"{where}: {text!r} is not a number") from None
-    return text
+    return name, parse_option(fields[name], text, f"--set {name}")
 
 
 def parse_list(text: str | None, cast, name: str) -> list | None:

@@ -135,8 +135,6 @@ class Peer:
 
 
 def _from_pretrained(cls, source: str, device, dtype):
-    from diffusers import DDIMScheduler
-
     try:
         pipe = cls.from_pretrained(
             source,
@@ -148,10 +146,7 @@ def _from_pretrained(cls, source: str, device, dtype):
     except Exception as error:  # diffusers raises many types; the user needs one line
         reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ModelError(f"cannot load {source} into {cls.__name__}: {reason}") from None
-    # the same DDIM sampler as the engine, from the model's own scheduler config (its final
-    # step is aligned with the engine's in Peer.__init__)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    return pipe.to(device)
+    return pipe.to(device)  # DDIM, like the engine's, is set in Peer.__init__
 
 
 class SDEditPeer(Peer):

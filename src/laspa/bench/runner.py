@@ -21,7 +21,7 @@ from PIL import Image
 
 from .. import images
 from ..errors import ParameterError
-from ..methods.base import METHODS, make_params
+from ..methods.base import METHODS, make_params, parse_option
 from . import metrics
 from .cases import BenchCase
 from .peers import PEERS, make_peer_params
@@ -113,25 +113,6 @@ def parse_methods(text: str) -> list[str]:
     return names
 
 
-def coerce(raw: str, default: Any, where: str) -> Any:
-    """A --param value converted to the type of the field's default."""
-    if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ParameterError(f"{where} must be true or false, got {raw!r}")
-    try:
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        kind = "an integer" if isinstance(default, int) else "a number"
-        raise ParameterError(f"{where} must be {kind}, got {raw!r}") from None
-    return raw
-
-
 def parse_params(items: Iterable[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``METHOD.NAME=VALUE`` items -> {method: {name: typed value}}, checked against the
     method's parameters (types from the defaults, ranges by the Params validation)."""
@@ -151,8 +132,7 @@ def parse_params(items: Iterable[str], methods: Sequence[str]) -> dict[str, dict
             raise ParameterError(
                 f"method {method} does not take {name} (it takes: {', '.join(sorted(fields))})"
             )
-        default = fields[name].default
-        result[method][name] = coerce(raw.strip(), default, f"--param {method}.{name}")
+        result[method][name] = parse_option(fields[name], raw.strip(), f"--param {method}.{name}")
     return result
 
 
@@ -534,9 +514,8 @@ def sweep_variants(spec: MethodSpec, grids: dict[str, Sequence[str]]) -> list[tu
         )
     variants = []
     for axis in axes:
-        default = spec.fields[axis].default
         for value in grids[axis]:
-            typed = coerce(str(value), default, f"sweep value {axis}")
+            typed = parse_option(spec.fields[axis], str(value), f"sweep value {axis}")
             spec.build(spec.params(**{axis: typed}))  # validate before any work
             variants.append((axis, typed))
     return variants

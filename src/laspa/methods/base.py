@@ -142,6 +142,27 @@ def get_method(name: str) -> Method:
         raise ParameterError(f"unknown method {name!r}; choose one of: {known}") from None
 
 
+def parse_option(spec: dataclasses.Field, raw: str, where: str) -> Any:
+    """A textual option value (CLI, bench) typed like the Params field ``spec``. The type
+    comes from the annotation, so optional fields (default None) parse too."""
+    kind = str(spec.type)
+    if "bool" in kind:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ParameterError(f"{where} must be true or false, got {raw!r}")
+    try:
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+    except ValueError:
+        number = "an integer" if "int" in kind else "a number"
+        raise ParameterError(f"{where} must be {number}; {raw!r} is not a number") from None
+    return raw
+
+
 def make_params(method: str, overrides: dict[str, Any]) -> Any:
     """The method's Params with ``overrides`` applied and validated."""
     params_cls = METHODS[method].Params
