@@ -7,7 +7,13 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from laspa import ParameterError
-from laspa.attention import CrossAttentionStore, LayerInfo, StepInfo, describe_layers
+from laspa.attention import (
+    CrossAttentionStore,
+    LayerInfo,
+    SelfAttentionReplace,
+    StepInfo,
+    describe_layers,
+)
 from laspa.images import to_tensor
 from laspa.loop import Conditioning, sample
 from laspa.methods import EditBatch, EditRow, make_params
@@ -213,12 +219,43 @@ def test_fpe_replaces_only_in_the_chosen_layers_and_steps():
     assert all(info.downsample > 1 for info in self_layers if info.name in layers)
 
 
+def test_self_attention_replacement_by_queries_and_keys_equals_replacing_the_maps():
+    """softmax(Q_s K_s^T) V_t: FPE's fused replacement is the explicit one."""
+    layer = LayerInfo("x", "down", 0, 0, False, 2)
+    step = StepInfo(index=0, rows=3, uncond_rows=2, latent_hw=(8, 8))
+    query, key, value = (torch.randn(5, 2, 16, 8) for _ in range(3))
+    hook = SelfAttentionReplace({"x"}, last_step=1, sources=[0, 0], targets=[1, 2])
+    assert hook.wants(layer, step)
+    swapped_query, swapped_key = hook.query_key(layer, step, query, key)
+    fused = torch.nn.functional.scaled_dot_product_attention(swapped_query, swapped_key, value)
+    probs = (query @ key.transpose(-1, -2) / 8**0.5).softmax(-1)
+    probs[[3, 4]] = probs[[2, 2]]  # conditional half starts at row 2 (2 uncond rows)
+    torch.testing.assert_close(fused, probs @ value)
+    torch.testing.assert_close(
+        fused[:3], (query[:3] @ key[:3].transpose(-1, -2) / 8**0.5).softmax(-1) @ value[:3]
+    )
+
+
+def test_unguided_leading_rows_get_their_conditional_eps_and_the_rest_are_guided():
+    ed = tiny_editor()
+    x = torch.randn(3, 4, 16, 16)
+    text = ed.text_embeddings(["", "a red cat", "a dog"])
+    uncond = ed.text_embeddings([""]).expand_as(text)
+    guidance = torch.tensor([1.0, 7.5, 3.0]).view(-1, 1, 1, 1)
+    full = ed.denoiser.eps(x, 500, Conditioning(text, uncond, guidance), StepInfo())
+    mixed = ed.denoiser.eps(x, 500, Conditioning(text, uncond, guidance, 1), StepInfo())
+    alone = ed.denoiser.eps(x[:1], 500, Conditioning(text[:1]), StepInfo())
+    torch.testing.assert_close(mixed[1:], full[1:], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(mixed[:1], alone, atol=1e-5, rtol=1e-4)
+
+
 def test_fpe_inverts_once_per_image():
     ed = tiny_editor()
     first = ed.edit(picture(), "a red cat", method="fpe", steps=6)
     second = ed.edit(picture(), "a blue dog", method="fpe", steps=6)
     assert ed.inversion_cache_hits == 1
-    assert first.unet_evals == 6 + 6 * 4 and second.unet_evals == 6 * 4
+    # inversion: 1 row per step; then the source row (prompt "", no guidance) + 2 target rows
+    assert first.unet_evals == 6 + 6 * 3 and second.unet_evals == 6 * 3
     reference = ed.encode(to_tensor(picture(), (32, 32)))
     trajectory = ed.invert(reference, "", 6)
     assert ed.inversion_cache_hits == 2
@@ -229,7 +266,7 @@ def test_fpe_inverts_once_per_image():
 
 def test_store_rows_and_conditional_half():
     store = CrossAttentionStore({2}, rows=slice(0, 1))
-    step = StepInfo(index=0, rows=2, guided=True, latent_hw=(16, 16))
+    step = StepInfo(index=0, rows=2, uncond_rows=2, latent_hw=(16, 16))
     layer = LayerInfo("x", "down", 1, 0, True, 2)
     probs = torch.zeros(4, 2, 64, 5)
     probs[..., 0] = 1  # uncond rows attend to token 0

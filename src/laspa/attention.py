@@ -43,19 +43,30 @@ class StepInfo:
     index: int = 0  # 0-based step of the sampling loop
     num_steps: int = 1
     timestep: int = 0
-    rows: int = 1  # latent rows in the batch (the UNet batch is [uncond rows; cond rows])
-    guided: bool = True  # False: the UNet batch holds the conditional rows only
+    rows: int = 1  # latent rows in the batch
+    # The UNet batch is [unconditional rows; conditional rows]. The conditional half holds
+    # every latent row in order; the unconditional half holds the last ``uncond_rows`` of
+    # them (rows without guidance, e.g. FPE's source branch, come first and skip it).
+    uncond_rows: int = 1
     latent_hw: tuple[int, int] = (64, 64)
+
+    @property
+    def guided(self) -> bool:
+        return self.uncond_rows > 0
 
     def half(self, batch: int, conditional: bool = True) -> slice:
         """The slice of a UNet batch holding the conditional (or unconditional) rows."""
-        if not self.guided:
-            return slice(0, batch) if conditional else slice(0, 0)
-        return slice(self.rows, batch) if conditional else slice(0, self.rows)
+        return slice(self.uncond_rows, batch) if conditional else slice(0, self.uncond_rows)
 
 
 class AttentionHook(Protocol):
-    """What a method plugs into the attention processors."""
+    """What a method plugs into the attention processors.
+
+    A hook that only needs to *replace* whole probability rows by another batch row's
+    can instead define ``query_key(layer, step, query, key) -> (query, key)``: since
+    softmax(Q_s K_s^T) V_t is attention with the source's queries and keys and the
+    target's values, the processor then keeps running fused attention.
+    """
 
     def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
         """Whether this layer's probabilities are needed at this step."""
@@ -112,6 +123,10 @@ class LaspaAttnProcessor:
         )
         step = self.state.step
         active = [hook for hook in self.state.hooks if hook.wants(self.layer, step)]
+        for hook in active:
+            if hasattr(hook, "query_key"):
+                query, key = hook.query_key(self.layer, step, query, key)
+        active = [hook for hook in active if not hasattr(hook, "query_key")]
         if active:
             scores = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
             if attention_mask is not None:
@@ -321,9 +336,15 @@ class SelfAttentionReplace:
     def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
         return layer.is_self and layer.name in self.layer_names and step.index < self.last_step
 
-    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+    def query_key(
+        self, layer: LayerInfo, step: StepInfo, query: torch.Tensor, key: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target rows take the source rows' queries and keys (so their probabilities)
+        and keep their own values: the replacement without materialising the maps."""
         self.calls.append((layer.name, step.index))
-        start = step.half(probs.shape[0]).start
-        probs = probs.clone()
-        probs[[start + t for t in self.targets]] = probs[[start + s for s in self.sources]]
-        return probs
+        start = step.half(query.shape[0]).start
+        targets = [start + t for t in self.targets]
+        sources = [start + s for s in self.sources]
+        query, key = query.clone(), key.clone()
+        query[targets], key[targets] = query[sources], key[sources]
+        return query, key

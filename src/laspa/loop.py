@@ -74,11 +74,14 @@ class Conditioning:
 
     ``uncond=None`` runs the conditional branch alone (no classifier-free guidance),
     which is how DDIM inversion with the empty prompt evaluates the UNet once per row.
+    The first ``unguided_rows`` rows skip guidance too, while the others are guided:
+    a row whose prompt is empty (FPE's source) gains nothing from a second UNet row.
     """
 
     cond: torch.Tensor  # (rows, tokens, dim)
-    uncond: torch.Tensor | None = None  # (rows, tokens, dim)
+    uncond: torch.Tensor | None = None  # (rows, tokens, dim); rows < unguided_rows unused
     guidance: torch.Tensor | float = 7.5  # scalar or (rows, 1, 1, 1)
+    unguided_rows: int = 0
 
     @property
     def rows(self) -> int:
@@ -90,6 +93,9 @@ class Denoiser:
 
     def __init__(self, unet, scheduler, attention: AttentionState, final_step: str = "clean"):
         self.unet = unet
+        # Read once: ModelMixin.dtype walks every module, a measurable cost per step on
+        # a small UNet. The Editor places the UNet before building its Denoiser.
+        self.dtype = next(unet.parameters()).dtype
         self.scheduler = scheduler
         self.attention = attention
         self.alphas_cumprod = scheduler.alphas_cumprod.double().cpu()
@@ -124,15 +130,16 @@ class Denoiser:
         self, x: torch.Tensor, t: int, conditioning: Conditioning, step: StepInfo
     ) -> torch.Tensor:
         """Guided noise prediction for the latent rows ``x`` at timestep ``t``."""
-        guided = conditioning.uncond is not None
-        embeddings = (
-            torch.cat([conditioning.uncond, conditioning.cond]) if guided else conditioning.cond
-        )
-        model_input = torch.cat([x, x]) if guided else x
-        step.rows, step.guided = x.shape[0], guided
+        skip = x.shape[0] if conditioning.uncond is None else conditioning.unguided_rows
+        guided = x[skip:]  # the rows that also need an unconditional prediction
+        embeddings, model_input = conditioning.cond, x
+        if len(guided):
+            embeddings = torch.cat([conditioning.uncond[skip:], conditioning.cond])
+            model_input = torch.cat([guided, x])
+        step.rows, step.uncond_rows = x.shape[0], len(guided)
         step.latent_hw = (x.shape[-2], x.shape[-1])
         self.attention.step = step
-        dtype = self.unet.dtype
+        dtype = self.dtype
         with torch.no_grad():
             out = self.unet(
                 model_input.to(dtype), t, encoder_hidden_states=embeddings.to(dtype)
@@ -140,10 +147,14 @@ class Denoiser:
         self.unet_evals += model_input.shape[0]
         if self.prediction_type == "v_prediction":
             out = ddim.v_to_eps(model_input, out, self.alpha(t))
-        if not guided:
+        if not len(guided):
             return out
-        eps_uncond, eps_cond = out.chunk(2)
-        return ddim.guided_eps(eps_uncond, eps_cond, conditioning.guidance)
+        eps_uncond, eps_cond = out[: len(guided)], out[len(guided) :]
+        guidance = conditioning.guidance
+        if isinstance(guidance, torch.Tensor) and guidance.ndim:
+            guidance = guidance[skip:]
+        eps = ddim.guided_eps(eps_uncond, eps_cond[skip:], guidance)
+        return torch.cat([eps_cond[:skip], eps]) if skip else eps
 
 
 def sample(

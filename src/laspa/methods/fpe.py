@@ -80,6 +80,7 @@ class FPE(Method):
         steps = editor.denoiser.steps(num_steps)
         targets = [row.prompt for row in batch.rows]
         guidance = batch.column("guidance")
+        unguided = 0
         if generated:  # one source row per edit: each seed draws its own noise
             x_T = editor.noise(editor.generators(batch), (n, *batch.reference.shape[1:]))
             x = torch.cat([x_T, x_T])
@@ -90,6 +91,7 @@ class FPE(Method):
             x = trajectory[0].expand(n + 1, -1, -1, -1)
             sources, hooks = [0] * n, PinToTrajectory(trajectory, 1)
             prompts, guidance = [""] + targets, torch.cat([guidance[:1], guidance])
+            unguided = 1  # its prompt is "": the conditional pass alone gives its maps
         first_target = len(prompts) - n
         replace = SelfAttentionReplace(
             replaced_layers(editor.unet, batch.shared("layers")),
@@ -99,6 +101,7 @@ class FPE(Method):
         )
         hooks.attention_hooks = (replace,)
         conditioning = editor.conditioning(batch, prompts=prompts, guidance=guidance)
+        conditioning.unguided_rows = unguided
         latents = editor.sample(x, steps, conditioning, hooks)
         return MethodOutput(
             latents[first_target:],
