@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from laspa.world import Scene, caption, coverage, render_array, sample_scene
+from laspa.world import Scene, caption, coverage, object_phrase, render_array, sample_scene
 
 EVAL_SEED = 1_000_003
 
@@ -38,6 +38,31 @@ def object_mask(scene: Scene, size: int) -> np.ndarray:
         # Any touched pixel counts fully: the edges are where colour bleeds.
         mask = np.maximum(mask, (coverage(obj, size) > 0).astype(np.float32))
     return mask
+
+
+def caption_regions(scene: Scene, size: int = 64) -> list[tuple[int, str, np.ndarray]]:
+    """The caption words whose cross-attention should lie on a known region.
+
+    Returns ``(word index, word, mask)`` for each object's size, colour and shape word
+    (mask: the pixels the object touches) and for the background colour word (mask: the
+    pixels no object touches); word indices count the words of ``caption(scene)`` from 0.
+    Function and position words ("a", "at the top left", "background") get no region.
+    """
+    regions: list[tuple[int, str, np.ndarray]] = []
+    union = np.zeros((size, size), dtype=bool)
+    index = 0
+    for i, obj in enumerate(scene.objects):
+        if i:
+            index += 1  # "and"
+        footprint = coverage(obj, size) > 0
+        union |= footprint
+        words = object_phrase(obj).split()  # a SIZE COLOR SHAPE place...
+        for offset, word in ((1, obj.size), (2, obj.color), (3, obj.shape)):
+            regions.append((index + offset, word, footprint.astype(np.float32)))
+        index += len(words)
+    # "on a BACKGROUND background"
+    regions.append((index + 2, scene.background, (~union).astype(np.float32)))
+    return regions
 
 
 def make_batch(scenes: list[Scene], size: int = 64) -> Batch:

@@ -2,6 +2,9 @@
 
     python -m laspa.mini.train --stage vae  --minutes 35
     python -m laspa.mini.train --stage unet --minutes 90 [--resume]
+    python -m laspa.mini.train --stage unet --init-from training/checkpoints/unet \
+        --attention-loss 0.1 --run-dir runs/ft --minutes 70      # fine-tune
+
 
 Stage "vae" trains the AutoencoderKL until the held-out PSNR target or the
 time budget, measures the latent std (-> `scaling_factor`, as SD does) and
@@ -10,15 +13,26 @@ UNet and the CLIP text encoder jointly (epsilon-prediction DDPM loss, 10%
 empty captions for classifier-free guidance, AdamW with warmup, EMA), and
 exports the EMA weights to the bundled folder every --export-every minutes.
 
+`--attention-loss W` adds W times an attention-supervision loss: the
+cross-attention of each object's size, colour and shape word should fall on
+that object's pixels and that of the background colour word on the
+background (see `attention_region_loss`). A from-scratch causal text encoder
+otherwise spreads caption information over later tokens, so its word maps do
+not localise anything, unlike Stable Diffusion's, on which the map-reading
+methods (InstDiffEdit, LASPA semantic mixing) rely.
+
 State lives in --run-dir (exact, every --checkpoint-every minutes); a compact
 copy for git goes to --checkpoint-dir at each export. `--resume` continues
-from the run dir, or from the committed compact copy when the run dir is gone.
+from the run dir, or from the committed compact copy when the run dir is gone;
+`--init-from DIR` starts a fine-tune from a checkpoint folder (weights, EMA,
+optimizer moments, step) when the run dir holds no state of its own yet.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -36,6 +50,15 @@ from diffusers import AutoencoderKL
 from PIL import Image
 from transformers import CLIPTokenizer
 
+from laspa.attention import (
+    AttentionState,
+    LayerInfo,
+    StepInfo,
+    coarse_cross_levels,
+    describe_layers,
+    install_processors,
+    query_grid,
+)
 from laspa.mini import WEIGHTS_DIR
 from laspa.mini.checkpoint import load_checkpoint, named_params, save_checkpoint
 from laspa.mini.components import (
@@ -47,11 +70,18 @@ from laspa.mini.components import (
     make_vae,
     save_pipeline,
 )
-from laspa.mini.data import eval_scenes, held_out_captions, make_batch, training_scenes
+from laspa.mini.data import (
+    caption_regions,
+    eval_scenes,
+    held_out_captions,
+    make_batch,
+    training_scenes,
+)
 from laspa.mini.evaluate import faithfulness, generate, vae_psnr
 from laspa.mini.threads import ThreadTuner
 from laspa.mini.tokenizer import write_tokenizer
-from laspa.world import VOCABULARY, caption
+from laspa.tokens import word_tokens
+from laspa.world import VOCABULARY, Scene, caption
 
 MAX_LENGTH = 40  # longest caption is 32 tokens with bos/eos; room for free prompts
 
@@ -350,6 +380,164 @@ def diffusion_loss(
     return F.mse_loss(unet(noisy, t, hidden).sample, noise)
 
 
+# ----------------------------------------------------------------- attention supervision
+
+
+@dataclass
+class AttentionTargets:
+    """The supervised tokens of one batch: for each, its batch row, token position and
+    region (1 inside, 0 outside) at image resolution."""
+
+    rows: torch.Tensor  # (N,) long
+    positions: torch.Tensor  # (N,) long
+    regions: torch.Tensor  # (N, H, W) float in [0, 1]
+    _on_grid: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def on_grid(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Regions area-averaged to a query grid, each rescaled to peak 1, (N, h*w).
+
+        A grid cell counts by the fraction of its pixels the region touches; rescaling
+        lets a small object, which fills no coarse cell completely, still reach a
+        fraction of 1 when all the token's attention sits on its best cells.
+        """
+        if grid not in self._on_grid:
+            pooled = F.adaptive_avg_pool2d(self.regions[:, None], grid)[:, 0].flatten(1)
+            peak = pooled.amax(dim=1, keepdim=True).clamp_min(1e-6)
+            self._on_grid[grid] = pooled / peak
+        return self._on_grid[grid]
+
+
+def attention_targets(
+    tokenizer: CLIPTokenizer, scenes: Sequence[Scene], keep: Sequence[bool], size: int = 64
+) -> AttentionTargets:
+    """Targets for the rows whose caption was kept (dropped captions are skipped)."""
+    rows: list[int] = []
+    positions: list[int] = []
+    regions: list[np.ndarray] = []
+    for row, (scene, kept) in enumerate(zip(scenes, keep, strict=True)):
+        if not kept:
+            continue
+        text = caption(scene)
+        words = word_tokens(tokenizer, text)
+        for index, word, mask in caption_regions(scene, size):
+            if index >= len(words):
+                continue  # cut off by the tokenizer's length (never for scene captions)
+            if words[index].word != word:
+                raise ValueError(f"word {index} of {text!r} is not {word!r}")
+            for position in words[index].positions:
+                rows.append(row)
+                positions.append(position)
+                regions.append(mask)
+    shape = (0, size, size)
+    return AttentionTargets(
+        rows=torch.tensor(rows, dtype=torch.long),
+        positions=torch.tensor(positions, dtype=torch.long),
+        regions=torch.from_numpy(np.stack(regions)) if regions else torch.zeros(shape),
+    )
+
+
+def attention_region_loss(
+    maps: torch.Tensor, grid: tuple[int, int], targets: AttentionTargets
+) -> torch.Tensor:
+    """Mean over supervised tokens of -log(fraction of the token's attention mass inside
+    its region).
+
+    ``maps``: one layer's cross-attention probabilities averaged over heads, (batch,
+    queries, tokens) with queries on ``grid``. A token's mass is its column summed over
+    the query pixels (the map the editing methods read, before normalisation), so the
+    loss asks where a word attends, not how much attention it takes from other tokens.
+    """
+    if not len(targets):
+        return maps.new_zeros(())
+    token_maps = maps[targets.rows, :, targets.positions]  # (N, queries)
+    region = targets.on_grid(grid).to(token_maps)
+    inside = (token_maps * region).sum(dim=1)
+    mass = token_maps.sum(dim=1)
+    return (torch.log(mass + 1e-6) - torch.log(inside + 1e-6)).mean()
+
+
+class AttentionSupervision:
+    """Attention hook (laspa.attention's wants/__call__ protocol) that leaves the
+    probabilities unchanged and collects `attention_region_loss` of every cross-attention
+    layer at the chosen levels (query-grid downsampling factors; None: all)."""
+
+    def __init__(self, levels: set[int] | None = None) -> None:
+        self.levels = levels
+        self.targets: AttentionTargets | None = None
+        self.terms: list[torch.Tensor] = []
+
+    def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
+        if self.targets is None or not layer.is_cross:
+            return False
+        return self.levels is None or layer.downsample in self.levels
+
+    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+        assert self.targets is not None
+        conditional = probs[step.half(probs.shape[0])]  # training batches are unguided: all
+        maps = conditional.float().mean(dim=1)
+        grid = query_grid(layer, step.latent_hw)
+        self.terms.append(attention_region_loss(maps, grid, self.targets))
+        return probs
+
+    def take(self) -> torch.Tensor:
+        """Mean of the collected layer terms (0 when none), and forget them."""
+        loss = torch.stack(self.terms).mean() if self.terms else torch.zeros(())
+        self.terms = []
+        return loss
+
+
+def unguided_step(rows: int, latent_hw: tuple[int, int]) -> StepInfo:
+    """The processors' step info for a training batch: every row conditional, none
+    unconditional (works with both forms of StepInfo: `guided` or `uncond_rows`)."""
+    names = {f.name for f in dataclasses.fields(StepInfo)}
+    unguided = {"uncond_rows": 0} if "uncond_rows" in names else {"guided": False}
+    return StepInfo(index=0, num_steps=1, timestep=0, rows=rows, latent_hw=latent_hw, **unguided)
+
+
+@dataclass
+class AttentionLoss:
+    """Attention supervision installed on a UNet: processors, their state and the hook."""
+
+    weight: float
+    state: AttentionState
+    hook: AttentionSupervision
+
+    @classmethod
+    def install(cls, unet, weight: float, levels: str = "all") -> AttentionLoss:
+        chosen = None if levels == "all" else coarse_cross_levels(describe_layers(unet))
+        state = install_processors(unet)
+        hook = AttentionSupervision(chosen)
+        state.hooks.append(hook)
+        return cls(weight, state, hook)
+
+
+def unet_loss(
+    latents: torch.Tensor,
+    ids: torch.Tensor,
+    unet,
+    text_encoder,
+    scheduler,
+    attention: AttentionLoss | None = None,
+    targets: AttentionTargets | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, diffusion, attention) losses of one batch. Without ``attention`` (or with
+    weight 0) this is exactly `diffusion_loss`, the same random draws included."""
+    if attention is None or attention.weight == 0 or targets is None:
+        loss = diffusion_loss(latents, ids, unet, text_encoder, scheduler)
+        return loss, loss.detach(), torch.zeros(())
+    attention.state.step = unguided_step(len(ids), (latents.shape[-2], latents.shape[-1]))
+    attention.hook.targets = targets
+    try:
+        diffusion = diffusion_loss(latents, ids, unet, text_encoder, scheduler)
+    finally:
+        attention.hook.targets = None
+    supervised = attention.hook.take()
+    return diffusion + attention.weight * supervised, diffusion.detach(), supervised.detach()
+
+
 @torch.no_grad()
 def encode_latents(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
     return vae.encode(images).latent_dist.sample() * vae.config.scaling_factor
@@ -384,6 +572,18 @@ def train_unet(args: argparse.Namespace) -> None:
         state, ema_state = load_checkpoint(source, modules, optimizer, rng)
         ema.load(ema_state if ema_state is not None else ema.state())
         print(f"resumed unet from {source} at step {state['step']}", flush=True)
+        if args.init_from is not None and source == args.init_from:
+            state["fine_tune"] = {"from": str(source), "from_step": state["step"]}
+    if args.attention_loss:
+        state["attention_loss"] = args.attention_loss
+        state["attention_levels"] = args.attention_levels
+    # Installed after the EMA copy, so the EMA (sampled and exported) keeps the stock
+    # processors; with weight 0 the UNet keeps them too (the old training exactly).
+    attention = (
+        AttentionLoss.install(unet, args.attention_loss, args.attention_levels)
+        if args.attention_loss
+        else None
+    )
     scheduler = make_scheduler()
     excluded = held_out_captions()
     empty_ids = tokenize(tokenizer, [""])[0]
@@ -393,6 +593,7 @@ def train_unet(args: argparse.Namespace) -> None:
     step = state["step"]
     last = dict.fromkeys(("log", "ckpt", "sample", "export", "eval"), time.time())
     losses: list[float] = []
+    attention_losses: list[float] = []
     step_times: list[float] = []
     print(
         f"unet params {count_params(unet)}, text encoder {count_params(text_encoder)}, "
@@ -405,28 +606,37 @@ def train_unet(args: argparse.Namespace) -> None:
         save_checkpoint(folder, modules, ema.state(), optimizer, rng, state, compact=compact)
 
     def export_now() -> None:
-        export(WEIGHTS_DIR, vae, ema.modules["text_encoder"], tokenizer, ema.modules["unet"])
+        export(args.export_dir, vae, ema.modules["text_encoder"], tokenizer, ema.modules["unet"])
         checkpoint(args.checkpoint_dir / "unet", compact=True)
         log_line(log, {"stage": "unet", "export": True, "step": step})
 
+    # A fine-tune warms the learning rate up again: a new loss term brings gradients
+    # that AdamW's second moments (built on the old loss) would turn into huge steps.
+    warmup_from = state.get("fine_tune", {}).get("from_step", 0)
     tuner = ThreadTuner(args.threads)
     while not (clock.done() or flag.stop or _past(args.stop_at)):
         t0 = time.time()
         for group in optimizer.param_groups:
-            group["lr"] = warmup_lr(step, args.lr, args.warmup)
+            group["lr"] = warmup_lr(step - warmup_from, args.lr, args.warmup)
         batch = make_batch(training_scenes(rng, args.batch_size, excluded))
         ids = tokenize(tokenizer, batch.captions)
         drop = torch.from_numpy(rng.random(len(ids)) < args.caption_dropout)
         ids[drop] = empty_ids
         latents = encode_latents(vae, batch.images)
-        loss = diffusion_loss(latents, ids, unet, text_encoder, scheduler)
+        targets = None
+        if attention is not None:
+            targets = attention_targets(tokenizer, batch.scenes, (~drop).tolist())
+        loss, diffusion, supervised = unet_loss(
+            latents, ids, unet, text_encoder, scheduler, attention, targets
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         step += 1
         ema.update(step)
-        losses.append(loss.item())
+        losses.append(diffusion.item())
+        attention_losses.append(supervised.item())
         step_times.append(time.time() - t0)
         tuner.record(step_times[-1])
         now = time.time()
@@ -437,12 +647,18 @@ def train_unet(args: argparse.Namespace) -> None:
                     "stage": "unet",
                     "step": step,
                     "loss": round(float(np.mean(losses)), 5),
+                    **(
+                        {"attn_loss": round(float(np.mean(attention_losses)), 4)}
+                        if attention is not None
+                        else {}
+                    ),
                     "s_per_step": round(float(np.mean(step_times)), 3),
                     "threads": tuner.threads,
                     "elapsed_s": round(clock.total_elapsed()),
                 },
             )
             losses.clear()
+            attention_losses.clear()
             step_times.clear()
             last["log"] = now
         if now - last["sample"] >= args.sample_every * 60:
@@ -492,6 +708,14 @@ def _past(stop_at: str | None) -> bool:
 
 
 def _resume_source(args: argparse.Namespace, stage: str) -> Path | None:
+    own = args.run_dir / stage / "state"
+    if args.resume and (own / "state.json").exists():
+        return own
+    init_from = getattr(args, "init_from", None)
+    if init_from is not None:
+        if not (init_from / "state.json").exists():
+            raise SystemExit(f"--init-from: no checkpoint (state.json) in {init_from}")
+        return init_from
     if not args.resume:
         return None
     for folder in (args.run_dir / stage / "state", args.checkpoint_dir / stage):
@@ -513,6 +737,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of this run")
     p.add_argument("--stop-at", default=None, help="also stop at this local time, HH:MM")
     p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="unet: start (a fine-tune) from this checkpoint folder unless --resume finds "
+        "state in the run dir, e.g. training/checkpoints/unet",
+    )
+    p.add_argument(
+        "--attention-loss",
+        type=float,
+        default=0.0,
+        help="unet: weight of the cross-attention supervision loss (0 = off)",
+    )
+    p.add_argument(
+        "--attention-levels",
+        choices=("all", "coarse"),
+        default="all",
+        help="unet: supervise every cross-attention level, or only the one maps are read at",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=None, help="vae 16, unet 32")
@@ -541,6 +784,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=float, default=3.0, help="minutes")
     p.add_argument("--export-every", type=float, default=30.0, help="minutes")
     p.add_argument("--no-export", dest="export", action="store_false")
+    p.add_argument(
+        "--export-dir", type=Path, default=WEIGHTS_DIR, help="unet: where to export (bundled)"
+    )
     p.add_argument("--run-dir", type=Path, default=Path("runs/mini"))
     p.add_argument("--checkpoint-dir", type=Path, default=Path("training/checkpoints"))
     args = p.parse_args(argv)

@@ -1,0 +1,128 @@
+"""The miniature trainer's attention-supervision loss, on tiny random components."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from laspa.attention import describe_layers
+from laspa.mini.data import caption_regions
+from laspa.mini.train import (
+    AttentionLoss,
+    AttentionTargets,
+    attention_region_loss,
+    attention_targets,
+    diffusion_loss,
+    unet_loss,
+)
+from laspa.testing import tiny_components
+from laspa.world import Scene, SceneObject, caption, sample_scene
+from laspa.world.render import footprint
+
+SCENE = Scene(
+    "gray",
+    (
+        SceneObject("circle", "red", "large", "top left"),
+        SceneObject("star", "blue", "small", "center"),
+    ),
+)
+
+
+def _batch(n: int = 3, seed: int = 0):
+    vae, text_encoder, tokenizer, unet, scheduler = tiny_components(seed)
+    rng = np.random.default_rng(seed)
+    scenes = [SCENE] + [sample_scene(rng) for _ in range(n - 1)]
+    ids = tokenizer(
+        [caption(s) for s in scenes],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    latents = torch.randn(n, 4, 16, 16)
+    return text_encoder, tokenizer, unet, scheduler, scenes, ids, latents
+
+
+def test_caption_regions_name_the_right_words() -> None:
+    words = caption(SCENE).split()
+    regions = caption_regions(SCENE, 64)
+    assert [(words[i], w) for i, w, _ in regions] == [(w, w) for _, w, _ in regions]
+    assert [w for _, w, _ in regions] == ["large", "red", "circle", "small", "blue", "star", "gray"]
+    circle = footprint(SCENE.objects[0], 64)
+    np.testing.assert_array_equal(regions[2][2] > 0, circle)
+    background = regions[-1][2] > 0
+    assert not (background & circle).any() and background.sum() > 0.8 * 64 * 64
+
+
+def test_targets_skip_dropped_captions() -> None:
+    _, tokenizer, *_ = _batch()
+    rng = np.random.default_rng(1)
+    scenes = [SCENE, sample_scene(rng), SCENE]
+    targets = attention_targets(tokenizer, scenes, [True, False, True])
+    assert set(targets.rows.tolist()) == {0, 2}
+    # seven supervised one-token words per copy of SCENE; "circle" is token 4
+    assert len(targets) == 14 and targets.positions[2] == 4
+
+
+def test_loss_is_lower_for_attention_inside_the_region() -> None:
+    region = torch.zeros(1, 16, 16)
+    region[0, :8, :8] = 1.0  # the top-left quarter
+    targets = AttentionTargets(torch.tensor([0]), torch.tensor([3]), region)
+    grid = (8, 8)
+
+    def maps(inside: bool) -> torch.Tensor:
+        m = torch.full((1, 8, 8, 5), 0.01)
+        if inside:
+            m[0, :4, :4, 3] = 1.0
+        else:
+            m[0, 4:, 4:, 3] = 1.0
+        return m.flatten(1, 2)
+
+    inside = attention_region_loss(maps(True), grid, targets)
+    outside = attention_region_loss(maps(False), grid, targets)
+    assert torch.isfinite(inside) and torch.isfinite(outside)
+    assert inside < 0.1 < 2.0 < outside
+    # uniform attention: the region is a quarter of the grid, so -log(1/4)
+    uniform = attention_region_loss(torch.ones(1, 64, 5), grid, targets)
+    torch.testing.assert_close(uniform, torch.tensor(np.log(4.0), dtype=torch.float32))
+    empty = AttentionTargets(torch.zeros(0, dtype=torch.long), torch.zeros(0).long(), region[:0])
+    assert attention_region_loss(maps(True), grid, empty) == 0
+
+
+def test_attention_loss_is_finite_and_differentiable() -> None:
+    text_encoder, tokenizer, unet, scheduler, scenes, ids, latents = _batch()
+    attention = AttentionLoss.install(unet, 0.5)
+    targets = attention_targets(tokenizer, scenes, [True, True, False])
+    total, diffusion, supervised = unet_loss(
+        latents, ids, unet, text_encoder, scheduler, attention, targets
+    )
+    assert torch.isfinite(total) and supervised > 0
+    torch.testing.assert_close(total.detach(), diffusion + 0.5 * supervised)
+    total.backward()
+    # the supervision reaches the cross-attention keys and the text encoder
+    grads = [p.grad for n, p in unet.named_parameters() if "attn2.to_k" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    token_grad = text_encoder.get_input_embeddings().weight.grad
+    assert token_grad is not None and token_grad.abs().sum() > 0
+    # one term per cross-attention layer, all levels by default
+    cross = [info for info in describe_layers(unet).values() if info.is_cross]
+    assert len(cross) >= 2 and attention.hook.terms == []
+
+
+def test_weight_zero_keeps_the_old_loss() -> None:
+    text_encoder, tokenizer, unet, scheduler, scenes, ids, latents = _batch()
+    targets = attention_targets(tokenizer, scenes, [True] * len(scenes))
+    torch.manual_seed(5)
+    old = diffusion_loss(latents, ids, unet, text_encoder, scheduler)
+    for attention in (None, AttentionLoss.install(unet, 0.0)):
+        torch.manual_seed(5)
+        total, diffusion, supervised = unet_loss(
+            latents, ids, unet, text_encoder, scheduler, attention, targets
+        )
+        assert torch.equal(total, old) and torch.equal(diffusion, old) and supervised == 0
+    # with supervision on, the diffusion part is the same loss (probabilities untouched)
+    torch.manual_seed(5)
+    _, diffusion, _ = unet_loss(
+        latents, ids, unet, text_encoder, scheduler, AttentionLoss.install(unet, 1.0), targets
+    )
+    torch.testing.assert_close(diffusion, old.detach(), rtol=1e-4, atol=1e-6)
