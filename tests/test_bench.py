@@ -13,7 +13,7 @@ from laspa.bench import metrics, runner
 from laspa.bench.cases import BenchCase, BenchDataError
 from laspa.cli import main
 from laspa.errors import ParameterError
-from laspa.world import EDIT_KINDS, Edit, Scene, SceneObject, apply_edit, render
+from laspa.world import EDIT_KINDS, Edit, Scene, SceneObject, apply_edit, read_scene, render
 
 SCENE = Scene(
     "gray",
@@ -168,6 +168,23 @@ def test_shapes_suite_is_balanced_deterministic_and_prefix_stable():
     src, tgt = np.asarray(case.source), np.asarray(case.target)
     assert (src[~case.mask] == tgt[~case.mask]).all()
     assert case.hints["source_prompt"] == case.source_prompt
+
+
+def test_shapes_detail_suite_adds_the_same_uncaptioned_detail_to_source_and_target():
+    plain = bench_cases.load_cases("shapes", size=64, n=7, seed=2)
+    detailed = bench_cases.load_cases("shapes-detail", size=64, n=7, seed=2)
+    for a, b in zip(plain, detailed, strict=True):
+        assert (a.id, a.source_prompt, a.target_prompt) == (b.id, b.source_prompt, b.target_prompt)
+        assert (a.mask == b.mask).all()
+        src, tgt = np.asarray(b.source), np.asarray(b.target)
+        assert (src[~b.mask] == tgt[~b.mask]).all()  # the target stays exact
+        assert np.abs(src.astype(int) - np.asarray(a.source)).max() > 5  # detail is visible
+        assert read_scene(b.target) == b.target_scene  # and edit_success can read through it
+    again = bench_cases.load_cases("shapes-detail", size=64, n=7, seed=2)
+    assert all(
+        np.array_equal(np.asarray(x.source), np.asarray(y.source))
+        for x, y in zip(again, detailed, strict=True)
+    )
 
 
 def write(tmp_path, data, name="cases.json"):

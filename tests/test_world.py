@@ -35,6 +35,7 @@ from laspa.world import (
     sample_scene,
 )
 from laspa.world.cli import world_app
+from laspa.world.detail import GAIN_AMPLITUDE, TEXTURE_AMPLITUDE, add_detail
 
 
 def obj(shape="circle", color="red", size="large", cell="center") -> SceneObject:
@@ -346,6 +347,19 @@ def test_reader_is_robust_to_blur_noise_and_other_sizes():
     blurred = np.mean([read_scene(_degrade(render(s), rng)) == s for s in scenes])
     assert blurred >= 0.95
     assert all(read_scene(render(s, 256)) == s for s in scenes[:10])
+
+
+def test_uncaptioned_detail_is_seeded_bounded_and_readable():
+    rng = np.random.default_rng(11)
+    for seed in range(40):
+        scene = sample_scene(rng)
+        image = render(scene, 64)
+        detailed = add_detail(image, seed)
+        assert np.array_equal(np.asarray(detailed), np.asarray(add_detail(image, seed)))
+        change = np.abs(np.asarray(detailed, dtype=int) - np.asarray(image, dtype=int))
+        assert 0 < change.max() <= 255 * GAIN_AMPLITUDE + TEXTURE_AMPLITUDE + 1 < 45
+        assert read_scene(detailed) == scene
+    assert not np.array_equal(np.asarray(add_detail(image, 1)), np.asarray(add_detail(image, 2)))
 
 
 def test_reader_scores_and_unreadable_images():

@@ -8,6 +8,7 @@ case and the field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,9 +30,13 @@ from ..world import (
     sample_edit,
     sample_scene,
 )
+from ..world.detail import add_detail
 from .metrics import decode_rle
 
-SUITES = ("shapes", "piebench", "tedbench")
+SUITES = ("shapes", "shapes-detail", "piebench", "tedbench")
+#: suites built from the scene world (exact targets, masks and the scene reader);
+#: ``shapes-detail`` adds uncaptioned lighting and texture (laspa.world.detail)
+SCENE_SUITES = ("shapes", "shapes-detail")
 
 #: PIE-Bench's ``editing_type_id`` -> a name for the per-type tables.
 PIE_TYPES = {
@@ -89,16 +94,23 @@ def _subject(scene: Scene, edit: Edit) -> str:
     return scene.objects[edit.index].shape
 
 
-def scene_case(case_id: str, scene: Scene, edit: Edit, size: int) -> BenchCase:
-    """A scene-world case rendered at ``size`` pixels."""
+def scene_case(
+    case_id: str, scene: Scene, edit: Edit, size: int, detail: bool = False
+) -> BenchCase:
+    """A scene-world case rendered at ``size`` pixels; with ``detail``, source and target
+    share lighting and texture the captions do not mention (seeded by the case id)."""
     built = apply_edit(scene, edit, size)
+    source, target = built.source_image(), built.target_image()
+    if detail:
+        detail_seed = int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "little")
+        source, target = add_detail(source, detail_seed), add_detail(target, detail_seed)
     return BenchCase(
         id=case_id,
         kind=edit.kind,
-        source=built.source_image(),
+        source=source,
         source_prompt=built.source_caption,
         target_prompt=built.target_caption,
-        target=built.target_image(),
+        target=target,
         mask=np.asarray(built.mask, dtype=bool),
         target_scene=built.target,
         hints={"source_prompt": built.source_caption, "subject": _subject(scene, edit)},
@@ -121,8 +133,8 @@ def sample_specs(n: int, seed: int) -> list[tuple[str, Scene, Edit]]:
     return specs
 
 
-def shapes_cases(n: int, seed: int, size: int) -> list[BenchCase]:
-    return [scene_case(*spec, size) for spec in sample_specs(n, seed)]
+def shapes_cases(n: int, seed: int, size: int, detail: bool = False) -> list[BenchCase]:
+    return [scene_case(*spec, size, detail) for spec in sample_specs(n, seed)]
 
 
 # ------------------------------------------------------------------ case files
@@ -325,13 +337,16 @@ def load_cases(
         raise BenchDataError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
     if n is not None and n < 1:
         raise BenchDataError(f"--cases must be >= 1, got {n}")
-    if suite == "shapes":
+    if suite in SCENE_SUITES:
+        detail = suite == "shapes-detail"
         if cases_file is not None:
             specs = read_case_file(cases_file)[:n]
-            return [scene_case(*spec, size) for spec in specs]
-        return shapes_cases(24 if n is None else n, seed, size)
+            return [scene_case(*spec, size, detail) for spec in specs]
+        return shapes_cases(24 if n is None else n, seed, size, detail)
     if cases_file is not None:
-        raise BenchDataError("--cases-file holds scene-world cases: use it with --suite shapes")
+        raise BenchDataError(
+            "--cases-file holds scene-world cases: use it with --suite shapes or shapes-detail"
+        )
     if suite == "piebench":
         return load_piebench(data, n)
     return load_tedbench(data, n)

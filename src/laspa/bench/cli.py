@@ -72,7 +72,9 @@ def register(app: typer.Typer) -> None:
 
 
 def bench(
-    suite: str = typer.Option("shapes", "--suite", help="shapes, piebench or tedbench"),
+    suite: str = typer.Option(
+        "shapes", "--suite", help="shapes, shapes-detail, piebench or tedbench"
+    ),
     cases: int | None = typer.Option(
         None, "--cases", help="number of cases (shapes: 24; other suites: all)"
     ),
@@ -139,16 +141,17 @@ def bench(
     plan = runner.plan_sweeps(sweep_specs, grids)
     sweep_edits = sum(len(variants) for variants in plan.values())
     check_outputs(json_out, plots, cases_file, data)
-    if suite == "shapes" and data is not None:
+    scene_suite = suite in case_sources.SCENE_SUITES
+    if scene_suite and data is not None:
         raise case_sources.BenchDataError("--data is for piebench/tedbench; shapes needs none")
     if cases_file is not None:
         case_sources.read_case_file(cases_file)  # fail on a bad file before loading a model
     loaded = None
-    if suite != "shapes":  # real images: no render size needed, load (and check) them now
+    if not scene_suite:  # real images: no render size needed, load (and check) them now
         loaded = case_sources.load_cases(suite, size=0, n=cases, data=data)
 
     learned, skipped = {}, {}
-    if suite != "shapes":
+    if not scene_suite:
         from .learned import load_clip, load_lpips
 
         for key, (function, reason) in (("lpips", load_lpips()), ("clip", load_clip(clip_model))):
