@@ -187,6 +187,13 @@ def test_shapes_detail_suite_adds_the_same_uncaptioned_detail_to_source_and_targ
     )
 
 
+def test_shapes_cases_of_chosen_kinds():
+    cases = bench_cases.load_cases("shapes", size=32, n=5, seed=1, kinds=("background", "add"))
+    assert [case.kind for case in cases] == ["background", "add", "background", "add", "background"]
+    with pytest.raises(BenchDataError, match="unknown edit kind"):
+        bench_cases.sample_specs(3, 0, ("recolour",))
+
+
 def write(tmp_path, data, name="cases.json"):
     path = tmp_path / name
     path.write_text(data if isinstance(data, str) else json.dumps(data))
@@ -414,6 +421,8 @@ def test_bench_on_a_piebench_fixture_says_what_it_skipped(capsys, tiny_model_dir
         (["--sweep", "--sweep-methods", "peer-sdedit"], "engine methods only"),
         (["--sweep", "--sweep-K", "1,x"], "--sweep-K must be numbers"),
         (["--steps", 0], "--steps must be >= 1"),
+        (["--kinds", "recolor,melt"], "unknown edit kind 'melt'"),
+        (["--kinds", "recolor", "--suite", "tedbench", "--data", "."], "--kinds is for the"),
     ],
 )
 def test_bench_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):

@@ -117,14 +117,22 @@ def scene_case(
     )
 
 
-def sample_specs(n: int, seed: int) -> list[tuple[str, Scene, Edit]]:
-    """``n`` (id, scene, edit) triples, edit kinds in turn so every kind gets n/7 cases
-    (+1 for the first n mod 7 kinds)."""
+def sample_specs(
+    n: int, seed: int, kinds: Sequence[str] = EDIT_KINDS
+) -> list[tuple[str, Scene, Edit]]:
+    """``n`` (id, scene, edit) triples, the edit ``kinds`` in turn so every kind gets
+    n/len(kinds) cases (+1 for the first n mod len(kinds) kinds)."""
     if n < 1:
         raise BenchDataError(f"--cases must be >= 1, got {n}")
+    unknown = [kind for kind in kinds if kind not in EDIT_KINDS]
+    if unknown or not kinds:
+        raise BenchDataError(
+            f"unknown edit kind {unknown[0] if unknown else ''!r}; "
+            f"choose from: {', '.join(EDIT_KINDS)}"
+        )
     specs = []
     for index in range(n):
-        kind = EDIT_KINDS[index % len(EDIT_KINDS)]
+        kind = kinds[index % len(kinds)]
         rng = _case_rng(seed, index)
         scene = sample_scene(rng)
         while kind not in possible_kinds(scene):  # add needs room, remove a second object
@@ -133,8 +141,10 @@ def sample_specs(n: int, seed: int) -> list[tuple[str, Scene, Edit]]:
     return specs
 
 
-def shapes_cases(n: int, seed: int, size: int, detail: bool = False) -> list[BenchCase]:
-    return [scene_case(*spec, size, detail) for spec in sample_specs(n, seed)]
+def shapes_cases(
+    n: int, seed: int, size: int, detail: bool = False, kinds: Sequence[str] = EDIT_KINDS
+) -> list[BenchCase]:
+    return [scene_case(*spec, size, detail) for spec in sample_specs(n, seed, kinds)]
 
 
 # ------------------------------------------------------------------ case files
@@ -331,8 +341,10 @@ def load_cases(
     seed: int = 0,
     cases_file: str | Path | None = None,
     data: str | Path | None = None,
+    kinds: Sequence[str] = EDIT_KINDS,
 ) -> list[BenchCase]:
-    """The cases of a suite; ``size`` is the render size of scene-world cases."""
+    """The cases of a suite; ``size`` is the render size of scene-world cases, ``kinds``
+    the edit kinds sampled for the scene-world suites."""
     if suite not in SUITES:
         raise BenchDataError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
     if n is not None and n < 1:
@@ -342,7 +354,7 @@ def load_cases(
         if cases_file is not None:
             specs = read_case_file(cases_file)[:n]
             return [scene_case(*spec, size, detail) for spec in specs]
-        return shapes_cases(24 if n is None else n, seed, size, detail)
+        return shapes_cases(24 if n is None else n, seed, size, detail, kinds)
     if cases_file is not None:
         raise BenchDataError(
             "--cases-file holds scene-world cases: use it with --suite shapes or shapes-detail"

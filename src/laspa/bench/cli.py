@@ -79,6 +79,9 @@ def bench(
         None, "--cases", help="number of cases (shapes: 24; other suites: all)"
     ),
     seed: int = typer.Option(0, "--seed", help="seed of the cases and of every edit's noise"),
+    kinds: str | None = typer.Option(
+        None, "--kinds", help="shapes suites: comma-separated edit kinds (default: all 7)"
+    ),
     cases_file: Path | None = typer.Option(
         None, "--cases-file", help="JSON list of {id, source, edit} scene-world cases"
     ),
@@ -146,6 +149,14 @@ def bench(
         raise case_sources.BenchDataError("--data is for piebench/tedbench; shapes needs none")
     if cases_file is not None:
         case_sources.read_case_file(cases_file)  # fail on a bad file before loading a model
+    edit_kinds = case_sources.EDIT_KINDS
+    if kinds is not None:
+        if not scene_suite:
+            raise case_sources.BenchDataError(f"--kinds is for the shapes suites, not {suite}")
+        if cases_file is not None:
+            raise case_sources.BenchDataError("--kinds samples cases; a --cases-file has its own")
+        edit_kinds = tuple(k.strip() for k in kinds.split(",") if k.strip())
+        case_sources.sample_specs(1, seed, edit_kinds)  # a bad kind fails here
     loaded = None
     if not scene_suite:  # real images: no render size needed, load (and check) them now
         loaded = case_sources.load_cases(suite, size=0, n=cases, data=data)
@@ -164,8 +175,9 @@ def bench(
     editor = load_editor(model, device)
     if loaded is None:
         loaded = case_sources.load_cases(
-            suite, size=editor.resolution, n=cases, seed=seed, cases_file=cases_file
-        )
+            suite, size=editor.resolution, n=cases, seed=seed, cases_file=cases_file,
+            kinds=edit_kinds,
+        )  # fmt: skip
 
     from tqdm import tqdm
 
