@@ -126,3 +126,15 @@ def test_weight_zero_keeps_the_old_loss() -> None:
         latents, ids, unet, text_encoder, scheduler, AttentionLoss.install(unet, 1.0), targets
     )
     torch.testing.assert_close(diffusion, old.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_loss_cannot_be_escaped_by_shrinking_the_attention_mass() -> None:
+    region = torch.zeros(1, 16, 16)
+    region[0, :8, :8] = 1.0
+    targets = AttentionTargets(torch.tensor([0]), torch.tensor([1]), region)
+    maps = torch.rand(1, 64, 3)
+    full = attention_region_loss(maps, (8, 8), targets)
+    for scale in (1e-3, 1e-9, 1e-20):
+        scaled = maps.clone()
+        scaled[..., 1] *= scale
+        torch.testing.assert_close(attention_region_loss(scaled, (8, 8), targets), full)
