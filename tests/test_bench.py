@@ -335,6 +335,10 @@ def test_case_hints_fill_only_parameters_a_method_takes():
     case_hints = {"source_prompt": "a red circle", "subject": "circle"}
     assert "source_prompt" not in runner.MethodSpec("laspa-x0").params(case_hints)
     assert runner.MethodSpec("ddim-inversion").params(case_hints)["source_prompt"] == "a red circle"
+    assert runner.MethodSpec("laspa-mix").params(case_hints)["subject"] == "circle"
+    # FPE's source_prompt means generated-image mode (no inversion): a case must not set it
+    fpe = runner.MethodSpec("fpe")
+    assert fpe.params(case_hints) == {} and fpe.effective(case_hints)["source_prompt"] == ""
     user = runner.MethodSpec("peer-diffedit", {"source_prompt": "mine"})
     assert user.params(case_hints)["source_prompt"] == "mine"
 

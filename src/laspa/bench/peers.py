@@ -78,6 +78,8 @@ class Peer:
     name: ClassVar[str]
     summary: ClassVar[str]
     Params: ClassVar[type]
+    #: parameters a benchmark case may fill (see Method.case_inputs)
+    case_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -179,6 +181,7 @@ class SDEditPeer(Peer):
 
 class DiffEditPeer(Peer):
     name = "peer-diffedit"
+    case_inputs = ("source_prompt",)
     summary = "diffusers StableDiffusionDiffEditPipeline: generate_mask, invert, call"
     Params = DiffEditPeerParams
 

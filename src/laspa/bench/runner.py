@@ -65,12 +65,17 @@ class MethodSpec:
         return PEERS[self.method].Params if self.is_peer else METHODS[self.method].Params
 
     @property
+    def case_inputs(self) -> tuple[str, ...]:
+        """The parameters this method lets a case fill (Method.case_inputs)."""
+        return (PEERS[self.method] if self.is_peer else METHODS[self.method]).case_inputs
+
+    @property
     def fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.params_cls)}
 
     def params(self, hints: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
         """Overrides for one edit: case hints the method takes, then the user's values."""
-        taken = {k: v for k, v in (hints or {}).items() if k in self.fields}
+        taken = {k: v for k, v in (hints or {}).items() if k in self.case_inputs}
         return {**taken, **self.overrides, **more}
 
     def build(self, params: dict[str, Any]) -> Any:
@@ -84,7 +89,7 @@ class MethodSpec:
         values = dataclasses.asdict(self.build(self.params()))
         if hints:
             for key in hints:
-                if key in values and key not in self.overrides:
+                if key in self.case_inputs and key not in self.overrides:
                     values[key] = "<from case>"
         return values
 

@@ -121,6 +121,10 @@ class Method:
     batch_key: ClassVar[tuple[str, ...]] = ("steps",)
     #: whether results carry a mask (EditResult.mask)
     makes_mask: ClassVar[bool] = False
+    #: parameters a benchmark case may fill from what it knows (the source caption, the
+    #: subject word); opt-in, because a same-named option can mean something else (FPE's
+    #: ``source_prompt`` switches it to generated-image mode)
+    case_inputs: ClassVar[tuple[str, ...]] = ()
 
     def run(self, editor: Editor, batch: EditBatch) -> MethodOutput:
         raise NotImplementedError

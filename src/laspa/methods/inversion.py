@@ -16,6 +16,7 @@ class InversionParams(CommonParams):
 class DDIMInversion(Method):
     name = "ddim-inversion"
     summary = "DDIM inversion of the input with the source prompt, then DDIM with the edit prompt"
+    case_inputs = ("source_prompt",)
     Params = InversionParams
     batch_key = ("steps", "source_prompt")
 

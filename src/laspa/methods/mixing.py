@@ -69,6 +69,7 @@ class SemanticMixing(X0Alignment):
 class LaspaMix(_Laspa):
     name = "laspa-mix"
     summary = "LASPA with semantic latent mixing: keeps the subject, frees the background"
+    case_inputs = ("subject",)
     Params = MixParams
     makes_mask = True
 
