@@ -207,16 +207,24 @@ def test_fpe_target_equal_to_source_reproduces_the_source_branch():
     torch.testing.assert_close(output.latents, output.extras["source_latents"])
 
 
-def test_fpe_replaces_only_in_the_chosen_layers_and_steps():
+@pytest.mark.parametrize("preset", ["code", "paper"])
+def test_fpe_replaces_only_in_the_chosen_layers_and_steps(preset):
     ed = tiny_editor()
-    output = FPE().run(ed, fpe_batch(ed, ["a red cat", "a dog"], steps=10, replace_fraction=0.5))
-    layers = replaced_layers(ed.unet, "code")
+    batch = fpe_batch(ed, ["a red cat", "a dog"], steps=10, replace_fraction=0.5, layers=preset)
+    output = FPE().run(ed, batch)
+    layers = replaced_layers(ed.unet, preset)
     calls = output.extras["replacements"]
     assert {name for name, _ in calls} == layers
     assert sorted({step for _, step in calls}) == [0, 1, 2, 3, 4]
     assert len(calls) == len(layers) * 5
     self_layers = [info for info in describe_layers(ed.unet).values() if info.is_self]
-    assert all(info.downsample > 1 for info in self_layers if info.name in layers)
+    chosen = [info for info in self_layers if info.name in layers]
+    if preset == "code":  # every layer coarser than the finest level
+        assert chosen and all(info.downsample > 1 for info in chosen)
+    else:  # the proportional range of SD's 4..14 of 16
+        n = len(self_layers)
+        expected = [i for i in range(n) if round(4 * n / 16) <= i <= round(14 * n / 16)]
+        assert [info.kind_order for info in chosen] == expected
 
 
 def test_self_attention_replacement_by_queries_and_keys_equals_replacing_the_maps():
