@@ -55,9 +55,7 @@ def measure(editor, scenes: int, steps: int, threshold: float, seed: int) -> dic
             exact = footprint(obj, size)
             elsewhere = obj.replace(cell=str(rng.choice(scene.free_cells)))
             scores["aligned"].append(iou(upsampled(aligned[obj.shape], size, threshold), exact))
-            scores["unaligned"].append(
-                iou(upsampled(unaligned[obj.shape], size, threshold), exact)
-            )
+            scores["unaligned"].append(iou(upsampled(unaligned[obj.shape], size, threshold), exact))
             scores["chance"].append(
                 iou(upsampled(aligned[obj.shape], size, threshold), footprint(elsewhere, size))
             )
@@ -81,9 +79,7 @@ def main() -> None:
     editor = Editor.mini()
     result = measure(editor, args.scenes, args.steps, args.threshold, args.seed)
     result["aligned_over_chance"] = round(result["aligned"] / max(result["chance"], 1e-6), 2)
-    result["aligned_over_unaligned"] = round(
-        result["aligned"] / max(result["unaligned"], 1e-6), 2
-    )
+    result["aligned_over_unaligned"] = round(result["aligned"] / max(result["unaligned"], 1e-6), 2)
     print(json.dumps({"steps": args.steps, "threshold": args.threshold, **result}))
 
 
