@@ -50,10 +50,6 @@ class StepInfo:
     uncond_rows: int = 1
     latent_hw: tuple[int, int] = (64, 64)
 
-    @property
-    def guided(self) -> bool:
-        return self.uncond_rows > 0
-
     def half(self, batch: int, conditional: bool = True) -> slice:
         """The slice of a UNet batch holding the conditional (or unconditional) rows."""
         return slice(self.uncond_rows, batch) if conditional else slice(0, self.uncond_rows)
@@ -122,11 +118,14 @@ class LaspaAttnProcessor:
             for projection in (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
         )
         step = self.state.step
-        active = [hook for hook in self.state.hooks if hook.wants(self.layer, step)]
-        for hook in active:
+        active = []  # hooks that need the probabilities themselves
+        for hook in self.state.hooks:
+            if not hook.wants(self.layer, step):
+                continue
             if hasattr(hook, "query_key"):
                 query, key = hook.query_key(self.layer, step, query, key)
-        active = [hook for hook in active if not hasattr(hook, "query_key")]
+            else:
+                active.append(hook)
         if active:
             scores = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
             if attention_mask is not None:

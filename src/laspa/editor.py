@@ -214,11 +214,13 @@ class Editor:
         prompts: Sequence[str] | None = None,
         guided: bool = True,
         guidance: torch.Tensor | None = None,
+        unguided_rows: int = 0,
     ) -> Conditioning:
         """Conditioning of latent rows on ``prompts`` (default: the rows' prompts), with CFG.
 
         Methods with several latent rows per edit pass their own per-row ``guidance``;
         by default rows stack branch after branch (edit rows, then edit rows again).
+        The first ``unguided_rows`` rows run their conditional pass only.
         """
         prompts = [row.prompt for row in batch.rows] if prompts is None else prompts
         cond = self.text_embeddings(prompts)
@@ -227,7 +229,8 @@ class Editor:
         uncond = self.text_embeddings([""]).expand_as(cond)
         if guidance is None:
             guidance = batch.column("guidance").repeat(len(prompts) // batch.size)
-        return Conditioning(cond, uncond, guidance.to(self.device).view(-1, 1, 1, 1))
+        guidance = guidance.to(self.device).view(-1, 1, 1, 1)
+        return Conditioning(cond, uncond, guidance, unguided_rows)
 
     def attention_store(self, rows: slice | None = None, levels: set[int] | None = None):
         """A cross-attention recorder at the default map level (see coarse_cross_levels)."""

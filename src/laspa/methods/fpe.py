@@ -83,12 +83,12 @@ class FPE(Method):
         steps = editor.denoiser.steps(num_steps)
         targets = [row.prompt for row in batch.rows]
         guidance = batch.column("guidance")
-        unguided = 0
         if generated:  # one source row per edit: each seed draws its own noise
             x_T = editor.noise(editor.generators(batch), (n, *batch.reference.shape[1:]))
             x = torch.cat([x_T, x_T])
             sources, hooks = list(range(n)), SamplerHooks()
             prompts, guidance = [source_prompt] * n + targets, torch.cat([guidance, guidance])
+            unguided = 0  # real source prompts: guided like the targets
         else:  # one source row pinned to the cached inversion serves every edit
             trajectory = editor.invert(batch.reference, "", num_steps)
             x = trajectory[0].expand(n + 1, -1, -1, -1)
@@ -103,8 +103,9 @@ class FPE(Method):
             targets=list(range(first_target, first_target + n)),
         )
         hooks.attention_hooks = (replace,)
-        conditioning = editor.conditioning(batch, prompts=prompts, guidance=guidance)
-        conditioning.unguided_rows = unguided
+        conditioning = editor.conditioning(
+            batch, prompts=prompts, guidance=guidance, unguided_rows=unguided
+        )
         latents = editor.sample(x, steps, conditioning, hooks)
         return MethodOutput(
             latents[first_target:],

@@ -45,26 +45,21 @@ class InputParams(LaspaParams):
 # K 200 / beta 0.3 they barely align (bg_psnr 32.6 against 32.4 for plain generation);
 # K 400 / beta 0.9 keeps 2.9 dB more background and edits more cases (0.86 against 0.70).
 # Input alignment keeps the paper's values, where it is already strongest.
-PREDICTION_K, PREDICTION_BETA = 400, 0.9
+@dataclass
+class PredictionParams(LaspaParams):
+    K: int = option(400, low=0, high=1000, help="align while t > K (lower K: more preservation)")
+    beta: float = option(0.9, low=0.0, high=1.0, help="alignment strength")
 
 
 @dataclass
-class EpsParams(LaspaParams):
-    K: int = option(
-        PREDICTION_K, low=0, high=1000, help="align while t > K (lower K: more preservation)"
-    )
-    beta: float = option(PREDICTION_BETA, low=0.0, high=1.0, help="alignment strength")
+class EpsParams(PredictionParams):
     eps_form: str = option(
         "exact", choices=("exact", "literal"), help="e_rec scaled so x0 = r, or x_t - r as printed"
     )
 
 
 @dataclass
-class X0Params(LaspaParams):
-    K: int = option(
-        PREDICTION_K, low=0, high=1000, help="align while t > K (lower K: more preservation)"
-    )
-    beta: float = option(PREDICTION_BETA, low=0.0, high=1.0, help="alignment strength")
+class X0Params(PredictionParams):
     # measured default: on the miniature the paper's asymmetric direction burns colours
     # (bench, 14 cases: bg_psnr 20.5 / edit_success 0.07 against 32.4 / 0.79 consistent)
     direction: str = option(

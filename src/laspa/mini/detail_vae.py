@@ -28,26 +28,26 @@ import torch
 from diffusers import AutoencoderKL
 
 from laspa.mini import WEIGHTS_DIR
-from laspa.mini.data import eval_scenes, make_batch, training_scenes
-from laspa.world import render_array
-from laspa.world.detail import detail_field
+from laspa.mini.data import eval_scenes, make_batch, to_tensor, training_scenes
+from laspa.mini.evaluate import psnr
+from laspa.world import render
+from laspa.world.detail import add_detail
 
 RUN_DIR = Path("runs/mini/vae_detail")
 
 
 def detailed_images(scenes, rng: np.random.Generator, size: int = 64) -> torch.Tensor:
     """Scenes with a random detail field, scaled 0..1.5x, plus a uniform tint up to +-20."""
-    images = []
-    for scene in scenes:
-        pixels = render_array(scene, size).astype(np.float32)
-        gain, offset = detail_field(int(rng.integers(2**62)), size)
-        scale = rng.uniform(0.0, 1.5)
-        gain = 1.0 + scale * (gain - 1.0)
-        tint = rng.uniform(-20, 20, size=3).astype(np.float32)
-        pixels = pixels * gain[..., None] + scale * offset[..., None] + tint
-        images.append(np.clip(np.rint(pixels), 0, 255))
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1.0
+    images = [
+        add_detail(
+            render(scene, size),
+            int(rng.integers(2**62)),
+            strength=rng.uniform(0.0, 1.5),
+            tint=tuple(rng.uniform(-20, 20, size=3)),
+        )
+        for scene in scenes
+    ]
+    return to_tensor(np.stack([np.asarray(image) for image in images]))
 
 
 def reconstruction_loss(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
@@ -57,10 +57,9 @@ def reconstruction_loss(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
-    recon = vae.decode(vae.encode(images).latent_dist.mean).sample.clamp(-1, 1)
-    mse = ((recon - images) / 2).square().flatten(1).mean(1)
-    return float((10 * torch.log10(1 / mse)).mean())
+def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
+    recon = vae.decode(vae.encode(images).latent_dist.mean).sample
+    return float(psnr(recon, images).mean())
 
 
 @torch.no_grad()
@@ -77,8 +76,8 @@ def evaluate(vae, original, seed: int = 5) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     detailed = detailed_images(eval_scenes(64), rng)
     return {
-        "psnr_plain": round(psnr(vae, plain), 3),
-        "psnr_detailed": round(psnr(vae, detailed), 3),
+        "psnr_plain": round(reconstruction_psnr(vae, plain), 3),
+        "psnr_detailed": round(reconstruction_psnr(vae, detailed), 3),
         "anchor_drift": round(anchor_drift(vae, original, plain), 4),
     }
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import shutil
@@ -493,14 +492,6 @@ class AttentionSupervision:
         return loss
 
 
-def unguided_step(rows: int, latent_hw: tuple[int, int]) -> StepInfo:
-    """The processors' step info for a training batch: every row conditional, none
-    unconditional (works with both forms of StepInfo: `guided` or `uncond_rows`)."""
-    names = {f.name for f in dataclasses.fields(StepInfo)}
-    unguided = {"uncond_rows": 0} if "uncond_rows" in names else {"guided": False}
-    return StepInfo(index=0, num_steps=1, timestep=0, rows=rows, latent_hw=latent_hw, **unguided)
-
-
 @dataclass
 class AttentionLoss:
     """Attention supervision installed on a UNet: processors, their state and the hook."""
@@ -532,7 +523,10 @@ def unet_loss(
     if attention is None or attention.weight == 0 or targets is None:
         loss = diffusion_loss(latents, ids, unet, text_encoder, scheduler)
         return loss, loss.detach(), torch.zeros(())
-    attention.state.step = unguided_step(len(ids), (latents.shape[-2], latents.shape[-1]))
+    # a training batch is unguided: every row conditional, no unconditional half
+    attention.state.step = StepInfo(
+        rows=len(ids), uncond_rows=0, latent_hw=(latents.shape[-2], latents.shape[-1])
+    )
     attention.hook.targets = targets
     try:
         diffusion = diffusion_loss(latents, ids, unet, text_encoder, scheduler)

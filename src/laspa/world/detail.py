@@ -43,11 +43,15 @@ def detail_field(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return gain.astype(np.float32), offset.astype(np.float32)
 
 
-def add_detail(image: Image.Image, seed: int) -> Image.Image:
-    """``image`` (RGB) with the lighting and texture of ``seed``."""
+def add_detail(
+    image: Image.Image, seed: int, strength: float = 1.0, tint: tuple[float, ...] = (0, 0, 0)
+) -> Image.Image:
+    """``image`` (RGB) with the lighting and texture of ``seed``, their amplitudes scaled
+    by ``strength``, plus a uniform per-channel ``tint`` (0..255 units)."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     if pixels.shape[0] != pixels.shape[1]:
         raise ValueError(f"scene images are square, got {image.size}")
     gain, offset = detail_field(seed, pixels.shape[0])
-    detailed = pixels * gain[..., None] + offset[..., None]
+    gain = 1.0 + strength * (gain - 1.0)
+    detailed = pixels * gain[..., None] + strength * offset[..., None] + np.float32(tint)
     return Image.fromarray(np.clip(np.rint(detailed), 0, 255).astype(np.uint8), mode="RGB")
