@@ -187,6 +187,19 @@ def test_shapes_detail_suite_adds_the_same_uncaptioned_detail_to_source_and_targ
     )
 
 
+def test_shapes_brief_suite_changes_only_the_prompts():
+    full = bench_cases.load_cases("shapes", size=32, n=7, seed=2)
+    brief = bench_cases.load_cases("shapes-brief", size=32, n=7, seed=2)
+    for a, b in zip(full, brief, strict=True):
+        assert np.array_equal(np.asarray(a.source), np.asarray(b.source))
+        assert np.array_equal(np.asarray(a.target), np.asarray(b.target))
+        assert b.target_scene == a.target_scene and (a.mask == b.mask).all()
+        assert b.hints["source_prompt"] == b.source_prompt
+        assert b.hints["subject"] in b.target_prompt.split()  # latent mixing can find it
+        assert b.target_prompt.count(" and ") == 0  # one object named
+    assert sum(a.target_prompt != b.target_prompt for a, b in zip(full, brief, strict=True)) >= 4
+
+
 def test_shapes_cases_of_chosen_kinds():
     cases = bench_cases.load_cases("shapes", size=32, n=5, seed=1, kinds=("background", "add"))
     assert [case.kind for case in cases] == ["background", "add", "background", "add", "background"]

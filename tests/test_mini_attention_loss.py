@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from laspa.attention import describe_layers
-from laspa.mini.data import caption_regions
+from laspa.mini.data import brief_selection, caption_regions, make_batch, named_caption
 from laspa.mini.train import (
     AttentionLoss,
     AttentionTargets,
@@ -52,6 +52,36 @@ def test_caption_regions_name_the_right_words() -> None:
     np.testing.assert_array_equal(regions[2][2] > 0, circle)
     background = regions[-1][2] > 0
     assert not (background & circle).any() and background.sum() > 0.8 * 64 * 64
+
+
+def test_brief_caption_regions_follow_the_named_objects() -> None:
+    circle, star = SCENE.objects
+    regions = caption_regions(SCENE, 64, named=(star,))
+    words = named_caption(SCENE, (star,)).split()
+    assert words[:4] == ["a", "small", "blue", "star"] and "circle" not in words
+    assert [(words[i], w) for i, w, _ in regions] == [(w, w) for _, w, _ in regions]
+    assert [w for _, w, _ in regions] == ["small", "blue", "star", "gray"]
+    # the unnamed circle is still not background
+    assert not (regions[-1][2] > 0)[footprint(circle, 64)].any()
+
+
+def test_brief_selection_names_a_proper_subset_or_everything() -> None:
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng, n) for n in (1, 2, 3) for _ in range(40)]
+    never = brief_selection(np.random.default_rng(1), scenes, 0.0, frozenset())
+    assert never == [s.objects for s in scenes]
+    named = brief_selection(np.random.default_rng(1), scenes, 1.0, frozenset())
+    for scene, objects in zip(scenes, named, strict=True):
+        assert objects and set(objects) <= set(scene.objects)
+        assert len(objects) < len(scene.objects) or len(scene.objects) == 1
+        assert list(objects) == [o for o in scene.objects if o in objects]  # caption order
+    held_out = frozenset(named_caption(s, n) for s, n in zip(scenes, named, strict=True))
+    fallback = brief_selection(np.random.default_rng(1), scenes, 1.0, held_out)
+    assert fallback == [s.objects for s in scenes]
+    pair, pair_named = scenes[40:42], named[40:42]  # two-object scenes, so brief
+    batch = make_batch(pair, named=pair_named)
+    assert batch.captions == [named_caption(s, n) for s, n in zip(pair, pair_named, strict=True)]
+    assert batch.captions != [caption(s) for s in pair]
 
 
 def test_targets_skip_dropped_captions() -> None:

@@ -24,9 +24,11 @@ from laspa.world import (
     SceneObject,
     UnreadableSceneError,
     apply_edit,
+    brief_captions,
     caption,
     coverage,
     footprint,
+    object_phrase,
     possible_kinds,
     read_scene,
     read_scene_scores,
@@ -244,6 +246,31 @@ def test_add_and_remove():
     case = apply_edit(BASE, Edit("remove", 0))
     assert case.target == Scene("gray", (STAR,))
     assert np.array_equal(case.mask, dilate(footprint(CIRCLE)))
+
+
+def test_brief_captions_name_only_what_the_edit_touches():
+    recolor = brief_captions(BASE, Edit("recolor", 1, "green"))
+    assert recolor == (
+        f"{object_phrase(STAR)} on a gray background",
+        f"{object_phrase(STAR.replace(color='green'))} on a gray background",
+    )
+    moved = brief_captions(BASE, Edit("move", 0, "bottom right"))
+    assert moved[1] == f"{object_phrase(CIRCLE.replace(cell='bottom right'))} on a gray background"
+    new = SceneObject("cross", "white", "small", "right")
+    # a scene the edit touches no object of is named by its first object (the grammar
+    # needs one): the source of an add, the target of a remove, a background edit
+    assert brief_captions(BASE, Edit("add", None, new)) == (
+        f"{object_phrase(CIRCLE)} on a gray background",
+        f"{object_phrase(new)} on a gray background",
+    )
+    assert brief_captions(BASE, Edit("remove", 0)) == (
+        f"{object_phrase(CIRCLE)} on a gray background",
+        f"{object_phrase(STAR)} on a gray background",
+    )
+    assert brief_captions(BASE, Edit("background", None, "navy")) == (
+        f"{object_phrase(CIRCLE)} on a gray background",
+        f"{object_phrase(CIRCLE)} on a navy background",
+    )
 
 
 def test_background_mask_excludes_object_interiors():

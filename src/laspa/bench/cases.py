@@ -25,6 +25,7 @@ from ..world import (
     Edit,
     Scene,
     apply_edit,
+    brief_captions,
     edit_scene,
     possible_kinds,
     sample_edit,
@@ -33,10 +34,11 @@ from ..world import (
 from ..world.detail import add_detail
 from .metrics import decode_rle
 
-SUITES = ("shapes", "shapes-detail", "piebench", "tedbench")
+SUITES = ("shapes", "shapes-brief", "shapes-detail", "piebench", "tedbench")
 #: suites built from the scene world (exact targets, masks and the scene reader);
+#: ``shapes-brief`` prompts name only what the edit touches (world.brief_captions),
 #: ``shapes-detail`` adds uncaptioned lighting and texture (laspa.world.detail)
-SCENE_SUITES = ("shapes", "shapes-detail")
+SCENE_SUITES = ("shapes", "shapes-brief", "shapes-detail")
 
 #: PIE-Bench's ``editing_type_id`` -> a name for the per-type tables.
 PIE_TYPES = {
@@ -95,12 +97,19 @@ def _subject(scene: Scene, edit: Edit) -> str:
 
 
 def scene_case(
-    case_id: str, scene: Scene, edit: Edit, size: int, detail: bool = False
+    case_id: str, scene: Scene, edit: Edit, size: int, suite: str = "shapes"
 ) -> BenchCase:
-    """A scene-world case rendered at ``size`` pixels; with ``detail``, source and target
-    share lighting and texture the captions do not mention (seeded by the case id)."""
+    """A case of a scene-world ``suite`` rendered at ``size`` pixels.
+
+    ``shapes-brief``: both prompts name only what the edit touches.  ``shapes-detail``:
+    source and target share lighting and texture the captions do not mention (seeded by
+    the case id)."""
     built = apply_edit(scene, edit, size)
     source, target = built.source_image(), built.target_image()
+    source_prompt, target_prompt = built.source_caption, built.target_caption
+    if suite == "shapes-brief":
+        source_prompt, target_prompt = brief_captions(scene, edit)
+    detail = suite == "shapes-detail"
     if detail:
         detail_seed = int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "little")
         source, target = add_detail(source, detail_seed), add_detail(target, detail_seed)
@@ -108,12 +117,12 @@ def scene_case(
         id=case_id,
         kind=edit.kind,
         source=source,
-        source_prompt=built.source_caption,
-        target_prompt=built.target_caption,
+        source_prompt=source_prompt,
+        target_prompt=target_prompt,
         target=target,
         mask=np.asarray(built.mask, dtype=bool),
         target_scene=built.target,
-        hints={"source_prompt": built.source_caption, "subject": _subject(scene, edit)},
+        hints={"source_prompt": source_prompt, "subject": _subject(scene, edit)},
     )
 
 
@@ -142,9 +151,9 @@ def sample_specs(
 
 
 def shapes_cases(
-    n: int, seed: int, size: int, detail: bool = False, kinds: Sequence[str] = EDIT_KINDS
+    n: int, seed: int, size: int, suite: str = "shapes", kinds: Sequence[str] = EDIT_KINDS
 ) -> list[BenchCase]:
-    return [scene_case(*spec, size, detail) for spec in sample_specs(n, seed, kinds)]
+    return [scene_case(*spec, size, suite) for spec in sample_specs(n, seed, kinds)]
 
 
 # ------------------------------------------------------------------ case files
@@ -350,14 +359,13 @@ def load_cases(
     if n is not None and n < 1:
         raise BenchDataError(f"--cases must be >= 1, got {n}")
     if suite in SCENE_SUITES:
-        detail = suite == "shapes-detail"
         if cases_file is not None:
             specs = read_case_file(cases_file)[:n]
-            return [scene_case(*spec, size, detail) for spec in specs]
-        return shapes_cases(24 if n is None else n, seed, size, detail, kinds)
+            return [scene_case(*spec, size, suite) for spec in specs]
+        return shapes_cases(24 if n is None else n, seed, size, suite, kinds)
     if cases_file is not None:
         raise BenchDataError(
-            "--cases-file holds scene-world cases: use it with --suite shapes or shapes-detail"
+            "--cases-file holds scene-world cases: use it with --suite " + ", ".join(SCENE_SUITES)
         )
     if suite == "piebench":
         return load_piebench(data, n)

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
 
 def bench(
     suite: str = typer.Option(
-        "shapes", "--suite", help="shapes, shapes-detail, piebench or tedbench"
+        "shapes", "--suite", help="shapes, shapes-brief, shapes-detail, piebench or tedbench"
     ),
     cases: int | None = typer.Option(
         None, "--cases", help="number of cases (shapes: 24; other suites: all)"

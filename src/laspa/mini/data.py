@@ -7,12 +7,21 @@ a separate seed and their captions are excluded from training batches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from laspa.world import Scene, caption, coverage, object_phrase, render_array, sample_scene
+from laspa.world import (
+    Scene,
+    SceneObject,
+    caption,
+    coverage,
+    object_phrase,
+    render_array,
+    sample_scene,
+)
 
 EVAL_SEED = 1_000_003
 
@@ -23,6 +32,36 @@ class Batch:
     object_mask: torch.Tensor  # (B, 1, H, W) in [0, 1]: pixels any object touches
     captions: list[str]
     scenes: list[Scene]
+    named: list[tuple[SceneObject, ...]]  # the objects each caption names
+
+
+def named_caption(scene: Scene, named: Sequence[SceneObject]) -> str:
+    """The caption of ``scene`` that names only the objects ``named`` (and the background)."""
+    return caption(Scene(scene.background, tuple(named)))
+
+
+def brief_selection(
+    rng: np.random.Generator, scenes: Sequence[Scene], probability: float, excluded: frozenset[str]
+) -> list[tuple[SceneObject, ...]]:
+    """The objects each caption names: with ``probability`` a random non-empty proper subset
+    of a multi-object scene (a brief caption, as users write prompts), otherwise all.
+
+    Brief captions teach the conditional model that a caption need not name everything:
+    what it leaves out must come from the noisy latent, which is what makes an editor's
+    preservation of the input measurable (bench suite ``shapes-brief``). A brief caption
+    that is a held-out caption falls back to the full one.
+    """
+    selections = []
+    for scene in scenes:
+        named = scene.objects
+        if len(named) > 1 and rng.random() < probability:
+            count = int(rng.integers(1, len(named)))
+            keep = np.sort(rng.choice(len(named), size=count, replace=False))
+            brief = tuple(named[int(i)] for i in keep)
+            if named_caption(scene, brief) not in excluded:
+                named = brief
+        selections.append(named)
+    return selections
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -40,22 +79,26 @@ def object_mask(scene: Scene, size: int) -> np.ndarray:
     return mask
 
 
-def caption_regions(scene: Scene, size: int = 64) -> list[tuple[int, str, np.ndarray]]:
+def caption_regions(
+    scene: Scene, size: int = 64, named: Sequence[SceneObject] | None = None
+) -> list[tuple[int, str, np.ndarray]]:
     """The caption words whose cross-attention should lie on a known region.
 
-    Returns ``(word index, word, mask)`` for each object's size, colour and shape word
-    (mask: the pixels the object touches) and for the background colour word (mask: the
-    pixels no object touches); word indices count the words of ``caption(scene)`` from 0.
-    Function and position words ("a", "at the top left", "background") get no region.
+    Returns ``(word index, word, mask)`` for each named object's size, colour and shape
+    word (mask: the pixels the object touches) and for the background colour word (mask:
+    the pixels no object, named or not, touches); word indices count the words of
+    ``named_caption(scene, named)`` (all objects by default) from 0. Function and position
+    words ("a", "at the top left", "background") get no region.
     """
     regions: list[tuple[int, str, np.ndarray]] = []
     union = np.zeros((size, size), dtype=bool)
+    for obj in scene.objects:
+        union |= coverage(obj, size) > 0
     index = 0
-    for i, obj in enumerate(scene.objects):
+    for i, obj in enumerate(scene.objects if named is None else named):
         if i:
             index += 1  # "and"
         footprint = coverage(obj, size) > 0
-        union |= footprint
         words = object_phrase(obj).split()  # a SIZE COLOR SHAPE place...
         for offset, word in ((1, obj.size), (2, obj.color), (3, obj.shape)):
             regions.append((index + offset, word, footprint.astype(np.float32)))
@@ -65,14 +108,19 @@ def caption_regions(scene: Scene, size: int = 64) -> list[tuple[int, str, np.nda
     return regions
 
 
-def make_batch(scenes: list[Scene], size: int = 64) -> Batch:
+def make_batch(
+    scenes: list[Scene], size: int = 64, named: list[tuple[SceneObject, ...]] | None = None
+) -> Batch:
+    """Images of ``scenes`` with captions naming ``named`` (every object by default)."""
     images = np.stack([render_array(s, size) for s in scenes])
     masks = np.stack([object_mask(s, size) for s in scenes])[:, None]
+    named = [s.objects for s in scenes] if named is None else named
     return Batch(
         images=to_tensor(images),
         object_mask=torch.from_numpy(masks),
-        captions=[caption(s) for s in scenes],
+        captions=[named_caption(s, n) for s, n in zip(scenes, named, strict=True)],
         scenes=scenes,
+        named=named,
     )
 
 

@@ -21,6 +21,13 @@ otherwise spreads caption information over later tokens, so its word maps do
 not localise anything, unlike Stable Diffusion's, on which the map-reading
 methods (InstDiffEdit, LASPA semantic mixing) rely.
 
+`--brief-captions P` lets a multi-object scene's caption name only a random
+subset of its objects with probability P (`laspa.mini.data.brief_selection`).
+With complete captions only, a caption fixes the image, so the conditional
+model ignores the noisy latent and every editor regenerates the caption;
+with brief captions what the caption leaves out must come from the latent,
+as with Stable Diffusion and real prompts.
+
 State lives in --run-dir (exact, every --checkpoint-every minutes); a compact
 copy for git goes to --checkpoint-dir at each export. `--resume` continues
 from the run dir, or from the committed compact copy when the run dir is gone;
@@ -70,17 +77,19 @@ from laspa.mini.components import (
     save_pipeline,
 )
 from laspa.mini.data import (
+    brief_selection,
     caption_regions,
     eval_scenes,
     held_out_captions,
     make_batch,
+    named_caption,
     training_scenes,
 )
 from laspa.mini.evaluate import faithfulness, generate, vae_psnr
 from laspa.mini.threads import ThreadTuner
 from laspa.mini.tokenizer import write_tokenizer
 from laspa.tokens import word_tokens
-from laspa.world import VOCABULARY, Scene, caption
+from laspa.world import VOCABULARY, Scene, SceneObject, caption
 
 MAX_LENGTH = 40  # longest caption is 32 tokens with bos/eos; room for free prompts
 
@@ -410,18 +419,24 @@ class AttentionTargets:
 
 
 def attention_targets(
-    tokenizer: CLIPTokenizer, scenes: Sequence[Scene], keep: Sequence[bool], size: int = 64
+    tokenizer: CLIPTokenizer,
+    scenes: Sequence[Scene],
+    keep: Sequence[bool],
+    size: int = 64,
+    named: Sequence[Sequence[SceneObject]] | None = None,
 ) -> AttentionTargets:
-    """Targets for the rows whose caption was kept (dropped captions are skipped)."""
+    """Targets for the rows whose caption was kept (dropped captions are skipped); row i's
+    caption names ``named[i]`` (every object of its scene by default)."""
     rows: list[int] = []
     positions: list[int] = []
     regions: list[np.ndarray] = []
-    for row, (scene, kept) in enumerate(zip(scenes, keep, strict=True)):
+    named = [scene.objects for scene in scenes] if named is None else named
+    for row, (scene, kept, objects) in enumerate(zip(scenes, keep, named, strict=True)):
         if not kept:
             continue
-        text = caption(scene)
+        text = named_caption(scene, objects)
         words = word_tokens(tokenizer, text)
-        for index, word, mask in caption_regions(scene, size):
+        for index, word, mask in caption_regions(scene, size, objects):
             if index >= len(words):
                 continue  # cut off by the tokenizer's length (never for scene captions)
             if words[index].word != word:
@@ -572,6 +587,8 @@ def train_unet(args: argparse.Namespace) -> None:
         print(f"resumed unet from {source} at step {state['step']}", flush=True)
         if args.init_from is not None and source == args.init_from:
             state["fine_tune"] = {"from": str(source), "from_step": state["step"]}
+    if args.brief_captions:
+        state["brief_captions"] = args.brief_captions
     if args.attention_loss:
         state["attention_loss"] = args.attention_loss
         state["attention_levels"] = args.attention_levels
@@ -616,14 +633,18 @@ def train_unet(args: argparse.Namespace) -> None:
         t0 = time.time()
         for group in optimizer.param_groups:
             group["lr"] = warmup_lr(step - warmup_from, args.lr, args.warmup)
-        batch = make_batch(training_scenes(rng, args.batch_size, excluded))
+        scenes = training_scenes(rng, args.batch_size, excluded)
+        named = brief_selection(rng, scenes, args.brief_captions, excluded)
+        batch = make_batch(scenes, named=named)
         ids = tokenize(tokenizer, batch.captions)
         drop = torch.from_numpy(rng.random(len(ids)) < args.caption_dropout)
         ids[drop] = empty_ids
         latents = encode_latents(vae, batch.images)
         targets = None
         if attention is not None:
-            targets = attention_targets(tokenizer, batch.scenes, (~drop).tolist())
+            targets = attention_targets(
+                tokenizer, batch.scenes, (~drop).tolist(), named=batch.named
+            )
         loss, diffusion, supervised = unet_loss(
             latents, ids, unet, text_encoder, scheduler, attention, targets
         )
@@ -747,6 +768,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="unet: weight of the cross-attention supervision loss (0 = off)",
+    )
+    p.add_argument(
+        "--brief-captions",
+        type=float,
+        default=0.0,
+        help="unet: probability that a multi-object scene's caption names only some objects",
     )
     p.add_argument(
         "--attention-levels",

@@ -218,6 +218,25 @@ def apply_edit(scene: Scene, edit: Edit, size: int = 64) -> EditCase:
     )
 
 
+def brief_captions(scene: Scene, edit: Edit) -> tuple[str, str]:
+    """(source, target) captions that name only what the edit touches, like a user's
+    prompt: the edited object and the background.
+
+    A scene in which the edit touches no object (the source of an add, the target of a
+    remove, both scenes of a background edit) is named by its first object in caption
+    order, because the grammar needs at least one.  Every other object goes unnamed,
+    so text-to-image from the target caption cannot know it and an editor must keep
+    it from the input image.
+    """
+    target, touched = _apply(scene, edit)
+
+    def brief(described: Scene) -> str:
+        named = tuple(o for o in described.objects if o in touched) or described.objects[:1]
+        return caption(Scene(described.background, named))
+
+    return brief(scene), brief(target)
+
+
 def possible_kinds(scene: Scene) -> tuple[str, ...]:
     """The edit kinds that have at least one valid edit on this scene."""
     n = len(scene.objects)
