@@ -94,6 +94,17 @@ def test_targets_skip_dropped_captions() -> None:
     assert len(targets) == 14 and targets.positions[2] == 4
 
 
+def test_start_token_target_is_the_background() -> None:
+    _, tokenizer, *_ = _batch()
+    plain = attention_targets(tokenizer, [SCENE], [True])
+    with_start = attention_targets(tokenizer, [SCENE], [True], start_token=True)
+    assert len(with_start) == len(plain) + 1 and with_start.positions[-1] == 0
+    background = caption_regions(SCENE, 64)[-1][2]
+    np.testing.assert_array_equal(with_start.regions[-1].numpy(), background)
+    skipped = attention_targets(tokenizer, [SCENE], [False], start_token=True)
+    assert len(skipped) == 0
+
+
 def test_loss_is_lower_for_attention_inside_the_region() -> None:
     region = torch.zeros(1, 16, 16)
     region[0, :8, :8] = 1.0  # the top-left quarter

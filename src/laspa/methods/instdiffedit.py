@@ -20,7 +20,7 @@ from .. import ddim
 from .. import maps as maps_lib
 from ..errors import ParameterError
 from ..loop import SamplerHooks, Step
-from ..tokens import word_tokens
+from ..tokens import WordTokens, word_tokens
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 from .sdedit import start_index
 
@@ -34,6 +34,11 @@ class InstDiffEditParams(CommonParams):
     background_threshold: float = option(0.6, low=-1.0, high=1.0, help="background: similarity <=")
     phi: float = option(0.2, low=0.0, high=1.0, help="mask threshold after blurring")
     weighting: str = option("hard", choices=("hard", "soft"), help="word aggregation weights")
+    index_words: str = option(
+        "all",
+        choices=("all", "content"),
+        help="index-word candidates: every word (released code) or content words only",
+    )
     inpaint_strength: float = option(
         1.0, low=0.0, high=1.0, low_open=True, help="strength of the final inpainting pass"
     )
@@ -55,9 +60,91 @@ def prepared_word_maps(token_maps: torch.Tensor, words: list[tuple[int, ...]], s
     return start, torch.stack([prepare(p) for p in words])
 
 
-def index_word(start_inverted: torch.Tensor, word_maps: torch.Tensor) -> int:
-    """The word whose map is most alike (cosine) to the inverted start-token map."""
+#: English function words and punctuation, which ``index_words="content"`` never picks as
+#: the index word: their maps carry no object (measured in docs/bench.md)
+FUNCTION_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "some",
+        "any",
+        "each",
+        "every",
+        "no",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "with",
+        "by",
+        "from",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "above",
+        "below",
+        "near",
+        "behind",
+        "beside",
+        "between",
+        "through",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "has",
+        "have",
+        "had",
+        "do",
+        "does",
+        "did",
+        "it",
+        "its",
+        "as",
+        "than",
+        "then",
+        "there",
+        "their",
+        "his",
+        "her",
+        "our",
+        "your",
+        "my",
+        "one",
+    ]
+)
+
+
+def content_words(words: list[str]) -> list[bool]:
+    """Which words may be the index word under ``index_words="content"``: all but function
+    words and punctuation (every word, if that would leave none)."""
+    allowed = [w not in FUNCTION_WORDS and any(c.isalnum() for c in w) for w in words]
+    return allowed if any(allowed) else [True] * len(words)
+
+
+def index_word(
+    start_inverted: torch.Tensor, word_maps: torch.Tensor, allowed: list[bool] | None = None
+) -> int:
+    """The word (among the ``allowed``, default all) whose map is most alike (cosine) to the
+    inverted start-token map."""
     sims = maps_lib.cosine_similarity(word_maps, start_inverted[None].expand_as(word_maps))
+    if allowed is not None:
+        sims = sims.masked_fill(~torch.tensor(allowed, device=sims.device), -torch.inf)
     return int(sims.argmax())
 
 
@@ -107,7 +194,8 @@ class InstantMask(SamplerHooks):
         self.store = store
         self.reference = reference  # (N * B, C, h, w)
         self.noise = noise  # (N * B, C, h, w), the seeds' noise
-        self.words = words  # per edit: list of token positions per word
+        self.words = [[w.positions for w in edit] for edit in words]  # token positions
+        self.word_texts = [[w.word for w in edit] for edit in words]
         self.params = params  # per edit
         self.seeds = seeds
         self.index: list[int] | None = None  # index word per edit, chosen at the first step
@@ -119,7 +207,13 @@ class InstantMask(SamplerHooks):
         masks, chosen = [], []
         for i, (words, params) in enumerate(zip(self.words, self.params, strict=True)):
             start, word_maps = prepared_word_maps(per_edit[i], words, size)
-            index = index_word(start, word_maps) if self.index is None else self.index[i]
+            if self.index is None:
+                allowed = None
+                if params.index_words == "content":
+                    allowed = content_words(self.word_texts[i])
+                index = index_word(start, word_maps, allowed)
+            else:
+                index = self.index[i]
             chosen.append(index)
             refined = refine(
                 word_maps, index, params.object_threshold, params.background_threshold,
@@ -184,8 +278,8 @@ class InstDiffEdit(Method):
         return MethodOutput(latents, masks=masks)
 
     @staticmethod
-    def _words(editor, prompt: str) -> list[tuple[int, ...]]:
-        words = [w.positions for w in word_tokens(editor.tokenizer, prompt)]
+    def _words(editor, prompt: str) -> list[WordTokens]:
+        words = word_tokens(editor.tokenizer, prompt)
         if not words:
             raise ParameterError("instdiffedit needs a prompt with at least one word")
         return words

@@ -26,7 +26,9 @@ subset of its objects with probability P (`laspa.mini.data.brief_selection`).
 With complete captions only, a caption fixes the image, so the conditional
 model ignores the noisy latent and every editor regenerates the caption;
 with brief captions what the caption leaves out must come from the latent,
-as with Stable Diffusion and real prompts.
+as with Stable Diffusion and real prompts. `--start-token-loss` supervises
+the start token's attention towards the background, like Stable Diffusion's
+start token (which InstDiffEdit inverts to find the object).
 
 State lives in --run-dir (exact, every --checkpoint-every minutes); a compact
 copy for git goes to --checkpoint-dir at each export. `--resume` continues
@@ -424,9 +426,16 @@ def attention_targets(
     keep: Sequence[bool],
     size: int = 64,
     named: Sequence[Sequence[SceneObject]] | None = None,
+    start_token: bool = False,
 ) -> AttentionTargets:
     """Targets for the rows whose caption was kept (dropped captions are skipped); row i's
-    caption names ``named[i]`` (every object of its scene by default)."""
+    caption names ``named[i]`` (every object of its scene by default).
+
+    With ``start_token``, the start token (position 0) is supervised towards the pixels no
+    object touches. Stable Diffusion's start token behaves so, as an attention sink that
+    avoids salient objects (InstDiffEdit inverts its map to find the edited object); a
+    from-scratch encoder has no reason to, so the miniature is taught it.
+    """
     rows: list[int] = []
     positions: list[int] = []
     regions: list[np.ndarray] = []
@@ -445,6 +454,10 @@ def attention_targets(
                 rows.append(row)
                 positions.append(position)
                 regions.append(mask)
+        if start_token:
+            rows.append(row)
+            positions.append(0)
+            regions.append(regions[-1])  # the background word's region: no object there
     shape = (0, size, size)
     return AttentionTargets(
         rows=torch.tensor(rows, dtype=torch.long),
@@ -589,6 +602,8 @@ def train_unet(args: argparse.Namespace) -> None:
             state["fine_tune"] = {"from": str(source), "from_step": state["step"]}
     if args.brief_captions:
         state["brief_captions"] = args.brief_captions
+    if args.start_token_loss:
+        state["start_token_loss"] = True
     if args.attention_loss:
         state["attention_loss"] = args.attention_loss
         state["attention_levels"] = args.attention_levels
@@ -643,7 +658,11 @@ def train_unet(args: argparse.Namespace) -> None:
         targets = None
         if attention is not None:
             targets = attention_targets(
-                tokenizer, batch.scenes, (~drop).tolist(), named=batch.named
+                tokenizer,
+                batch.scenes,
+                (~drop).tolist(),
+                named=batch.named,
+                start_token=args.start_token_loss,
             )
         loss, diffusion, supervised = unet_loss(
             latents, ids, unet, text_encoder, scheduler, attention, targets
@@ -774,6 +793,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="unet: probability that a multi-object scene's caption names only some objects",
+    )
+    p.add_argument(
+        "--start-token-loss",
+        action="store_true",
+        help="unet: also supervise the start token's attention towards the background",
     )
     p.add_argument(
         "--attention-levels",
