@@ -18,7 +18,13 @@ from laspa.images import to_tensor
 from laspa.loop import Conditioning, sample
 from laspa.methods import EditBatch, EditRow, make_params
 from laspa.methods.fpe import FPE, replaced_layers
-from laspa.methods.instdiffedit import MaskedDenoising, binarise, index_word, refine
+from laspa.methods.instdiffedit import (
+    MaskedDenoising,
+    binarise,
+    content_words,
+    index_word,
+    refine,
+)
 from laspa.testing import tiny_components, tiny_editor
 from laspa.tokens import positions_of, token_alignment, word_tokens
 
@@ -147,6 +153,19 @@ def test_instdiffedit_mask_maths():
     mask = binarise(refined, 0.2)
     assert mask[3, 3] == 1 and mask[7, 7] == 0 and set(mask.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(refine(maps[:1], 0, 0.9, 0.6), maps[0])  # one word: its own map
+
+
+def test_index_word_among_content_words():
+    words = ["a", "red", "circle", "on", "the", "grass", "."]
+    assert content_words(words) == [False, True, True, False, False, True, False]
+    assert content_words(["a", "the"]) == [True, True]  # nothing left: every word
+    maps = torch.zeros(3, 8, 8)
+    maps[1, 2:5, 2:5] = 1.0  # the object
+    maps[2, 6:, :] = 1.0  # the ground
+    start_inverted = 0.5 + maps[1]
+    maps[0] = start_inverted  # a function word that happens to match best
+    assert index_word(start_inverted, maps) == 0
+    assert index_word(start_inverted, maps, [False, True, True]) == 1
 
 
 def test_blending_with_an_all_zero_mask_returns_the_source():
