@@ -70,15 +70,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--model", default=None, help="diffusers folder (default: bundled)")
     args = parser.parse_args()
 
     from laspa import Editor
     from laspa.cli import quiet_libraries
 
     quiet_libraries()
-    editor = Editor.mini()
+    editor = Editor.from_pretrained(args.model) if args.model else Editor.mini()
     result = measure(editor, args.scenes, args.steps, args.threshold, args.seed)
-    result["aligned_over_chance"] = round(result["aligned"] / max(result["chance"], 1e-6), 2)
+    # chance can be exactly 0 (no map reaches another cell): the ratio is then undefined
+    chance = result["chance"]
+    result["aligned_over_chance"] = round(result["aligned"] / chance, 2) if chance else None
     result["aligned_over_unaligned"] = round(result["aligned"] / max(result["unaligned"], 1e-6), 2)
     print(json.dumps({"steps": args.steps, "threshold": args.threshold, **result}))
 
