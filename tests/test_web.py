@@ -71,7 +71,7 @@ def test_pick_options_keeps_only_the_methods_own_and_converts_slider_floats():
 
 def test_sweep_values_default_around_the_default_and_parse_back():
     specs = {spec.name: spec for spec in opts.sweepable("laspa-x0")}
-    assert opts.default_sweep_values(specs["K"]) == "200, 400, 800"  # default K 400
+    assert opts.default_sweep_values(specs["K"]) == "100, 200, 400"  # default K 200
     assert opts.default_sweep_values(specs["beta"]) == "0.45, 0.9, 1"  # doubled, kept in range
     input_specs = {spec.name: spec for spec in opts.sweepable("laspa-input")}
     assert opts.default_sweep_values(input_specs["K"]) == "100, 200, 400"

@@ -40,14 +40,16 @@ class InputParams(LaspaParams):
     )
 
 
-# Measured defaults of the two alignments that act on the prediction (laspa bench, 24 and
-# 70 shapes cases, docs/bench.md "Sweeps on the 2026-11-25 miniature"): at the paper's
-# K 200 / beta 0.3 they barely align (bg_psnr 32.6 against 32.4 for plain generation);
-# K 400 / beta 0.9 keeps 2.9 dB more background and edits more cases (0.86 against 0.70).
-# Input alignment keeps the paper's values, where it is already strongest.
+# Measured defaults of the two alignments that act on the prediction (laspa bench on the
+# step-34,431 miniature, docs/bench.md "Brief-caption miniature"): beta 0.9, because at
+# beta <= 0.7 they barely align (bg_psnr within 1.2 dB of plain generation on
+# shapes-brief); K 200, the best K of the sweep on shapes-brief (33.40 / 0.54 on 24
+# cases, 35.21 / 0.56 against 32.66 / 0.40 for the former K 400 on 70 unseen cases),
+# at a cost with complete prompts (edit_success 0.74 against 0.81 on 70 shapes cases).
+# Input alignment keeps the paper's K 200 / beta 0.3.
 @dataclass
 class PredictionParams(LaspaParams):
-    K: int = option(400, low=0, high=1000, help="align while t > K (lower K: more preservation)")
+    K: int = option(200, low=0, high=1000, help="align while t > K (lower K: more preservation)")
     beta: float = option(0.9, low=0.0, high=1.0, help="alignment strength")
 
 
