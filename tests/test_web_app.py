@@ -247,6 +247,22 @@ def test_a_non_image_upload_is_refused_visibly_and_the_app_keeps_working(page, t
     assert picture_at(page, "#result-image").size == picture_at(page, "#input-image").size
 
 
+def fill_confirmed(box, text: str) -> None:
+    """Fill a textbox and wait until it holds ``text``: a tab that is still rendering can
+    swap the box right after a fill, and a click would then send the old value."""
+    from playwright.sync_api import expect
+
+    box.wait_for()
+    for _ in range(3):
+        box.fill(text)
+        try:
+            expect(box).to_have_value(text, timeout=2_000)
+            return
+        except AssertionError:
+            continue
+    expect(box).to_have_value(text)
+
+
 def choose_method(page, name: str) -> None:
     page.locator("#method input").click()
     page.get_by_role("option", name=name, exact=True).click()
@@ -274,8 +290,8 @@ def test_method_options_sweep_and_attention_tabs(page, tmp_path):
     steps.fill("4")
     steps.press("Enter")
     page.get_by_role("tab", name="Sweep").click()
-    page.get_by_label("Column values").fill("100, 400")
-    page.get_by_label("Row values").fill("0.2, 0.5")
+    fill_confirmed(page.get_by_label("Column values"), "100, 400")
+    fill_confirmed(page.get_by_label("Row values"), "0.2, 0.5")
     page.locator("#sweep").click()
     wait_for_text(page, "#sweep-info", "4 edits in one batched call", tmp_path)
     grid = picture_at(page, "#sweep-grid")
@@ -283,7 +299,7 @@ def test_method_options_sweep_and_attention_tabs(page, tmp_path):
     save_artefact(page, tmp_path, "laspa-serve-sweep.png")
 
     page.get_by_role("tab", name="Attention").click()
-    page.get_by_label("Words").fill("circle, background")
+    fill_confirmed(page.get_by_label("Words"), "circle, background")
     page.locator("#maps").click()
     wait_for_text(page, "#maps-info", "2 word maps", tmp_path)
     captions = page.locator("#maps-gallery .caption-label")
