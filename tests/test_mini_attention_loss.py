@@ -105,6 +105,25 @@ def test_start_token_target_is_the_background() -> None:
     assert len(skipped) == 0
 
 
+def test_spread_loss_wants_the_map_even_over_the_region() -> None:
+    region = torch.zeros(1, 16, 16)
+    region[0, 8:, :] = 1.0  # the bottom half
+    even = torch.zeros(1, 64, 4)
+    even[0, 32:, 0] = 1.0  # the start token (position 0), even over the bottom half on 8x8
+    peaked = torch.zeros(1, 64, 4)
+    peaked[0, 40, 0] = 1.0  # one cell inside the region
+    inside_only = AttentionTargets(torch.tensor([0]), torch.tensor([0]), region)
+    spread = AttentionTargets(
+        torch.tensor([0]), torch.tensor([0]), region, spread=torch.tensor([True])
+    )
+    assert attention_region_loss(peaked, (8, 8), inside_only) < 1e-5  # inside: accepted
+    assert attention_region_loss(even, (8, 8), spread) < 1e-5
+    assert attention_region_loss(peaked, (8, 8), spread) > 3.0  # log(32) = 3.47
+    _, tokenizer, *_ = _batch()
+    targets = attention_targets(tokenizer, [SCENE], [True], start_token="spread")
+    assert targets.spread is not None and targets.spread.tolist() == [False] * 7 + [True]
+
+
 def test_loss_is_lower_for_attention_inside_the_region() -> None:
     region = torch.zeros(1, 16, 16)
     region[0, :8, :8] = 1.0  # the top-left quarter

@@ -401,6 +401,9 @@ class AttentionTargets:
     rows: torch.Tensor  # (N,) long
     positions: torch.Tensor  # (N,) long
     regions: torch.Tensor  # (N, H, W) float in [0, 1]
+    #: (N,) bool: the token's map should spread evenly over its region (KL to the region
+    #: normalised), not merely lie inside it; None: no such token
+    spread: torch.Tensor | None = None
     _on_grid: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -426,15 +429,16 @@ def attention_targets(
     keep: Sequence[bool],
     size: int = 64,
     named: Sequence[Sequence[SceneObject]] | None = None,
-    start_token: bool = False,
+    start_token: bool | str = False,
 ) -> AttentionTargets:
     """Targets for the rows whose caption was kept (dropped captions are skipped); row i's
     caption names ``named[i]`` (every object of its scene by default).
 
     With ``start_token``, the start token (position 0) is supervised towards the pixels no
-    object touches. Stable Diffusion's start token behaves so, as an attention sink that
-    avoids salient objects (InstDiffEdit inverts its map to find the edited object); a
-    from-scratch encoder has no reason to, so the miniature is taught it.
+    object touches (``"spread"``: evenly over them, see `attention_region_loss`). Stable
+    Diffusion's start token behaves so, as an attention sink that avoids salient objects
+    (InstDiffEdit inverts its map to find the edited object); a from-scratch encoder has
+    no reason to, so the miniature is taught it.
     """
     rows: list[int] = []
     positions: list[int] = []
@@ -459,10 +463,12 @@ def attention_targets(
             positions.append(0)
             regions.append(regions[-1])  # the background word's region: no object there
     shape = (0, size, size)
+    positions_tensor = torch.tensor(positions, dtype=torch.long)
     return AttentionTargets(
         rows=torch.tensor(rows, dtype=torch.long),
-        positions=torch.tensor(positions, dtype=torch.long),
+        positions=positions_tensor,
         regions=torch.from_numpy(np.stack(regions)) if regions else torch.zeros(shape),
+        spread=(positions_tensor == 0) if start_token == "spread" else None,
     )
 
 
@@ -487,7 +493,17 @@ def attention_region_loss(
     # loophole the first fine-tune found within ~1,000 steps, driving every supervised
     # token's attention mass to ~1e-10 so that both logs equal log(e).
     fraction = inside / mass.clamp_min(1e-30)
-    return -torch.log(fraction.clamp(1e-6, 1.0)).mean()
+    losses = -torch.log(fraction.clamp(1e-6, 1.0))
+    if targets.spread is not None and bool(targets.spread.any()):
+        # KL(region || map), both normalised: zero only for a map even over the region,
+        # so a map peaked on a few region cells (which the fraction accepts) is penalised
+        rows = targets.spread
+        wanted = region[rows] / region[rows].sum(dim=1, keepdim=True).clamp_min(1e-12)
+        got = token_maps[rows] / mass[rows, None].clamp_min(1e-30)
+        kl = (torch.xlogy(wanted, wanted) - wanted * torch.log(got.clamp_min(1e-12))).sum(1)
+        losses = losses.clone()
+        losses[rows] = kl
+    return losses.mean()
 
 
 class AttentionSupervision:
@@ -602,8 +618,8 @@ def train_unet(args: argparse.Namespace) -> None:
             state["fine_tune"] = {"from": str(source), "from_step": state["step"]}
     if args.brief_captions:
         state["brief_captions"] = args.brief_captions
-    if args.start_token_loss:
-        state["start_token_loss"] = True
+    if args.start_token_loss or args.start_token_spread:
+        state["start_token_loss"] = "spread" if args.start_token_spread else True
     if args.attention_loss:
         state["attention_loss"] = args.attention_loss
         state["attention_levels"] = args.attention_levels
@@ -662,7 +678,7 @@ def train_unet(args: argparse.Namespace) -> None:
                 batch.scenes,
                 (~drop).tolist(),
                 named=batch.named,
-                start_token=args.start_token_loss,
+                start_token="spread" if args.start_token_spread else args.start_token_loss,
             )
         loss, diffusion, supervised = unet_loss(
             latents, ids, unet, text_encoder, scheduler, attention, targets
@@ -798,6 +814,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--start-token-loss",
         action="store_true",
         help="unet: also supervise the start token's attention towards the background",
+    )
+    p.add_argument(
+        "--start-token-spread",
+        action="store_true",
+        help="unet: supervise the start token to spread evenly over the background (KL)",
     )
     p.add_argument(
         "--attention-levels",
