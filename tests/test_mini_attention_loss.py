@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from laspa.attention import describe_layers
-from laspa.mini.data import brief_selection, caption_regions, make_batch, named_caption
+from laspa.mini.data import brief_selection, caption_regions, make_batch
 from laspa.mini.train import (
     AttentionLoss,
     AttentionTargets,
@@ -16,7 +16,7 @@ from laspa.mini.train import (
     unet_loss,
 )
 from laspa.testing import tiny_components
-from laspa.world import Scene, SceneObject, caption, sample_scene
+from laspa.world import Scene, SceneObject, caption, named_caption, sample_scene
 from laspa.world.render import footprint
 
 SCENE = Scene(

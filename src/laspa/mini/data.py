@@ -18,6 +18,7 @@ from laspa.world import (
     SceneObject,
     caption,
     coverage,
+    named_caption,
     object_phrase,
     render_array,
     sample_scene,
@@ -33,11 +34,6 @@ class Batch:
     captions: list[str]
     scenes: list[Scene]
     named: list[tuple[SceneObject, ...]]  # the objects each caption names
-
-
-def named_caption(scene: Scene, named: Sequence[SceneObject]) -> str:
-    """The caption of ``scene`` that names only the objects ``named`` (and the background)."""
-    return caption(Scene(scene.background, tuple(named)))
 
 
 def brief_selection(
@@ -91,9 +87,7 @@ def caption_regions(
     words ("a", "at the top left", "background") get no region.
     """
     regions: list[tuple[int, str, np.ndarray]] = []
-    union = np.zeros((size, size), dtype=bool)
-    for obj in scene.objects:
-        union |= coverage(obj, size) > 0
+    union = object_mask(scene, size) > 0  # every object, named or not
     index = 0
     for i, obj in enumerate(scene.objects if named is None else named):
         if i:

@@ -84,14 +84,13 @@ from laspa.mini.data import (
     eval_scenes,
     held_out_captions,
     make_batch,
-    named_caption,
     training_scenes,
 )
 from laspa.mini.evaluate import faithfulness, generate, vae_psnr
 from laspa.mini.threads import ThreadTuner
 from laspa.mini.tokenizer import write_tokenizer
 from laspa.tokens import word_tokens
-from laspa.world import VOCABULARY, Scene, SceneObject, caption
+from laspa.world import VOCABULARY, Scene, SceneObject, caption, named_caption
 
 MAX_LENGTH = 40  # longest caption is 32 tokens with bos/eos; room for free prompts
 
@@ -429,7 +428,7 @@ def attention_targets(
     keep: Sequence[bool],
     size: int = 64,
     named: Sequence[Sequence[SceneObject]] | None = None,
-    start_token: bool | str = False,
+    start_token: bool | str = False,  # True / "inside", or "spread"
 ) -> AttentionTargets:
     """Targets for the rows whose caption was kept (dropped captions are skipped); row i's
     caption names ``named[i]`` (every object of its scene by default).
@@ -618,8 +617,8 @@ def train_unet(args: argparse.Namespace) -> None:
             state["fine_tune"] = {"from": str(source), "from_step": state["step"]}
     if args.brief_captions:
         state["brief_captions"] = args.brief_captions
-    if args.start_token_loss or args.start_token_spread:
-        state["start_token_loss"] = "spread" if args.start_token_spread else True
+    if args.start_token_loss:
+        state["start_token_loss"] = args.start_token_loss
     if args.attention_loss:
         state["attention_loss"] = args.attention_loss
         state["attention_levels"] = args.attention_levels
@@ -678,7 +677,7 @@ def train_unet(args: argparse.Namespace) -> None:
                 batch.scenes,
                 (~drop).tolist(),
                 named=batch.named,
-                start_token="spread" if args.start_token_spread else args.start_token_loss,
+                start_token=args.start_token_loss or False,
             )
         loss, diffusion, supervised = unet_loss(
             latents, ids, unet, text_encoder, scheduler, attention, targets
@@ -812,13 +811,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--start-token-loss",
-        action="store_true",
-        help="unet: also supervise the start token's attention towards the background",
-    )
-    p.add_argument(
-        "--start-token-spread",
-        action="store_true",
-        help="unet: supervise the start token to spread evenly over the background (KL)",
+        nargs="?",
+        const="inside",
+        choices=("inside", "spread"),
+        default=None,
+        help="unet: also supervise the start token's attention: inside the background, or "
+        "spread evenly over it (KL)",
     )
     p.add_argument(
         "--attention-levels",

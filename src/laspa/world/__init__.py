@@ -23,7 +23,15 @@ from .reader import (
     read_scene_scores,
 )
 from .render import coverage, footprint, render, render_array
-from .scene import Scene, SceneObject, caption, object_phrase, place_phrase, sample_scene
+from .scene import (
+    Scene,
+    SceneObject,
+    caption,
+    named_caption,
+    object_phrase,
+    place_phrase,
+    sample_scene,
+)
 from .vocab import (
     BACKGROUND_COLORS,
     CELLS,
@@ -57,6 +65,7 @@ __all__ = [
     "Scene",
     "SceneObject",
     "caption",
+    "named_caption",
     "coverage",
     "footprint",
     "object_phrase",

@@ -17,7 +17,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .render import coverage, render
-from .scene import Scene, SceneObject, caption
+from .scene import Scene, SceneObject, caption, named_caption
 from .vocab import BACKGROUND_COLORS, CELLS, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES
 
 EDIT_KINDS: tuple[str, ...] = (
@@ -232,7 +232,7 @@ def brief_captions(scene: Scene, edit: Edit) -> tuple[str, str]:
 
     def brief(described: Scene) -> str:
         named = tuple(o for o in described.objects if o in touched) or described.objects[:1]
-        return caption(Scene(described.background, named))
+        return named_caption(described, named)
 
     return brief(scene), brief(target)
 

@@ -19,6 +19,7 @@ on a gray background``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,12 @@ def caption(scene: Scene) -> str:
     """The one canonical caption of a scene (see the module docstring)."""
     objects = " and ".join(object_phrase(o) for o in scene.objects)
     return f"{objects} on a {scene.background} background"
+
+
+def named_caption(scene: Scene, named: Sequence[SceneObject]) -> str:
+    """The caption of ``scene`` that names only the objects ``named`` (and the background):
+    a brief caption, as users write prompts."""
+    return caption(Scene(scene.background, tuple(named)))
 
 
 def sample_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scene:
