@@ -1,5 +1,7 @@
 """Attention processors and hooks, attention maps, laspa-mix, InstDiffEdit and FPE plumbing."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,7 @@ from laspa.methods.instdiffedit import (
     index_word,
     refine,
 )
+from laspa.methods.mixing import SemanticMixing
 from laspa.testing import tiny_components, tiny_editor
 from laspa.tokens import positions_of, token_alignment, word_tokens
 
@@ -131,6 +134,42 @@ def test_laspa_mix_runs_two_branches_and_returns_a_mask():
         ed.edit(picture(), "a red cat", method="laspa-mix", subject="dog", steps=2)
     with pytest.raises(ParameterError, match="needs a subject"):
         ed.edit(picture(), "a red cat", method="laspa-mix", steps=2)
+
+
+def test_laspa_mix_keeps_the_subject_region_or_all_but_the_changed_region():
+    """The free rows take the aligned latent where the subject's map is (the paper), or
+    everywhere but the changed word's map (keep=rest)."""
+    token_maps = torch.zeros(2, 4, 4, 3)
+    token_maps[:, :2, :, 1] = 1.0  # word 1 covers the top half
+
+    class Store:
+        def current(self):
+            return token_maps
+
+    hooks = SemanticMixing(
+        reference=None, weight=None, direction=[], store=Store(), subjects=[(1,), (1,)],
+        K=torch.tensor([0, 0]), hard=torch.tensor([False, False]),
+        threshold=torch.tensor([0.5, 0.5]), rest=torch.tensor([False, True]),
+    )  # fmt: skip
+    aligned, free = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    step = SimpleNamespace(t=torch.tensor([500, 500]))
+    mixed = hooks.after_step(step, torch.cat([aligned, free]))[2:]
+    top = torch.zeros(4, 4)
+    top[:2] = 1
+    assert torch.equal(mixed[0, 0], top)  # subject: keep its region from the aligned branch
+    assert torch.equal(mixed[1, 0], 1 - top)  # rest: keep all but the changed region
+    assert torch.equal(hooks.mask[1, 0], top)  # the mask shown is the word's region
+
+
+def test_laspa_mix_change_word_checks():
+    ed = tiny_editor()
+    result = ed.edit(picture(), "a red cat on a blue background", method="laspa-mix",
+                     keep="rest", change="background", steps=3, K=100)  # fmt: skip
+    assert result.mask.shape == (1, 16, 16)
+    with pytest.raises(ParameterError, match="needs a change word"):
+        ed.edit(picture(), "a red cat", method="laspa-mix", keep="rest", subject="cat", steps=2)
+    with pytest.raises(ParameterError, match="change: the word 'dog' does not occur"):
+        ed.edit(picture(), "a red cat", method="laspa-mix", keep="rest", change="dog", steps=2)
 
 
 def test_laspa_mix_with_k_at_the_top_is_plain_ddim_on_the_prompt():

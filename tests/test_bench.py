@@ -196,6 +196,7 @@ def test_shapes_brief_suite_changes_only_the_prompts():
         assert b.target_scene == a.target_scene and (a.mask == b.mask).all()
         assert b.hints["source_prompt"] == b.source_prompt
         assert b.hints["subject"] in b.target_prompt.split()  # latent mixing can find it
+        assert b.hints["change"] in b.target_prompt.split()  # and its keep=rest word
         assert b.target_prompt.count(" and ") == 0  # one object named
     assert sum(a.target_prompt != b.target_prompt for a, b in zip(full, brief, strict=True)) >= 4
 

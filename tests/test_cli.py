@@ -66,7 +66,8 @@ def test_edit_writes_the_image_and_prints_json(capsys, image_path, tiny_model_di
 @pytest.mark.parametrize(
     "method,extra",
     [("laspa-input", ["--noise", "fresh"]), ("laspa-eps", ["--eps-form", "literal"]),
-     ("sdedit", ["--strength", "0.6"]), ("ddim-inversion", ["--source-prompt", "a cat"])],
+     ("sdedit", ["--strength", "0.6"]), ("ddim-inversion", ["--source-prompt", "a cat"]),
+     ("laspa-mix", ["--change", "dog"])],
 )  # fmt: skip
 def test_every_method_runs_from_the_cli(
     capsys, image_path, tiny_model_dir, tmp_path, method, extra
@@ -123,6 +124,8 @@ def bad_inputs(tmp_path, image_path, model):
         "pickle model": (["edit", image_path, "a cat", "-o", out, "--model", pickled], "pickle"),
         "missing model": (["edit", image_path, "a cat", "-o", out, "--model", tmp_path / "nomodel"], "not found"),
         "not a number": (["edit", image_path, "a cat", *base, "--K", "abc"], "--K"),
+        "subject and change": (["edit", image_path, "a cat", *base, "--method", "laspa-mix", "--subject", "cat", "--change", "cat"], "not both"),
+        "change not in prompt": (["edit", image_path, "a cat", *base, "--method", "laspa-mix", "--change", "sofa"], "change: the word 'sofa' does not occur"),
     }  # fmt: skip
 
 

@@ -165,9 +165,7 @@ def edit(
     prompt: str = typer.Argument(..., help="text describing the wanted result"),
     output: Path = typer.Option(..., "-o", "--output", help="output image (.png, .jpg, .webp)"),
     method: str = typer.Option("laspa-x0", "--method", "-m", help="editing method (laspa methods)"),
-    K: int | None = typer.Option(
-        None, "--K", help="LASPA: align while t > K [0, 1000] (x0/eps 400, input 200)"
-    ),
+    K: int | None = typer.Option(None, "--K", help="LASPA: align while t > K [0, 1000] (200)"),
     beta: float | None = typer.Option(
         None, "--beta", help="LASPA: alignment strength [0, 1] (x0/eps 0.9, input 0.3)"
     ),
@@ -180,6 +178,9 @@ def edit(
     ),
     noise: str | None = typer.Option(None, "--noise", help="laspa-input: fixed or fresh z"),
     subject: str | None = typer.Option(None, "--subject", help="laspa-mix: the word to keep"),
+    change: str | None = typer.Option(
+        None, "--change", help="laspa-mix: the word of the region to redo; keep all else"
+    ),
     steps: int | None = typer.Option(None, "--steps", help="DDIM steps (50)"),
     guidance: float | None = typer.Option(None, "--guidance", help="guidance scale"),
     strength: float | None = typer.Option(
@@ -211,10 +212,13 @@ def edit(
 
     given = {
         "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
-        "direction": direction, "noise": noise, "subject": subject, "steps": steps,
+        "direction": direction, "noise": noise, "subject": subject, "change": change,
+        "keep": None if change is None else "rest", "steps": steps,
         "guidance": guidance, "strength": strength, "source_prompt": source_prompt,
         "replace_fraction": replace_fraction, "layers": layers, "inpaint_model": inpaint_model,
     }  # fmt: skip
+    if subject is not None and change is not None:
+        raise LaspaError("laspa-mix takes --subject (keep it) or --change (redo it), not both")
     options = method_options(method, given, settings)
     if not prompt.strip():
         raise LaspaError("the prompt must be a non-empty text")

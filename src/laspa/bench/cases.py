@@ -96,6 +96,15 @@ def _subject(scene: Scene, edit: Edit) -> str:
     return scene.objects[edit.index].shape
 
 
+def _changed(scene: Scene, edit: Edit) -> str:
+    """The words of the target caption that name what the edit changes, for latent
+    mixing's ``keep=rest`` mode: the background for background edits and removals (the
+    removed object's place becomes background), else the edited object's shape word."""
+    if edit.kind in ("background", "remove"):
+        return "background"
+    return _subject(scene, edit)
+
+
 def scene_case(
     case_id: str, scene: Scene, edit: Edit, size: int, suite: str = "shapes"
 ) -> BenchCase:
@@ -122,7 +131,11 @@ def scene_case(
         target=target,
         mask=np.asarray(built.mask, dtype=bool),
         target_scene=built.target,
-        hints={"source_prompt": source_prompt, "subject": _subject(scene, edit)},
+        hints={
+            "source_prompt": source_prompt,
+            "subject": _subject(scene, edit),
+            "change": _changed(scene, edit),
+        },
     )
 
 

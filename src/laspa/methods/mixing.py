@@ -5,6 +5,12 @@ the aligned prompt (default: the edit prompt itself), the *free* branch is plain
 the edit prompt. While ``t > K`` the free branch takes the aligned branch's latent where
 the subject word's cross-attention mask M_t says the subject is, and its cross-attention
 probabilities are swapped for the aligned branch's. The output is the free branch.
+
+``keep="rest"`` (our addition) turns the mask around: M_t = 1 - map of the ``change``
+word, so the free branch keeps everything the changed word does not cover. The paper's
+subject mask keeps one named object; on a prompt that names only what changes ("... on a
+teal background") every object it leaves unnamed is regenerated, and a background edit
+loses them. The rest-mask keeps them, named or not.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ from .laspa import X0Alignment, X0Params, _Laspa, weight_schedule
 @dataclass
 class MixParams(X0Params):
     subject: str = option("", help="the word of the object to keep (must be in the prompt)")
+    change: str = option("", help="keep=rest: the word of the region to redo (in the prompt)")
+    keep: str = option(
+        "subject",
+        choices=("subject", "rest"),
+        help="keep the subject word's region (the paper) or all but the change word's region",
+    )
     aligned_prompt: str = option("", help="prompt of the aligned branch (default: the prompt)")
     mask: str = option("soft", choices=("soft", "hard"), help="M_t as is, or thresholded")
     threshold: float = option(0.5, low=0.0, high=1.0, help="threshold of a hard mask")
@@ -38,14 +50,16 @@ class SemanticMixing(X0Alignment):
     """x0 alignment on the aligned rows (the first N), mixing into the free rows after
     every step while ``t > K``, with the mask of the subject word from this step's maps."""
 
-    def __init__(self, reference, weight, direction, store, subjects, K, hard, threshold):
+    def __init__(self, reference, weight, direction, store, subjects, K, hard, threshold, rest):
         super().__init__(reference, weight, direction)
         self.store = store
-        self.subjects = subjects  # token positions of the subject per edit
+        self.subjects = subjects  # token positions of the mask's word per edit
+        self.rest = rest.view(-1, 1, 1, 1)  # per edit: keep all but the word's region
         self.K = K  # (N,)
         self.hard = hard.view(-1, 1, 1, 1)
         self.threshold = threshold.view(-1, 1, 1, 1)
-        self.mask: torch.Tensor | None = None  # the last M_t used, (N, 1, h, w)
+        #: the last map of the mask's word (N, 1, h, w): the subject, or what changes
+        self.mask: torch.Tensor | None = None
 
     def subject_mask(self, size: tuple[int, int]) -> torch.Tensor:
         token_maps = self.store.current()
@@ -61,7 +75,8 @@ class SemanticMixing(X0Alignment):
             return x_prev
         aligned, free = x_prev.chunk(2)
         self.mask = self.subject_mask(tuple(x_prev.shape[-2:]))
-        mixed = ddim.blend(aligned, free, self.mask)
+        keep = torch.where(self.rest, 1 - self.mask, self.mask)
+        mixed = ddim.blend(aligned, free, keep)
         return torch.cat([aligned, torch.where(active, mixed, free)])
 
 
@@ -69,7 +84,7 @@ class SemanticMixing(X0Alignment):
 class LaspaMix(_Laspa):
     name = "laspa-mix"
     summary = "LASPA with semantic latent mixing: keeps the subject, frees the background"
-    case_inputs = ("subject",)
+    case_inputs = ("subject", "change")
     Params = MixParams
     makes_mask = True
 
@@ -79,12 +94,14 @@ class LaspaMix(_Laspa):
         aligned_prompts = [row.params.aligned_prompt or row.prompt for row in batch.rows]
         subjects = []
         for row, prompt in zip(batch.rows, aligned_prompts, strict=True):
-            if not row.params.subject.strip():
-                raise ParameterError("laspa-mix needs a subject word (--subject)")
+            name = "change" if row.params.keep == "rest" else "subject"
+            word = getattr(row.params, name)
+            if not word.strip():
+                raise ParameterError(f"laspa-mix needs a {name} word (--{name})")
             try:
-                subjects.append(positions_of(editor.tokenizer, prompt, row.params.subject))
+                subjects.append(positions_of(editor.tokenizer, prompt, word))
             except ValueError as error:
-                raise ParameterError(f"subject: {error}") from None
+                raise ParameterError(f"{name}: {error}") from None
 
         steps = editor.denoiser.steps(batch.shared("steps"))
         device = batch.reference.device
@@ -102,6 +119,7 @@ class LaspaMix(_Laspa):
             reference, weight, batch.param("direction") * 2, store, subjects, K,
             hard=torch.tensor([m == "hard" for m in batch.param("mask")]),
             threshold=batch.column("threshold"),
+            rest=torch.tensor([k == "rest" for k in batch.param("keep")]),
         )  # fmt: skip
         swap_rows = torch.tensor([s == "on" for s in batch.param("swap")])
         pairs = zip(aligned_prompts, free_prompts, strict=True)
