@@ -54,6 +54,21 @@ def frontier_area(pts: list[tuple], floor: float) -> float:
     return area
 
 
+def best_trade_off(areas: dict[str, float], tolerance: float = 0.01) -> str:
+    """The verdict on "x0 alignment has the best trade-off": CONFIRMED only if x0's area is
+    the largest by more than ``tolerance``; a tie (consistent x0 alignment *is* exact error
+    alignment, so their areas agree) is not a confirmation."""
+    top = max(areas.values())
+    best = [a for a, v in areas.items() if v >= top - tolerance]
+    if best == ["laspa-x0"]:
+        verdict = "CONFIRMED"
+    elif "laspa-x0" in best:
+        verdict = "TIED"
+    else:
+        verdict = "REFUTED"
+    return f"[{verdict}] x0 alignment has the best trade-off (largest area: {', '.join(best)})"
+
+
 def check(data: dict) -> list[str]:
     lines = [
         f"{data['suite']}: {data['cases']} cases, {data['steps']} steps, model {data['model']}"
@@ -110,11 +125,7 @@ def check(data: dict) -> list[str]:
                 f"[{'CONFIRMED' if verdict else 'REFUTED'}] input alignment keeps most / "
                 f"edits least (most kept: {keeps}, least edited: {edits_least})"
             )
-        best = max(areas, key=areas.get)
-        lines.append(
-            f"[{'CONFIRMED' if best == 'laspa-x0' else 'REFUTED'}] x0 alignment has the best "
-            f"trade-off (largest area: {best})"
-        )
+        lines.append(best_trade_off(areas))
         sdedit_bg = peer["bg_psnr"] if peer else floor
         windows = {}
         for a in ALIGNMENTS:

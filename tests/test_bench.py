@@ -455,3 +455,25 @@ def test_bench_malformed_cases_file_fails_before_loading_a_model(capsys, tmp_pat
     assert code == 2 and "case 'a', field 'edit': recolor is a no-op" in stderr
     code, _, stderr = run_cli(capsys, "bench", "--cases-file", path, "--json", path)
     assert code == 2 and "overwrite the cases file" in stderr
+
+
+def _bench_targets():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_targets.py"
+    spec = importlib.util.spec_from_file_location("bench_targets", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_targets_verdicts():
+    targets = _bench_targets()
+    assert targets.dominated((0.5, 30.0), [(0.5, 30.0)])  # a tie counts as dominated
+    assert not targets.dominated((0.5, 30.1), [(0.6, 30.0)])
+    confirmed = {"laspa-input": 5.0, "laspa-eps": 5.5, "laspa-x0": 6.0}
+    assert targets.best_trade_off(confirmed).startswith("[CONFIRMED]")
+    tied = {"laspa-input": 5.0, "laspa-eps": 6.1100001, "laspa-x0": 6.11}
+    assert targets.best_trade_off(tied).startswith("[TIED]")
+    assert targets.best_trade_off({"laspa-input": 7.0, "laspa-x0": 6.0}).startswith("[REFUTED]")
