@@ -167,7 +167,7 @@ def edit(
     method: str = typer.Option("laspa-x0", "--method", "-m", help="editing method (laspa methods)"),
     K: int | None = typer.Option(None, "--K", help="LASPA: align while t > K [0, 1000] (200)"),
     beta: float | None = typer.Option(
-        None, "--beta", help="LASPA: alignment strength [0, 1] (x0/eps 0.9, input 0.3)"
+        None, "--beta", help="LASPA: alignment strength [0, 1] (x0/eps 0.9, input 0.7)"
     ),
     beta_schedule: str | None = typer.Option(
         None, "--beta-schedule", help="LASPA: constant (b=beta) or linear (b=beta*t/T)"
