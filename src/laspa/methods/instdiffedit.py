@@ -34,10 +34,15 @@ class InstDiffEditParams(CommonParams):
     background_threshold: float = option(0.6, low=-1.0, high=1.0, help="background: similarity <=")
     phi: float = option(0.2, low=0.0, high=1.0, help="mask threshold after blurring")
     weighting: str = option("hard", choices=("hard", "soft"), help="word aggregation weights")
+    # "content", measured on the step-45,195 miniature: on 70 unseen shapes-brief cases
+    # mask IoU 0.333 and 34.64 dB / 0.46 against 0.279 and 30.09 / 0.40 for the released
+    # code's "all", whose index word is often "at" or "the" here (README, InstDiffEdit).
+    # On SD a prompt's function words are rarely the most object-like, so the rule
+    # should seldom differ there.
     index_words: str = option(
-        "all",
+        "content",
         choices=("all", "content"),
-        help="index-word candidates: every word (released code) or content words only",
+        help="index-word candidates: content words only, or every word (released code)",
     )
     inpaint_strength: float = option(
         1.0, low=0.0, high=1.0, low_open=True, help="strength of the final inpainting pass"
