@@ -147,7 +147,7 @@ def test_laspa_mix_keeps_the_subject_region_or_all_but_the_changed_region():
             return token_maps
 
     hooks = SemanticMixing(
-        reference=None, weight=None, direction=[], store=Store(), subjects=[(1,), (1,)],
+        reference=None, weight=None, direction=[], store=Store(), mask_words=[(1,), (1,)],
         K=torch.tensor([0, 0]), hard=torch.tensor([False, False]),
         threshold=torch.tensor([0.5, 0.5]), rest=torch.tensor([False, True]),
     )  # fmt: skip

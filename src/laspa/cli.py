@@ -213,7 +213,8 @@ def edit(
     given = {
         "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
         "direction": direction, "noise": noise, "subject": subject, "change": change,
-        "keep": None if change is None else "rest", "steps": steps,
+        "keep": "rest" if change is not None and method == "laspa-mix" else None,
+        "steps": steps,
         "guidance": guidance, "strength": strength, "source_prompt": source_prompt,
         "replace_fraction": replace_fraction, "layers": layers, "inpaint_model": inpaint_model,
     }  # fmt: skip

@@ -48,12 +48,13 @@ class MixParams(X0Params):
 
 class SemanticMixing(X0Alignment):
     """x0 alignment on the aligned rows (the first N), mixing into the free rows after
-    every step while ``t > K``, with the mask of the subject word from this step's maps."""
+    every step while ``t > K``, with the mask of each edit's word (the subject, or with
+    ``keep=rest`` what changes) from this step's maps."""
 
-    def __init__(self, reference, weight, direction, store, subjects, K, hard, threshold, rest):
+    def __init__(self, reference, weight, direction, store, mask_words, K, hard, threshold, rest):
         super().__init__(reference, weight, direction)
         self.store = store
-        self.subjects = subjects  # token positions of the mask's word per edit
+        self.mask_words = mask_words  # token positions of the mask's word per edit
         self.rest = rest.view(-1, 1, 1, 1)  # per edit: keep all but the word's region
         self.K = K  # (N,)
         self.hard = hard.view(-1, 1, 1, 1)
@@ -61,10 +62,10 @@ class SemanticMixing(X0Alignment):
         #: the last map of the mask's word (N, 1, h, w): the subject, or what changes
         self.mask: torch.Tensor | None = None
 
-    def subject_mask(self, size: tuple[int, int]) -> torch.Tensor:
+    def word_mask(self, size: tuple[int, int]) -> torch.Tensor:
         token_maps = self.store.current()
         maps = torch.cat(
-            [maps_lib.word_map(token_maps[i : i + 1], p) for i, p in enumerate(self.subjects)]
+            [maps_lib.word_map(token_maps[i : i + 1], p) for i, p in enumerate(self.mask_words)]
         )
         soft = maps_lib.minmax(maps_lib.resize(maps, size))[:, None]
         return torch.where(self.hard, (soft > self.threshold).float(), soft)
@@ -74,7 +75,7 @@ class SemanticMixing(X0Alignment):
         if not bool(active.any()):
             return x_prev
         aligned, free = x_prev.chunk(2)
-        self.mask = self.subject_mask(tuple(x_prev.shape[-2:]))
+        self.mask = self.word_mask(tuple(x_prev.shape[-2:]))
         keep = torch.where(self.rest, 1 - self.mask, self.mask)
         mixed = ddim.blend(aligned, free, keep)
         return torch.cat([aligned, torch.where(active, mixed, free)])
@@ -92,14 +93,14 @@ class LaspaMix(_Laspa):
         n = batch.size
         free_prompts = [row.prompt for row in batch.rows]
         aligned_prompts = [row.params.aligned_prompt or row.prompt for row in batch.rows]
-        subjects = []
+        mask_words = []
         for row, prompt in zip(batch.rows, aligned_prompts, strict=True):
             name = "change" if row.params.keep == "rest" else "subject"
             word = getattr(row.params, name)
             if not word.strip():
                 raise ParameterError(f"laspa-mix needs a {name} word (--{name})")
             try:
-                subjects.append(positions_of(editor.tokenizer, prompt, word))
+                mask_words.append(positions_of(editor.tokenizer, prompt, word))
             except ValueError as error:
                 raise ParameterError(f"{name}: {error}") from None
 
@@ -116,7 +117,7 @@ class LaspaMix(_Laspa):
         K = batch.column("K", device)
         store = CrossAttentionStore(editor.attention_store().levels, rows=slice(0, n))
         hooks = SemanticMixing(
-            reference, weight, batch.param("direction") * 2, store, subjects, K,
+            reference, weight, batch.param("direction") * 2, store, mask_words, K,
             hard=torch.tensor([m == "hard" for m in batch.param("mask")]),
             threshold=batch.column("threshold"),
             rest=torch.tensor([k == "rest" for k in batch.param("keep")]),
