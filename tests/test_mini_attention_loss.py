@@ -97,11 +97,11 @@ def test_targets_skip_dropped_captions() -> None:
 def test_start_token_target_is_the_background() -> None:
     _, tokenizer, *_ = _batch()
     plain = attention_targets(tokenizer, [SCENE], [True])
-    with_start = attention_targets(tokenizer, [SCENE], [True], start_token=True)
+    with_start = attention_targets(tokenizer, [SCENE], [True], start_token="inside")
     assert len(with_start) == len(plain) + 1 and with_start.positions[-1] == 0
     background = caption_regions(SCENE, 64)[-1][2]
     np.testing.assert_array_equal(with_start.regions[-1].numpy(), background)
-    skipped = attention_targets(tokenizer, [SCENE], [False], start_token=True)
+    skipped = attention_targets(tokenizer, [SCENE], [False], start_token="inside")
     assert len(skipped) == 0
 
 

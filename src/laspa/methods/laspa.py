@@ -50,7 +50,7 @@ class InputParams(LaspaParams):
 # shapes-brief); K 200, the best K of the sweep on shapes-brief (33.40 / 0.54 on 24
 # cases, 35.21 / 0.56 against 32.66 / 0.40 for the former K 400 on 70 unseen cases),
 # at a cost with complete prompts (edit_success 0.74 against 0.81 on 70 shapes cases).
-# Input alignment keeps the paper's K 200 / beta 0.3.
+# Input alignment: K 200, beta 0.7 (InputParams).
 @dataclass
 class PredictionParams(LaspaParams):
     K: int = option(200, low=0, high=1000, help="align while t > K (lower K: more preservation)")

@@ -428,13 +428,14 @@ def attention_targets(
     keep: Sequence[bool],
     size: int = 64,
     named: Sequence[Sequence[SceneObject]] | None = None,
-    start_token: bool | str = False,  # True / "inside", or "spread"
+    start_token: str | None = None,
 ) -> AttentionTargets:
     """Targets for the rows whose caption was kept (dropped captions are skipped); row i's
     caption names ``named[i]`` (every object of its scene by default).
 
-    With ``start_token``, the start token (position 0) is supervised towards the pixels no
-    object touches (``"spread"``: evenly over them, see `attention_region_loss`). Stable
+    With ``start_token`` ("inside" or "spread"), the start token (position 0) is supervised
+    towards the pixels no object touches ("spread": evenly over them, see
+    `attention_region_loss`). Stable
     Diffusion's start token behaves so, as an attention sink that avoids salient objects
     (InstDiffEdit inverts its map to find the edited object); a from-scratch encoder has
     no reason to, so the miniature is taught it.
@@ -500,8 +501,7 @@ def attention_region_loss(
         wanted = region[rows] / region[rows].sum(dim=1, keepdim=True).clamp_min(1e-12)
         got = token_maps[rows] / mass[rows, None].clamp_min(1e-30)
         kl = (torch.xlogy(wanted, wanted) - wanted * torch.log(got.clamp_min(1e-12))).sum(1)
-        losses = losses.clone()
-        losses[rows] = kl
+        losses = losses.index_put((rows,), kl)
     return losses.mean()
 
 
@@ -677,7 +677,7 @@ def train_unet(args: argparse.Namespace) -> None:
                 batch.scenes,
                 (~drop).tolist(),
                 named=batch.named,
-                start_token=args.start_token_loss or False,
+                start_token=args.start_token_loss,
             )
         loss, diffusion, supervised = unet_loss(
             latents, ids, unet, text_encoder, scheduler, attention, targets
