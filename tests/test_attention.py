@@ -219,10 +219,25 @@ def test_blending_with_an_all_zero_mask_returns_the_source():
 
 def test_instdiffedit_returns_a_binary_mask_and_costs_what_the_table_says():
     ed = tiny_editor()
-    result = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10)
+    result = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10,
+                     final_pass="inpaint")  # fmt: skip
     # mask loop: 5 steps x 3 seeds x CFG; inpainting at strength 1: 10 steps x CFG
     assert result.unet_evals == 5 * 3 * 2 + 10 * 2
     assert set(result.mask.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_instdiffedit_final_pass_loop_keeps_the_mask_loop_result(seeds):
+    ed = tiny_editor()
+    result = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10,
+                     final_pass="loop", noise_seeds=seeds)  # fmt: skip
+    assert result.unet_evals == 5 * seeds * 2  # no second pass
+    assert set(result.mask.unique().tolist()) <= {0.0, 1.0}
+    # phi = 1 masks nothing: the loop blends back to the input's latent exactly
+    unmasked = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10,
+                       final_pass="loop", noise_seeds=seeds, phi=1.0)  # fmt: skip
+    assert not unmasked.mask.any()
+    torch.testing.assert_close(unmasked.latent, ed.encode(to_tensor(picture(), (32, 32))))
 
 
 def test_instdiffedit_with_an_inpainting_checkpoint(tmp_path):

@@ -5,9 +5,11 @@ strength r with B noise seeds (one batch); during the last r-fraction of the ste
 conditional cross-attention of the target text is averaged (seeds, layers, heads, running
 mean over steps), the word closest to the inverted start-token map is the index word,
 words alike to it are the object and unlike words the background, and the refined map,
-blurred and thresholded, blends every step towards the forward-noised input. Finally the
-image is inpainted inside the last mask, with the base model (blended latent diffusion)
-or, when named, an inpainting checkpoint.
+blurred and thresholded, blends every step towards the forward-noised input. The released
+code then inpaints the image inside the last mask (``final_pass="inpaint"``: the base
+model's blended latent diffusion, or an inpainting checkpoint when one is named); by
+default the mask loop's own result is the output (``final_pass="loop"``), measured to keep
+more at the same edit success for 60% of the UNet work.
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ class InstDiffEditParams(CommonParams):
         "content",
         choices=("all", "content"),
         help="index-word candidates: content words only, or every word (released code)",
+    )
+    # "loop" (our addition, the default by measurement): keep the mask loop's own result
+    # (each edit's first seed), which is already masked denoising from strength r, instead
+    # of the released code's second pass. On the bundled miniature it keeps more background
+    # in all four bench runs (brief 24 / 70 cases: +0.55 / +1.84 dB) with the same
+    # edit_success (shapes 70: 0.27 against 0.29), at 72 UNet rows instead of 122 (README).
+    # Naming inpaint_model always runs the inpainting pass with that checkpoint.
+    final_pass: str = option(
+        "loop",
+        choices=("loop", "inpaint"),
+        help="keep the mask loop's result, or inpaint inside the last mask (released code)",
     )
     inpaint_strength: float = option(
         1.0, low=0.0, high=1.0, low_open=True, help="strength of the final inpainting pass"
@@ -175,7 +188,10 @@ class InstantMask(SamplerHooks):
 
     def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
         self.masks = self.compute_masks(tuple(x_prev.shape[-2:]))
-        source = ddim.forward_noise(self.reference, self.noise, step.alpha_prev)
+        if step.is_last:  # the loop's result is the output with final_pass="loop"
+            source = self.reference
+        else:
+            source = ddim.forward_noise(self.reference, self.noise, step.alpha_prev)
         mask = self.masks.repeat_interleave(self.seeds, dim=0)
         return source + mask * (x_prev - source)
 
@@ -201,7 +217,9 @@ class InstDiffEdit(Method):
     summary = "InstDiffEdit: instant cross-attention mask while denoising, then inpainting"
     Params = InstDiffEditParams
     makes_mask = True
-    batch_key = ("steps", "strength", "noise_seeds", "inpaint_strength", "inpaint_model")
+    batch_key = (
+        "steps", "strength", "noise_seeds", "final_pass", "inpaint_strength", "inpaint_model"
+    )  # fmt: skip
 
     def run(self, editor, batch: EditBatch) -> MethodOutput:
         num_steps, seeds = batch.shared("steps"), batch.shared("noise_seeds")
@@ -221,9 +239,12 @@ class InstDiffEdit(Method):
         guidance = batch.column("guidance").repeat_interleave(seeds)
         conditioning = editor.conditioning(batch, prompts=prompts, guidance=guidance)
         x = ddim.forward_noise(reference, noise, steps[0].alpha)
-        editor.sample(x, steps, conditioning, hooks, phase="mask")
+        looped = editor.sample(x, steps, conditioning, hooks, phase="mask")
         masks = hooks.masks
-        latents = self._inpaint(editor, batch, masks, generators)
+        if batch.shared("final_pass") == "loop" and not batch.shared("inpaint_model"):
+            latents = looped[::seeds]  # each edit's first seed, blended every step
+        else:
+            latents = self._inpaint(editor, batch, masks, generators)
         return MethodOutput(latents, masks=masks)
 
     @staticmethod
