@@ -10,8 +10,9 @@ rounds. Two generation references are timed in the same rounds:
 
 Prints one JSON line per method with ``seconds`` (median per edit), ``unet_evals`` and
 ``ratio_to_generate`` (``fpe-warm-cache``: a second FPE edit of the same image, whose
-inversion is cached), then one line per batch size with the per-edit seconds of
-``laspa-x0`` when 1, 4 and 8 edits of one image share a batch.
+inversion is cached; InstDiffEdit rows also carry ``ratio_to_peer_diffedit``, against
+diffusers' DiffEdit pipeline timed in the same rounds), then one line per batch size with
+the per-edit seconds of ``laspa-x0`` when 1, 4 and 8 edits of one image share a batch.
 
     python benchmarks/speed.py                       # bundled miniature (tiny random if missing)
     python benchmarks/speed.py --model tiny --rounds 3
@@ -35,9 +36,14 @@ METHOD_PARAMS = {
     "laspa-mix": {"subject": None},  # the edited object's shape word
     "sdedit": {},
     "ddim-inversion": {},
-    "instdiffedit": {},
+    "instdiffedit": {},  # final pass "loop", B = 3 seeds
+    "instdiffedit-inpaint": {"final_pass": "inpaint"},  # the released code's second pass
+    "instdiffedit-b1": {"noise_seeds": 1},  # one seed: the cheapest mask loop
     "fpe": {},
+    "peer-diffedit": {},  # diffusers' DiffEdit pipeline (needs a model folder)
 }
+#: rows that run another method with other parameters
+VARIANT_OF = {"instdiffedit-inpaint": "instdiffedit", "instdiffedit-b1": "instdiffedit"}
 
 
 def load(model: str):
@@ -106,6 +112,20 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     generate = diffusers_generate(editor, prompt, args.steps, args.guidance, image.size)
 
+    diffedit = None
+    if "peer-diffedit" in methods:
+        from laspa.bench.peers import DiffEditPeer, make_peer_params
+
+        if editor.source is None:  # the tiny random model lives in memory only
+            methods.remove("peer-diffedit")
+        else:
+            diffedit = DiffEditPeer(
+                editor.source, editor.device, editor.dtype,
+                final_alpha_one=editor.denoiser.final_alpha == 1.0,
+            )  # fmt: skip
+            diffedit_params = make_peer_params(
+                "peer-diffedit", {**common, "source_prompt": case.source_caption}
+            )
     timed = ["generate", "loop-generate", *methods]
     if "fpe" in methods:  # the second edit of an image reuses its cached inversion
         timed.insert(timed.index("fpe") + 1, "fpe-warm-cache")
@@ -113,6 +133,8 @@ def main() -> None:
     evals: dict[str, float] = {"generate": 2 * args.steps}
     generate(0)  # warm-up: first calls pay for allocations
     editor.edit(image, prompt, method="laspa-x0", **common)
+    if diffedit is not None:
+        diffedit.run(image, prompt, 0, diffedit_params)
     for round_index in range(args.rounds):
         order = [m for m in timed if m != "fpe-warm-cache"]
         if round_index % 2:
@@ -121,8 +143,14 @@ def main() -> None:
             if method == "generate":
                 timings[method].append(generate(round_index))
                 continue
+            if method == "peer-diffedit":
+                output = diffedit.run(image, prompt, round_index, diffedit_params)
+                timings[method].append(output.seconds)
+                evals[method] = output.unet_evals
+                continue
             params = dict(METHOD_PARAMS.get(method, {}), **common)
             method_name = "generate" if method == "loop-generate" else method
+            method_name = VARIANT_OF.get(method_name, method_name)
             editor.clear_inversion_cache()  # every FPE / inversion edit pays its inversion
             result = editor.edit(image, prompt, method=method_name, seed=round_index, **params)
             timings[method].append(result.seconds)
@@ -133,13 +161,16 @@ def main() -> None:
                 evals["fpe-warm-cache"] = warm.unet_evals
 
     reference = statistics.median(timings["generate"])
-    for method, values in timings.items():
-        seconds = statistics.median(values)
-        print(json.dumps({
+    medians = {method: statistics.median(values) for method, values in timings.items()}
+    for method, seconds in medians.items():
+        row = {
             "method": method, "model": name, "steps": args.steps, "threads": args.threads,
             "seconds": round(seconds, 4), "unet_evals": evals[method],
             "ratio_to_generate": round(seconds / reference, 3),
-        }))  # fmt: skip
+        }  # fmt: skip
+        if method.startswith("instdiffedit") and "peer-diffedit" in medians:
+            row["ratio_to_peer_diffedit"] = round(seconds / medians["peer-diffedit"], 3)
+        print(json.dumps(row))
 
     per_edit = {}
     for batch in (1, 4, 8):
