@@ -9,6 +9,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from laspa import ParameterError
+from laspa import maps as maps_lib
 from laspa.attention import (
     CrossAttentionStore,
     LayerInfo,
@@ -25,6 +26,7 @@ from laspa.methods.instdiffedit import (
     binarise,
     content_words,
     index_word,
+    prepared_word_maps,
     refine,
 )
 from laspa.methods.mixing import SemanticMixing
@@ -192,6 +194,20 @@ def test_instdiffedit_mask_maths():
     mask = binarise(refined, 0.2)
     assert mask[3, 3] == 1 and mask[7, 7] == 0 and set(mask.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(refine(maps[:1], 0, 0.9, 0.6), maps[0])  # one word: its own map
+
+
+def test_prepared_word_maps_follow_the_released_recipe_word_by_word():
+    token_maps = torch.rand(4, 4, 77)
+    words = [(1,), (2, 3), (5,)]  # a two-token word is averaged
+    start, maps = prepared_word_maps(token_maps, words, (8, 8))
+
+    def one(positions):  # per word: mean of tokens, / max, upsampled, min-max
+        word = token_maps[..., list(positions)].mean(-1)[None]
+        return maps_lib.minmax(maps_lib.resize(word / word.max(), (8, 8)))[0]
+
+    torch.testing.assert_close(start, 1 - one((0,)))
+    torch.testing.assert_close(maps, torch.stack([one(p) for p in words]))
+    assert maps.amin() == 0 and maps.amax() == 1
 
 
 def test_index_word_among_content_words():

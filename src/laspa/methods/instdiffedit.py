@@ -68,14 +68,15 @@ class InstDiffEditParams(CommonParams):
 
 def prepared_word_maps(token_maps: torch.Tensor, words: list[tuple[int, ...]], size) -> tuple:
     """(start-token map inverted, word maps): each scaled to its max, upsampled to ``size``,
-    min-max normalised; ``token_maps`` is one edit's (h, w, tokens), seeds already averaged."""
-
-    def prepare(positions) -> torch.Tensor:
-        word_map = maps_lib.scale_to_max(maps_lib.word_map(token_maps[None], positions))
-        return maps_lib.minmax(maps_lib.resize(word_map, size))[0]
-
-    start = 1 - prepare((0,))
-    return start, torch.stack([prepare(p) for p in words])
+    min-max normalised; ``token_maps`` is one edit's (h, w, tokens), seeds already averaged.
+    All maps go through each operation together: this runs after every step."""
+    positions = [(0,), *words]
+    averaging = torch.zeros(token_maps.shape[-1], len(positions), dtype=token_maps.dtype)
+    for column, word in enumerate(positions):  # a word's map is the mean of its tokens'
+        averaging[list(word), column] = 1 / len(word)
+    maps = (token_maps @ averaging.to(token_maps.device)).permute(2, 0, 1)
+    maps = maps_lib.minmax(maps_lib.resize(maps_lib.scale_to_max(maps), size))
+    return 1 - maps[0], maps[1:]
 
 
 #: English function words and punctuation, which ``index_words="content"`` never picks as
