@@ -1,4 +1,4 @@
-"""InstDiffEdit: an instant mask from cross-attention while denoising, then inpainting.
+"""InstDiffEdit: an instant mask from cross-attention while denoising; only it changes.
 
 The released code's algorithm (methods.md, "InstDiffEdit"): enc(I) is forward-noised to
 strength r with B noise seeds (one batch); during the last r-fraction of the steps the
@@ -55,10 +55,11 @@ class InstDiffEditParams(CommonParams):
     final_pass: str = option(
         "loop",
         choices=("loop", "inpaint"),
-        help="keep the mask loop's result, or inpaint inside the last mask (released code)",
+        help="keep the mask loop's result, or inpaint inside the last mask (released code; "
+        "always with an inpaint_model)",
     )
     inpaint_strength: float = option(
-        1.0, low=0.0, high=1.0, low_open=True, help="strength of the final inpainting pass"
+        1.0, low=0.0, high=1.0, low_open=True, help="strength of the inpainting pass, if one runs"
     )
     inpaint_model: str = option("", help="SD inpainting checkpoint for the final pass (optional)")
 
@@ -215,7 +216,7 @@ class MaskedDenoising(SamplerHooks):
 @register
 class InstDiffEdit(Method):
     name = "instdiffedit"
-    summary = "InstDiffEdit: instant cross-attention mask while denoising, then inpainting"
+    summary = "InstDiffEdit: an instant cross-attention mask while denoising; only it changes"
     Params = InstDiffEditParams
     makes_mask = True
     batch_key = (
