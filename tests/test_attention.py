@@ -256,6 +256,17 @@ def test_instdiffedit_final_pass_loop_keeps_the_mask_loop_result(seeds):
     torch.testing.assert_close(unmasked.latent, ed.encode(to_tensor(picture(), (32, 32))))
 
 
+def test_instdiffedit_reports_its_index_word_and_its_maps_on_request():
+    ed = tiny_editor()
+    seen = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10, noise_seeds=2,
+                   record_attention=True)  # fmt: skip
+    assert seen.notes["index_word"] in {"red", "cat"}  # "a" is a function word
+    assert set(seen.attention) == {"a", "red", "cat"}
+    plain = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10, noise_seeds=2)
+    assert plain.attention == {} and plain.notes == seen.notes
+    assert torch.equal(plain.mask, seen.mask) and torch.equal(plain.latent, seen.latent)
+
+
 def test_instdiffedit_with_an_inpainting_checkpoint(tmp_path):
     from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
 

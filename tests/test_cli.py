@@ -194,7 +194,9 @@ def test_mask_out_for_methods_with_a_mask(capsys, image_path, tiny_model_dir, tm
         "--json", "-q",
     )  # fmt: skip
     assert code == 0, stderr
-    assert json.loads(stdout)["params"]["noise_seeds"] == 2
+    record = json.loads(stdout)
+    assert record["params"]["noise_seeds"] == 2
+    assert record["notes"]["index_word"] in {"red", "cat"}  # "a" is a function word
     picture = Image.open(mask)
     assert picture.mode == "L" and picture.size == Image.open(image_path).size
     assert set(np.unique(np.asarray(picture)).tolist()) <= {0, 255}

@@ -271,7 +271,9 @@ def attention(
     output: Path = typer.Option(..., "-o", "--output", help="output PNG"),
     word: list[str] = typer.Option([], "--word", "-w", help="word (or phrase) to map; repeatable"),
     all_words: bool = typer.Option(False, "--all-words", help="a labelled grid of every word"),
-    method: str = typer.Option("laspa-x0", "--method", "-m", help="a LASPA method"),
+    method: str = typer.Option(
+        "laspa-x0", "--method", "-m", help="a LASPA method, or instdiffedit (its mask's maps)"
+    ),
     K: int | None = typer.Option(None, "--K", help="align while t > K"),
     beta: float | None = typer.Option(None, "--beta", help="alignment strength"),
     steps: int | None = typer.Option(None, "--steps", help="DDIM steps"),

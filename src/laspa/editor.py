@@ -50,9 +50,10 @@ class EditResult:
     mask: torch.Tensor | None = None  # (1, h, w) in [0, 1] at latent size, if the method made one
     attention: dict[str, np.ndarray] = field(default_factory=dict)  # word -> map in [0, 1]
     extras: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)  # e.g. InstDiffEdit's index word
 
     def summary(self) -> dict[str, Any]:
-        return {
+        summary = {
             "method": self.method,
             "prompt": self.prompt,
             "seed": self.seed,
@@ -60,6 +61,9 @@ class EditResult:
             "seconds": round(self.seconds, 4),
             "unet_evals": self.unet_evals,
         }
+        if self.notes:
+            summary["notes"] = self.notes
+        return summary
 
 
 def default_device_and_dtype(
@@ -446,6 +450,7 @@ class Editor:
                     unet_evals=per_edit_evals,
                     latent=output.latents[position : position + 1].cpu(),
                     mask=None if output.masks is None else output.masks[position].cpu(),
+                    notes=dict(output.notes[position]) if output.notes else {},
                 )
                 if output.token_maps is not None:
                     token_maps = output.token_maps[position].cpu()

@@ -109,6 +109,9 @@ class MethodOutput:
     token_maps: torch.Tensor | None = None
     map_prompts: list[str] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: per edit, small JSON-ready facts a user may want (InstDiffEdit's index word): they
+    #: become ``EditResult.notes`` and the CLI's ``--json`` ``notes``
+    notes: list[dict[str, Any]] | None = None
 
 
 class Method:

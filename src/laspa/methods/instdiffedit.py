@@ -247,7 +247,18 @@ class InstDiffEdit(Method):
             latents = looped[::seeds]  # each edit's first seed, blended every step
         else:
             latents = self._inpaint(editor, batch, masks, generators)
-        return MethodOutput(latents, masks=masks)
+        token_maps = None
+        if batch.record_attention:  # the maps the masks were made from: seeds averaged
+            per_seed = store.mean()
+            token_maps = per_seed.view(-1, seeds, *per_seed.shape[1:]).mean(1)
+        return MethodOutput(
+            latents,
+            masks=masks,
+            token_maps=token_maps,
+            notes=[
+                {"index_word": hooks.word_texts[i][index]} for i, index in enumerate(hooks.index)
+            ],
+        )
 
     @staticmethod
     def _words(editor, prompt: str) -> list[WordTokens]:
