@@ -198,8 +198,9 @@ def test_a_methods_mask_is_shown_over_the_input(session, scene_png):
     outcome = session.edit(scene_png, "a red circle", "instdiffedit", 0, {"steps": 4})
     assert outcome.map is not None and outcome.map_label == "Edit mask"
     assert outcome.map.size == outcome.image.size
+    assert "; index word: " in outcome.info  # which word's map the mask came from
     plain = session.edit(scene_png, "a red circle", "laspa-x0", 0, {"steps": 4})
-    assert plain.map is None
+    assert plain.map is None and "index word" not in plain.info
 
 
 def run_cli(argv, capsys) -> tuple[int, str]:

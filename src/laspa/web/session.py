@@ -108,9 +108,11 @@ class WebSession:
         heat, label = result_map(result)
         # over the input: the mask says which part of the original the method may change
         overlay = None if heat is None else map_overlay(picture, heat)
-        return EditOutcome(
-            result.image, overlay, label, describe_cost(method, result.seconds, result.unet_evals)
+        info = describe_cost(method, result.seconds, result.unet_evals)
+        notes = "; ".join(
+            f"{key.replace('_', ' ')}: {value}" for key, value in result.notes.items()
         )
+        return EditOutcome(result.image, overlay, label, f"{info}; {notes}" if notes else info)
 
     def sweep(
         self,
