@@ -477,3 +477,17 @@ def test_bench_targets_verdicts():
     tied = {"laspa-input": 5.0, "laspa-eps": 6.1100001, "laspa-x0": 6.11}
     assert targets.best_trade_off(tied).startswith("[TIED]")
     assert targets.best_trade_off({"laspa-input": 7.0, "laspa-x0": 6.0}).startswith("[REFUTED]")
+
+
+def test_per_type_tables_list_only_the_methods_that_measured_the_metric():
+    from laspa.bench.report import type_table
+
+    methods = {
+        "laspa-x0": {"by_type": {"recolor": {"edit_success": 1.0, "mask_iou": None}}},
+        "instdiffedit": {"by_type": {"recolor": {"edit_success": 0.5, "mask_iou": 0.25}}},
+    }
+    table = type_table(methods, "mask_iou", "{:.3f}")
+    assert "instdiffedit" in table and "0.250" in table and "laspa-x0" not in table
+    assert "laspa-x0" in type_table(methods, "edit_success", "{:.2f}")
+    methods["instdiffedit"]["by_type"]["recolor"]["mask_iou"] = None
+    assert type_table(methods, "mask_iou", "{:.3f}") is None

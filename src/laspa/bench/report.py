@@ -54,12 +54,14 @@ def method_table(methods: dict[str, dict[str, Any]]) -> str:
 
 
 def type_table(methods: dict[str, dict[str, Any]], key: str, fmt: str) -> str | None:
-    """Method x edit type table of one metric (None if no method measured it)."""
+    """Method x edit type table of one metric, with the methods that measured it (None if
+    none did: e.g. mask IoU has rows for the methods that make a mask)."""
     kinds = list(dict.fromkeys(k for m in methods.values() for k in m.get("by_type", {})))
     if not kinds:
         return None
     values = {n: {k: m["by_type"].get(k, {}).get(key) for k in kinds} for n, m in methods.items()}
-    if all(v is None for row in values.values() for v in row.values()):
+    values = {n: row for n, row in values.items() if any(v is not None for v in row.values())}
+    if not values:
         return None
     rows = [[name, *[_cell(row[k], fmt) for k in kinds]] for name, row in values.items()]
     return grid([key, *kinds], rows)
@@ -73,7 +75,7 @@ def render(data: dict[str, Any]) -> str:
         f"{data['steps']} steps, model {data['model']}",
         method_table(methods),
     ]
-    for key, fmt in (("edit_success", "{:.2f}"), ("bg_psnr", "{:.2f}")):
+    for key, fmt in (("edit_success", "{:.2f}"), ("bg_psnr", "{:.2f}"), ("mask_iou", "{:.3f}")):
         table = type_table(methods, key, fmt)
         if table:
             parts.append(table)
