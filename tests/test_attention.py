@@ -134,7 +134,7 @@ def test_laspa_mix_runs_two_branches_and_returns_a_mask():
     assert result.mask.shape == (1, 16, 16) and 0 <= result.mask.min() <= result.mask.max() <= 1
     with pytest.raises(ParameterError, match="subject"):
         ed.edit(picture(), "a red cat", method="laspa-mix", subject="dog", steps=2)
-    with pytest.raises(ParameterError, match="needs a subject"):
+    with pytest.raises(ParameterError, match=r"needs a subject word \(--subject\) or a change"):
         ed.edit(picture(), "a red cat", method="laspa-mix", steps=2)
 
 

@@ -98,7 +98,8 @@ class LaspaMix(_Laspa):
             name = "change" if row.params.keep == "rest" else "subject"
             word = getattr(row.params, name)
             if not word.strip():
-                raise ParameterError(f"laspa-mix needs a {name} word (--{name})")
+                also = " or a change word to redo (--change)" if name == "subject" else ""
+                raise ParameterError(f"laspa-mix needs a {name} word (--{name}){also}")
             try:
                 mask_words.append(positions_of(editor.tokenizer, prompt, word))
             except ValueError as error:
