@@ -114,15 +114,13 @@ def main() -> None:
 
     diffedit = None
     if "peer-diffedit" in methods:
-        from laspa.bench.peers import DiffEditPeer, make_peer_params
+        from laspa.bench.peers import make_peer_params
+        from laspa.bench.runner import Runner
 
         if editor.source is None:  # the tiny random model lives in memory only
             methods.remove("peer-diffedit")
         else:
-            diffedit = DiffEditPeer(
-                editor.source, editor.device, editor.dtype,
-                final_alpha_one=editor.denoiser.final_alpha == 1.0,
-            )  # fmt: skip
+            diffedit = Runner(editor).peer("peer-diffedit")
             diffedit_params = make_peer_params(
                 "peer-diffedit", {**common, "source_prompt": case.source_caption}
             )

@@ -17,6 +17,15 @@ def word_map(token_maps: torch.Tensor, positions: Sequence[int]) -> torch.Tensor
     return token_maps[..., list(positions)].mean(dim=-1)
 
 
+def word_maps(token_maps: torch.Tensor, words: Sequence[Sequence[int]]) -> torch.Tensor:
+    """The mean map of each word's token positions at once: (..., h, w, tokens) ->
+    (..., words, h, w); one matrix product, for code that runs every step."""
+    averaging = torch.zeros(token_maps.shape[-1], len(words), dtype=token_maps.dtype)
+    for column, positions in enumerate(words):
+        averaging[list(positions), column] = 1 / len(positions)
+    return (token_maps @ averaging.to(token_maps.device)).movedim(-1, -3)
+
+
 def resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (rows, h, w) maps to ``size`` = (height, width)."""
     if tuple(maps.shape[-2:]) == tuple(size):

@@ -71,11 +71,7 @@ def prepared_word_maps(token_maps: torch.Tensor, words: list[tuple[int, ...]], s
     """(start-token map inverted, word maps): each scaled to its max, upsampled to ``size``,
     min-max normalised; ``token_maps`` is one edit's (h, w, tokens), seeds already averaged.
     All maps go through each operation together: this runs after every step."""
-    positions = [(0,), *words]
-    averaging = torch.zeros(token_maps.shape[-1], len(positions), dtype=token_maps.dtype)
-    for column, word in enumerate(positions):  # a word's map is the mean of its tokens'
-        averaging[list(word), column] = 1 / len(word)
-    maps = (token_maps @ averaging.to(token_maps.device)).permute(2, 0, 1)
+    maps = maps_lib.word_maps(token_maps, [(0,), *words])
     maps = maps_lib.minmax(maps_lib.resize(maps_lib.scale_to_max(maps), size))
     return 1 - maps[0], maps[1:]
 
@@ -165,9 +161,13 @@ class InstantMask(SamplerHooks):
         self.index: list[int] | None = None  # index word per edit, chosen at the first step
         self.masks: torch.Tensor | None = None  # (N, 1, h, w)
 
-    def compute_masks(self, size) -> torch.Tensor:
+    def edit_maps(self) -> torch.Tensor:
+        """Each edit's running-mean token maps, its seeds averaged: (N, h, w, tokens)."""
         per_seed = self.store.mean()  # (N * B, h, w, tokens)
-        per_edit = per_seed.view(-1, self.seeds, *per_seed.shape[1:]).mean(1)
+        return per_seed.view(-1, self.seeds, *per_seed.shape[1:]).mean(1)
+
+    def compute_masks(self, size) -> torch.Tensor:
+        per_edit = self.edit_maps()
         masks, chosen = [], []
         for i, (words, params) in enumerate(zip(self.words, self.params, strict=True)):
             start, word_maps = prepared_word_maps(per_edit[i], words, size)
@@ -190,12 +190,9 @@ class InstantMask(SamplerHooks):
 
     def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
         self.masks = self.compute_masks(tuple(x_prev.shape[-2:]))
-        if step.is_last:  # the loop's result is the output with final_pass="loop"
-            source = self.reference
-        else:
-            source = ddim.forward_noise(self.reference, self.noise, step.alpha_prev)
         mask = self.masks.repeat_interleave(self.seeds, dim=0)
-        return source + mask * (x_prev - source)
+        # the last step lands on the input itself: the output with final_pass="loop"
+        return keep_input_outside(step, x_prev, self.reference, self.noise, mask)
 
 
 class MaskedDenoising(SamplerHooks):
@@ -206,11 +203,14 @@ class MaskedDenoising(SamplerHooks):
         self.reference, self.noise, self.masks = reference, noise, masks
 
     def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
-        if step.is_last:
-            outside = self.reference
-        else:
-            outside = ddim.forward_noise(self.reference, self.noise, step.alpha_prev)
-        return outside + self.masks * (x_prev - outside)
+        return keep_input_outside(step, x_prev, self.reference, self.noise, self.masks)
+
+
+def keep_input_outside(step: Step, x_prev, reference, noise, mask) -> torch.Tensor:
+    """``x_prev`` inside ``mask``; outside, the input forward-noised to the next timestep,
+    or after the last step the input's latent itself."""
+    outside = reference if step.is_last else ddim.forward_noise(reference, noise, step.alpha_prev)
+    return ddim.blend(x_prev, outside, mask)
 
 
 @register
@@ -248,9 +248,8 @@ class InstDiffEdit(Method):
         else:
             latents = self._inpaint(editor, batch, masks, generators)
         token_maps = None
-        if batch.record_attention:  # the maps the masks were made from: seeds averaged
-            per_seed = store.mean()
-            token_maps = per_seed.view(-1, seeds, *per_seed.shape[1:]).mean(1)
+        if batch.record_attention:  # the maps the masks were made from
+            token_maps = hooks.edit_maps()
         return MethodOutput(
             latents,
             masks=masks,
