@@ -15,19 +15,24 @@ from laspa.attention import (
     LayerInfo,
     SelfAttentionReplace,
     StepInfo,
+    coarse_cross_levels,
     describe_layers,
+    self_attention_level,
 )
 from laspa.images import to_tensor
 from laspa.loop import Conditioning, sample
 from laspa.methods import EditBatch, EditRow, make_params
 from laspa.methods.fpe import FPE, replaced_layers
 from laspa.methods.instdiffedit import (
+    DEFAULT_PHI,
     MaskedDenoising,
     binarise,
     content_words,
     index_word,
     prepared_word_maps,
     refine,
+    smooth_and_threshold,
+    spread_along,
 )
 from laspa.methods.mixing import SemanticMixing
 from laspa.testing import tiny_components, tiny_editor
@@ -92,6 +97,66 @@ def test_stored_maps_are_probabilities_over_tokens():
     assert maps.shape == (2, 8, 8, ed.tokenizer.model_max_length)
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 8, 8))
     assert store.steps_recorded == 3
+
+
+def test_stored_self_attention_is_an_affinity_one_level_finer_than_the_maps():
+    ed = tiny_editor()
+    layers = describe_layers(ed.unet)
+    assert coarse_cross_levels(layers) == {2}
+    assert self_attention_level(layers, {2}) == 1  # the 16x16 level under the 8x8 maps
+    assert self_attention_level(layers, {1}) == 1  # nothing finer: the map level itself
+    store = ed.self_attention_store()
+    ed.attention.hooks = [store]
+    cond = Conditioning(ed.text_embeddings(["a red cat"] * 2), ed.text_embeddings([""] * 2), 5.0)
+    step = StepInfo(rows=2, uncond_rows=2, latent_hw=(16, 16))
+    for index in range(2):
+        step.index = index
+        ed.denoiser.eps(torch.randn(2, 4, 16, 16), 900 - index * 100, cond, step)
+    ed.attention.hooks = []
+    affinity = store.mean()
+    assert affinity.shape == (2, 256, 256) and store.grid((16, 16)) == (16, 16)
+    torch.testing.assert_close(affinity.sum(-1), torch.ones(2, 256))
+    assert store.steps_recorded == 2
+
+
+def test_spreading_along_self_attention_fills_the_touched_region_and_stops_at_its_edge():
+    # two regions, left and right halves; each pixel attends evenly within its own half
+    left = torch.zeros(8, 8, dtype=torch.bool)
+    left[:, :4] = True
+    region = left.flatten()
+    same = (region[:, None] == region[None, :]).float()
+    affinity = same / same.sum(-1, keepdim=True)
+    seed = torch.zeros(8, 8)
+    seed[2, 1] = 1.0  # one pixel of the left half
+    spread = spread_along(seed, affinity, (8, 8), steps=1)
+    assert torch.equal(spread > 0.5, left)
+    # the identity affinity changes nothing but the normalisation
+    torch.testing.assert_close(spread_along(seed * 3, torch.eye(64), (8, 8), steps=4), seed)
+    # on a coarser affinity grid the result comes back at the map's size
+    assert spread_along(torch.rand(16, 16), torch.eye(64), (8, 8), steps=2).shape == (16, 16)
+
+
+def test_mask_smoothings_blur_snap_and_spread():
+    # two regions, left and right halves of 16x16, each attending evenly within itself;
+    # a blob in the left half by the middle line, which the blur carries over the line
+    # and the spread carries over the whole left half
+    left = torch.zeros(16, 16, dtype=torch.bool)
+    left[:, :8] = True
+    region = left.flatten()
+    same = (region[:, None] == region[None, :]).float()
+    affinity = same / same.sum(-1, keepdim=True)
+    refined = torch.zeros(16, 16)
+    refined[2:4, 6:8] = 1.0
+    blur = smooth_and_threshold(refined, "blur")
+    assert torch.equal(blur, binarise(refined, 0.2)) and blur[:, 8:].any()
+    spread = smooth_and_threshold(refined, "spread", affinity=affinity, grid=(16, 16))
+    assert torch.equal(spread.bool(), left)
+    snap = smooth_and_threshold(refined, "snap", affinity=affinity, grid=(16, 16)).bool()
+    near_blur = maps_lib.dilate(blur[None])[0].bool()
+    assert torch.equal(snap, left & near_blur)  # the blur's place, the region's edge
+    assert snap.any() and not snap[:, 8:].any() and not snap[12:].any()
+    with pytest.raises(ValueError, match="affinity"):
+        smooth_and_threshold(refined, "snap")
 
 
 def test_word_to_token_mapping_with_multi_token_words():
@@ -242,18 +307,31 @@ def test_instdiffedit_returns_a_binary_mask_and_costs_what_the_table_says():
     assert set(result.mask.unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("smoothing", ["blur", "snap", "spread"])
 @pytest.mark.parametrize("seeds", [1, 3])
-def test_instdiffedit_final_pass_loop_keeps_the_mask_loop_result(seeds):
+def test_instdiffedit_final_pass_loop_keeps_the_mask_loop_result(seeds, smoothing):
     ed = tiny_editor()
     result = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10,
-                     final_pass="loop", noise_seeds=seeds)  # fmt: skip
+                     final_pass="loop", noise_seeds=seeds, smoothing=smoothing)  # fmt: skip
     assert result.unet_evals == 5 * seeds * 2  # no second pass
     assert set(result.mask.unique().tolist()) <= {0.0, 1.0}
     # phi = 1 masks nothing: the loop blends back to the input's latent exactly
     unmasked = ed.edit(picture(), "a red cat", method="instdiffedit", steps=10,
-                       final_pass="loop", noise_seeds=seeds, phi=1.0)  # fmt: skip
+                       final_pass="loop", noise_seeds=seeds, phi=1.0,
+                       smoothing=smoothing)  # fmt: skip
     assert not unmasked.mask.any()
     torch.testing.assert_close(unmasked.latent, ed.encode(to_tensor(picture(), (32, 32))))
+
+
+@pytest.mark.parametrize("smoothing", ["blur", "snap", "spread"])
+def test_instdiffedit_threshold_default_follows_the_smoothing(smoothing):
+    ed = tiny_editor()
+    common = dict(method="instdiffedit", steps=10, noise_seeds=1, smoothing=smoothing)
+    default = ed.edit(picture(), "a red cat", **common)
+    explicit = ed.edit(picture(), "a red cat", phi=DEFAULT_PHI[smoothing], **common)
+    assert DEFAULT_PHI == {"blur": 0.2, "snap": 0.35, "spread": 0.35}
+    assert torch.equal(default.mask, explicit.mask)
+    assert torch.equal(default.latent, explicit.latent)
 
 
 def test_instdiffedit_reports_its_index_word_and_its_maps_on_request():

@@ -215,7 +215,47 @@ def coarse_cross_levels(layers: dict[str, LayerInfo]) -> set[int]:
     return {max(levels)}
 
 
-class CrossAttentionStore:
+class StepMean:
+    """Maps recorded layer by layer: this step's mean over layers, and the running mean of
+    those step means over the steps recorded so far."""
+
+    def __init__(self):
+        self.step_index: int | None = None
+        self._step_sum: torch.Tensor | None = None
+        self._step_layers = 0
+        self._total: torch.Tensor | None = None
+        self.steps_recorded = 0
+
+    def add(self, step_index: int, maps: torch.Tensor) -> None:
+        if step_index != self.step_index:
+            self._close_step()
+            self.step_index = step_index
+        self._step_sum = maps if self._step_sum is None else self._step_sum + maps
+        self._step_layers += 1
+
+    def _close_step(self) -> None:
+        if self._step_sum is None:
+            return
+        mean = self._step_sum / self._step_layers
+        self._total = mean if self._total is None else self._total + mean
+        self.steps_recorded += 1
+        self._step_sum, self._step_layers = None, 0
+
+    def current(self) -> torch.Tensor:
+        """This step's mean over layers."""
+        if self._step_sum is None:
+            raise RuntimeError("no attention recorded in this step")
+        return self._step_sum / self._step_layers
+
+    def mean(self) -> torch.Tensor:
+        """Running mean over the recorded steps, this step included."""
+        self._close_step()
+        if self._total is None:
+            raise RuntimeError("no attention was recorded")
+        return self._total / self.steps_recorded
+
+
+class CrossAttentionStore(StepMean):
     """Records cross-attention probabilities of chosen levels, averaged over heads and layers.
 
     Keeps, per latent row, this step's map and the running mean over the steps recorded so
@@ -231,15 +271,11 @@ class CrossAttentionStore:
         conditional: bool = True,
         record_step: Callable[[StepInfo], bool] | None = None,
     ):
+        super().__init__()
         self.levels = levels
         self.rows = rows  # which latent rows to keep (default: all)
         self.conditional = conditional
         self.record_step = record_step
-        self.step_index: int | None = None
-        self._step_sum: torch.Tensor | None = None
-        self._step_layers = 0
-        self._total: torch.Tensor | None = None
-        self.steps_recorded = 0
 
     def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
         if not layer.is_cross or layer.downsample not in self.levels:
@@ -247,9 +283,6 @@ class CrossAttentionStore:
         return self.record_step is None or self.record_step(step)
 
     def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
-        if step.index != self.step_index:
-            self._close_step()
-            self.step_index = step.index
         half = probs[step.half(probs.shape[0], self.conditional)]
         if self.rows is not None:
             half = half[self.rows]
@@ -258,30 +291,40 @@ class CrossAttentionStore:
         target = query_grid(LayerInfo("", "", 0, 0, True, max(self.levels)), step.latent_hw)
         if (height, width) != target:
             maps = F.adaptive_avg_pool2d(maps.permute(0, 3, 1, 2), target).permute(0, 2, 3, 1)
-        self._step_sum = maps if self._step_sum is None else self._step_sum + maps
-        self._step_layers += 1
+        self.add(step.index, maps)
         return probs
 
-    def _close_step(self) -> None:
-        if self._step_sum is None:
-            return
-        mean = self._step_sum / self._step_layers
-        self._total = mean if self._total is None else self._total + mean
-        self.steps_recorded += 1
-        self._step_sum, self._step_layers = None, 0
 
-    def current(self) -> torch.Tensor:
-        """This step's map, (rows, h, w, tokens)."""
-        if self._step_sum is None:
-            raise RuntimeError("no attention recorded in this step")
-        return self._step_sum / self._step_layers
+def self_attention_level(layers: dict[str, LayerInfo], cross_levels: set[int]) -> int:
+    """The self-attention level for affinities that sharpen cross-attention maps: one level
+    finer than the finest map level, where the UNet has self-attention there (on SD 1.x at
+    512 px the 32x32 level under the 16x16 maps), else the map level itself."""
+    self_levels = {
+        info.downsample for info in layers.values() if info.is_self and info.place != "mid"
+    }
+    finer = [level for level in self_levels if level < min(cross_levels)]
+    return max(finer) if finer else min(cross_levels)
 
-    def mean(self) -> torch.Tensor:
-        """Running mean over the recorded steps, this step included, (rows, h, w, tokens)."""
-        self._close_step()
-        if self._total is None:
-            raise RuntimeError("no attention was recorded")
-        return self._total / self.steps_recorded
+
+class SelfAttentionStore(StepMean):
+    """Records the conditional half's self-attention probabilities of one level, averaged
+    over heads and layers: a pixel-to-pixel affinity (rows, queries, keys), each query row
+    summing to 1, as a running mean over the steps recorded so far."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def grid(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
+        """The (h, w) grid of the affinities' pixels for a latent of the given size."""
+        return query_grid(LayerInfo("", "", 0, 0, False, self.level), latent_hw)
+
+    def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
+        return layer.is_self and layer.downsample == self.level
+
+    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+        self.add(step.index, probs[step.half(probs.shape[0])].float().mean(dim=1))
+        return probs
 
 
 class CrossAttentionSwap:

@@ -20,9 +20,11 @@ from . import images, methods
 from . import maps as maps_lib
 from .attention import (
     CrossAttentionStore,
+    SelfAttentionStore,
     coarse_cross_levels,
     describe_layers,
     install_processors,
+    self_attention_level,
 )
 from .errors import ModelError, ParameterError
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, invert, sample
@@ -240,6 +242,11 @@ class Editor:
         """A cross-attention recorder at the default map level (see coarse_cross_levels)."""
         levels = levels or coarse_cross_levels(describe_layers(self.unet))
         return CrossAttentionStore(levels, rows=rows)
+
+    def self_attention_store(self) -> SelfAttentionStore:
+        """A self-attention recorder one level finer than the default map level."""
+        layers = describe_layers(self.unet)
+        return SelfAttentionStore(self_attention_level(layers, coarse_cross_levels(layers)))
 
     def word_maps(
         self, token_maps: torch.Tensor, prompt: str, size: tuple[int, int], words=None

@@ -64,3 +64,9 @@ def gaussian_blur(maps: torch.Tensor, size: int = 5, sigma: float = 1.1) -> torc
     kernel = gaussian_kernel(size, sigma).to(maps)[None, None]
     padded = F.pad(maps[:, None], [size // 2] * 4, mode="reflect")
     return F.conv2d(padded, kernel)[:, 0]
+
+
+def dilate(masks: torch.Tensor, pixels: int = 1) -> torch.Tensor:
+    """Grey-level dilation of (rows, h, w) masks by ``pixels`` in every direction."""
+    size = 2 * pixels + 1
+    return F.max_pool2d(masks[:, None], size, stride=1, padding=pixels)[:, 0]

@@ -170,10 +170,16 @@ def sweepable(method: str) -> list[OptionSpec]:
 
 def default_sweep_values(spec: OptionSpec) -> str:
     """Three values around the default (half, default, double, kept in range), or every
-    choice: a sensible first grid without the user looking the range up."""
+    choice: a sensible first grid without the user looking the range up. An option whose
+    default depends on others (default None) gets the quarters of its range, if bounded."""
     if spec.choices:
         return ", ".join(spec.choices)
-    values = [spec.default / 2, spec.default, spec.default * 2]
+    if spec.default is None:
+        if spec.low is None or spec.high is None:
+            return ""
+        values = [spec.low + (spec.high - spec.low) * q for q in (0.25, 0.5, 0.75)]
+    else:
+        values = [spec.default / 2, spec.default, spec.default * 2]
     if spec.high is not None:
         values = [min(v, spec.high) for v in values]
     if spec.python_type is int:
