@@ -85,3 +85,22 @@ def test_instdiffedits_mask_of_a_recolour_covers_the_object(mini):
     assert np.mean(coverage) >= 0.6, coverage
     assert np.mean(coverage) >= 3 * np.mean(share), (coverage, share)
     assert sum(c >= 0.8 for c in coverage) >= 5, coverage
+
+
+def test_snapping_instdiffedits_mask_to_self_attention_sharpens_it(mini):
+    """On the same 8 brief recolours, ``smoothing="snap"`` gives a mask IoU of 0.574
+    against 0.331 for the released blur (measured, 25 steps), better in 6 cases of 8;
+    the bars are 0.5, 1.4x the blur's, and 5 of 8 better."""
+    from laspa.bench.cases import load_cases
+    from laspa.bench.metrics import mask_iou
+
+    cases = load_cases("shapes-brief", size=mini.resolution, n=8, seed=0, kinds=["recolor"])
+    ious = {"blur": [], "snap": []}
+    for index, case in enumerate(cases):
+        for smoothing in ious:
+            result = mini.edit(case.source, case.target_prompt, method="instdiffedit",
+                               seed=index, steps=25, smoothing=smoothing)  # fmt: skip
+            ious[smoothing].append(mask_iou(result.mask[0].numpy(), case.mask))
+    blur, snap = np.array(ious["blur"]), np.array(ious["snap"])
+    assert snap.mean() >= 0.5 and snap.mean() >= 1.4 * blur.mean(), (snap, blur)
+    assert (snap > blur).sum() >= 5, (snap, blur)

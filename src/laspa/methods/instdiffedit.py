@@ -48,6 +48,9 @@ class InstDiffEditParams(CommonParams):
         help="mask from the map by Gaussian blur (released code), or snapped to / spread "
         "along self-attention",
     )  # fmt: skip
+    spread_steps: int = option(
+        4, low=1, high=32, help="snap / spread: times the map is carried along self-attention"
+    )
     phi: float | None = option(
         None, low=0.0, high=1.0, help="mask threshold (default 0.2 for blur, 0.35 for snap "
         "and spread)"
@@ -164,10 +167,6 @@ def binarise(mask: torch.Tensor, phi: float) -> torch.Tensor:
 #: self-attention, the best of 0.2-0.5 over four bench runs of the miniature (docs/bench.md)
 DEFAULT_PHI = {"blur": 0.2, "snap": 0.35, "spread": 0.35}
 
-#: how many times the map is carried along self-attention: IoU is flat from 3 to 8 on the
-#: miniature (docs/bench.md); each further step spreads it over more of the object
-SELF_ATTENTION_STEPS = 4
-
 
 def spread_along(
     mask: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int], steps: int
@@ -189,6 +188,7 @@ def smooth_and_threshold(
     phi: float | None = None,
     affinity: torch.Tensor | None = None,
     grid: tuple[int, int] | None = None,
+    spread_steps: int = 4,
 ) -> torch.Tensor:
     """The binary mask from a refined map (h, w), by ``smoothing``:
 
@@ -200,13 +200,14 @@ def smooth_and_threshold(
     - ``snap``: the blur mask grown by one pixel and kept only where the spread map
       passes the threshold: the blur mask's place, self-attention's edges.
 
-    ``phi`` (default :data:`DEFAULT_PHI` of the smoothing) is the final threshold."""
+    ``phi`` (default :data:`DEFAULT_PHI` of the smoothing) is the final threshold;
+    ``spread_steps`` is how many times the map is carried along the affinity."""
     phi = DEFAULT_PHI[smoothing] if phi is None else phi
     if smoothing == "blur":
         return binarise(refined, phi)
     if affinity is None or grid is None:
         raise ValueError(f"smoothing={smoothing!r} needs a self-attention affinity")
-    spread = spread_along(refined, affinity, grid, SELF_ATTENTION_STEPS) > phi
+    spread = spread_along(refined, affinity, grid, spread_steps) > phi
     if smoothing == "snap":
         near = maps_lib.dilate(binarise(refined, DEFAULT_PHI["blur"])[None])[0] > 0
         spread &= near
@@ -263,7 +264,9 @@ class InstantMask(SamplerHooks):
             affinity, grid = None, None
             if affinities is not None:
                 affinity, grid = affinities[i], self.affinities.grid(size)
-            mask = smooth_and_threshold(refined, params.smoothing, params.phi, affinity, grid)
+            mask = smooth_and_threshold(
+                refined, params.smoothing, params.phi, affinity, grid, params.spread_steps
+            )
             masks.append(mask)
         if self.index is None:
             self.index = chosen
