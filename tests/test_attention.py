@@ -332,6 +332,7 @@ def test_instdiffedit_threshold_default_follows_the_smoothing(smoothing):
     assert DEFAULT_PHI == {"blur": 0.2, "snap": 0.35, "spread": 0.35}
     assert torch.equal(default.mask, explicit.mask)
     assert torch.equal(default.latent, explicit.latent)
+    assert default.params["phi"] == DEFAULT_PHI[smoothing]  # reported as used
 
 
 def test_instdiffedit_reports_its_index_word_and_its_maps_on_request():

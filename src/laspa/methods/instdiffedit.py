@@ -26,6 +26,10 @@ from ..tokens import WordTokens, word_tokens
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 from .sdedit import start_index
 
+#: the threshold after each smoothing: the released code's 0.2 after blurring; 0.35 after
+#: self-attention, the best of 0.2-0.5 over four bench runs of the miniature (docs/bench.md)
+DEFAULT_PHI = {"blur": 0.2, "snap": 0.35, "spread": 0.35}
+
 
 @dataclass
 class InstDiffEditParams(CommonParams):
@@ -82,6 +86,12 @@ class InstDiffEditParams(CommonParams):
         1.0, low=0.0, high=1.0, low_open=True, help="strength of the inpainting pass, if one runs"
     )
     inpaint_model: str = option("", help="SD inpainting checkpoint for the final pass (optional)")
+
+    def __post_init__(self) -> None:
+        # phi's default depends on the smoothing; resolved here so results and --json
+        # report the threshold that was used (an unknown smoothing is left to validate)
+        if self.phi is None:
+            self.phi = DEFAULT_PHI.get(self.smoothing)
 
 
 # ------------------------------------------------------------------ mask maths (pure)
@@ -161,11 +171,6 @@ def binarise(mask: torch.Tensor, phi: float) -> torch.Tensor:
     """Gaussian blur 5x5 (sigma 1.1) twice, min-max normalise, threshold at phi."""
     blurred = maps_lib.gaussian_blur(maps_lib.gaussian_blur(mask[None]))
     return (maps_lib.minmax(blurred)[0] > phi).float()
-
-
-#: the threshold after each smoothing: the released code's 0.2 after blurring; 0.35 after
-#: self-attention, the best of 0.2-0.5 over four bench runs of the miniature (docs/bench.md)
-DEFAULT_PHI = {"blur": 0.2, "snap": 0.35, "spread": 0.35}
 
 
 def spread_along(
