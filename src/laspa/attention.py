@@ -323,7 +323,8 @@ class SelfAttentionStore(StepMean):
         return layer.is_self and layer.downsample == self.level
 
     def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
-        self.add(step.index, probs[step.half(probs.shape[0])].float().mean(dim=1))
+        # the head mean in float32 without a float32 copy of every head's map (fp16 on GPU)
+        self.add(step.index, probs[step.half(probs.shape[0])].mean(dim=1, dtype=torch.float32))
         return probs
 
 
