@@ -119,13 +119,18 @@ def test_stored_self_attention_is_an_affinity_one_level_finer_than_the_maps():
     assert store.steps_recorded == 2
 
 
-def test_spreading_along_self_attention_fills_the_touched_region_and_stops_at_its_edge():
-    # two regions, left and right halves; each pixel attends evenly within its own half
-    left = torch.zeros(8, 8, dtype=torch.bool)
-    left[:, :4] = True
+def two_halves(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(left half as a bool map, an affinity in which each pixel attends evenly to the
+    pixels of its own half): two regions with one straight edge."""
+    left = torch.zeros(size, size, dtype=torch.bool)
+    left[:, : size // 2] = True
     region = left.flatten()
     same = (region[:, None] == region[None, :]).float()
-    affinity = same / same.sum(-1, keepdim=True)
+    return left, same / same.sum(-1, keepdim=True)
+
+
+def test_spreading_along_self_attention_fills_the_touched_region_and_stops_at_its_edge():
+    left, affinity = two_halves(8)
     seed = torch.zeros(8, 8)
     seed[2, 1] = 1.0  # one pixel of the left half
     spread = spread_along(seed, affinity, (8, 8), steps=1)
@@ -137,14 +142,9 @@ def test_spreading_along_self_attention_fills_the_touched_region_and_stops_at_it
 
 
 def test_mask_smoothings_blur_snap_and_spread():
-    # two regions, left and right halves of 16x16, each attending evenly within itself;
     # a blob in the left half by the middle line, which the blur carries over the line
     # and the spread carries over the whole left half
-    left = torch.zeros(16, 16, dtype=torch.bool)
-    left[:, :8] = True
-    region = left.flatten()
-    same = (region[:, None] == region[None, :]).float()
-    affinity = same / same.sum(-1, keepdim=True)
+    left, affinity = two_halves(16)
     refined = torch.zeros(16, 16)
     refined[2:4, 6:8] = 1.0
     blur = smooth_and_threshold(refined, "blur")
