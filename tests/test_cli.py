@@ -223,3 +223,34 @@ def test_demo_writes_the_grid_and_prints_the_table(capsys, tmp_path):
         assert (out / f"{name}.png").stat().st_size > 0
     code, _, stderr = run(capsys, "demo", "-o", out, "--kind", "explode")
     assert code == 2 and "--kind must be one of" in stderr
+
+
+def test_outputs_are_written_whole_with_a_new_files_permissions(tmp_path, monkeypatch):
+    import os
+
+    from laspa.files import NEW_FILE_MODE
+    from laspa.images import save_image
+
+    target = tmp_path / "out.png"
+    save_image(Image.new("RGB", (4, 4), "red"), target)
+    assert (target.stat().st_mode & 0o777) == NEW_FILE_MODE  # not mkstemp's private 0600
+    assert 0o666 & ~_umask() == NEW_FILE_MODE
+
+    # a failure while writing leaves the old file whole and no temporary file behind
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_image(Image.new("RGB", (4, 4), "blue"), target)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["out.png"]
+    assert Image.open(target).getpixel((0, 0)) == (255, 0, 0)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, OutputError
+from .files import replaced_atomically
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 MAX_PIXELS = 8192 * 8192
@@ -121,12 +121,6 @@ def save_image(image: Image.Image, output: str | os.PathLike) -> Path:
     so a crash or a full disk never leaves a half-written image."""
     path = Path(output)
     file_format = _OUTPUT_FORMATS.get(path.suffix.lower(), "PNG")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format=file_format)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as temporary:
+        image.save(temporary, format=file_format)
     return path

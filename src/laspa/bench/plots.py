@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from ..files import replaced_atomically
 
 X_KEY, Y_KEY = "edit_success", "bg_psnr"
 
@@ -30,14 +31,8 @@ def _pyplot():
 
 def _save(figure, path: Path) -> Path:
     """Atomic PNG write: render to a temporary file beside the target, then rename."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with replaced_atomically(path) as temporary:
         figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

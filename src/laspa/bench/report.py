@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ..files import replaced_atomically
 
 #: (JSON key, column header, format) of the main table, in order.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -100,12 +101,6 @@ def write_json(data: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     text = json.dumps(data, indent=1, allow_nan=False) + "\n"
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
     return path
