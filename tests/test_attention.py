@@ -119,6 +119,38 @@ def test_stored_self_attention_is_an_affinity_one_level_finer_than_the_maps():
     assert store.steps_recorded == 2
 
 
+def test_an_observer_keeps_fused_attention_and_sees_the_explicit_probabilities():
+    """The self-attention store only observes: the UNet output is bit-identical to a run
+    without hooks, and what it records equals the conditional rows' probabilities that
+    the explicit path computes."""
+
+    class ExplicitRecorder:  # a hook that takes the explicit path (may change probs)
+        def __init__(self, level):
+            self.level, self.maps = level, []
+
+        def wants(self, layer, step):
+            return layer.is_self and layer.downsample == self.level
+
+        def __call__(self, layer, step, probs):
+            self.maps.append(probs[step.half(probs.shape[0])].mean(1))
+            return probs
+
+    ed = tiny_editor()
+    x = torch.randn(2, 4, 16, 16)
+    cond = Conditioning(ed.text_embeddings(["a red cat"] * 2), ed.text_embeddings([""] * 2), 5.0)
+    step = StepInfo(rows=2, uncond_rows=2, latent_hw=(16, 16))
+    plain = ed.denoiser.eps(x, 700, cond, step)
+    store = ed.self_attention_store()
+    ed.attention.hooks = [store]
+    observed = ed.denoiser.eps(x, 700, cond, step)
+    recorder = ExplicitRecorder(store.level)
+    ed.attention.hooks = [recorder]
+    ed.denoiser.eps(x, 700, cond, step)
+    ed.attention.hooks = []
+    assert torch.equal(observed, plain)
+    torch.testing.assert_close(store.current(), torch.stack(recorder.maps).mean(0))
+
+
 def two_halves(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(left half as a bool map, an affinity in which each pixel attends evenly to the
     pixels of its own half): two regions with one straight edge."""

@@ -62,6 +62,11 @@ class AttentionHook(Protocol):
     can instead define ``query_key(layer, step, query, key) -> (query, key)``: since
     softmax(Q_s K_s^T) V_t is attention with the source's queries and keys and the
     target's values, the processor then keeps running fused attention.
+
+    A hook that only *reads* the conditional rows' probabilities can instead define
+    ``observe(layer, step, probs)``, probs being (conditional rows, heads, queries, keys):
+    the layer's output then stays fused attention, and the probabilities of those rows
+    alone are computed beside it (half the batch, no explicit softmax(QK^T) V).
     """
 
     def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
@@ -118,26 +123,34 @@ class LaspaAttnProcessor:
             for projection in (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
         )
         step = self.state.step
-        active = []  # hooks that need the probabilities themselves
+        active = []  # hooks that need (and may change) the probabilities themselves
+        observers = []  # hooks that only read the conditional rows' probabilities
         for hook in self.state.hooks:
             if not hook.wants(self.layer, step):
                 continue
             if hasattr(hook, "query_key"):
                 query, key = hook.query_key(self.layer, step, query, key)
+            elif hasattr(hook, "observe"):
+                observers.append(hook)
             else:
                 active.append(hook)
         if active:
-            scores = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
-            if attention_mask is not None:
-                scores = scores + attention_mask
-            probs = scores.softmax(dim=-1).to(value.dtype)
+            probs = _probabilities(query, key, attention_mask, attn.scale).to(value.dtype)
             for hook in active:
                 probs = hook(self.layer, step, probs)
             out = torch.matmul(probs, value)
+            conditional = probs[step.half(batch)]
         else:
             out = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, scale=attn.scale
             )
+            if observers:
+                rows = step.half(batch)
+                mask = None if attention_mask is None else attention_mask[rows]
+                # the scale on the queries: one pass over (rows, heads, q, d), not q x k
+                conditional = _probabilities(query[rows] * attn.scale, key[rows], mask, 1.0)
+        for hook in observers:
+            hook.observe(self.layer, step, conditional)
         out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[-1])
         out = attn.to_out[1](attn.to_out[0](out))
         if spatial_shape is not None:
@@ -145,6 +158,16 @@ class LaspaAttnProcessor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+
+def _probabilities(query, key, attention_mask, scale: float) -> torch.Tensor:
+    """softmax(Q K^T * scale + mask): (batch, heads, queries, keys)."""
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    if scale != 1.0:
+        scores = scores * scale
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    return scores.softmax(dim=-1)
 
 
 def _split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
@@ -322,10 +345,9 @@ class SelfAttentionStore(StepMean):
     def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
         return layer.is_self and layer.downsample == self.level
 
-    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+    def observe(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> None:
         # the head mean in float32 without a float32 copy of every head's map (fp16 on GPU)
-        self.add(step.index, probs[step.half(probs.shape[0])].mean(dim=1, dtype=torch.float32))
-        return probs
+        self.add(step.index, probs.mean(dim=1, dtype=torch.float32))
 
 
 class CrossAttentionSwap:
