@@ -41,7 +41,7 @@ class InstDiffEditParams(CommonParams):
     # How the refined map becomes a mask (smooth_and_threshold). "blur" is the released
     # code's. "snap" and "spread" (our additions) also read the image's own self-attention,
     # which groups the pixels of one object: "snap" trims the blur mask to those edges
-    # (IoU 0.407 -> 0.530 and 0.333 -> 0.393 on brief 24 / 70 cases, background kept as
+    # (IoU 0.407 -> 0.530 and 0.333 -> 0.392 on brief 24 / 70 cases, background kept as
     # well); "spread" lets the map reach what it attends to (complete prompts: edit
     # success 0.17 -> 0.46 and 0.27 -> 0.44) but floods plain backgrounds (brief
     # prompts: -1.3 to -2.7 dB). Neither wins edit success everywhere, so the released
