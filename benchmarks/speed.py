@@ -39,16 +39,13 @@ METHOD_PARAMS = {
     "instdiffedit": {},  # final pass "loop", B = 3 seeds
     "instdiffedit-inpaint": {"final_pass": "inpaint"},  # the released code's second pass
     "instdiffedit-b1": {"noise_seeds": 1},  # one seed: the cheapest mask loop
-    "instdiffedit-snap": {"smoothing": "snap"},  # masks along self-attention (explicit maps)
+    "instdiffedit-snap": {"smoothing": "snap"},  # masks along self-attention
     "instdiffedit-spread": {"smoothing": "spread"},
     "fpe": {},
     "peer-diffedit": {},  # diffusers' DiffEdit pipeline (needs a model folder)
 }
-#: rows that run another method with other parameters
-VARIANT_OF = {
-    name: "instdiffedit" for name in ("instdiffedit-inpaint", "instdiffedit-b1",
-                                      "instdiffedit-snap", "instdiffedit-spread")
-}  # fmt: skip
+#: rows that run InstDiffEdit with other parameters
+VARIANT_OF = {name: "instdiffedit" for name in METHOD_PARAMS if name.startswith("instdiffedit-")}
 
 
 def load(model: str):

@@ -238,19 +238,20 @@ class InstantMask(SamplerHooks):
         self.index: list[int] | None = None  # index word per edit, chosen at the first step
         self.masks: torch.Tensor | None = None  # (N, 1, h, w)
 
-    def edit_maps(self) -> torch.Tensor:
-        """Each edit's running-mean token maps, its seeds averaged: (N, h, w, tokens)."""
-        per_seed = self.store.mean()  # (N * B, h, w, tokens)
+    def seed_mean(self, per_seed: torch.Tensor) -> torch.Tensor:
+        """(N * B, ...) rows, each edit's B seed rows averaged: (N, ...)."""
         return per_seed.view(-1, self.seeds, *per_seed.shape[1:]).mean(1)
 
-    def edit_affinities(self) -> torch.Tensor:
-        """Each edit's running-mean self-attention, its seeds averaged: (N, q, q)."""
-        per_seed = self.affinities.mean()
-        return per_seed.view(-1, self.seeds, *per_seed.shape[1:]).mean(1)
+    def edit_maps(self) -> torch.Tensor:
+        """Each edit's running-mean token maps, its seeds averaged: (N, h, w, tokens)."""
+        return self.seed_mean(self.store.mean())
 
     def compute_masks(self, size) -> torch.Tensor:
         per_edit = self.edit_maps()
-        affinities = self.edit_affinities() if self.affinities is not None else None
+        affinities, grid = None, None
+        if self.affinities is not None:  # (N, q, q) running-mean self-attention
+            affinities = self.seed_mean(self.affinities.mean())
+            grid = self.affinities.grid(size)
         masks, chosen = [], []
         for i, (words, params) in enumerate(zip(self.words, self.params, strict=True)):
             start, word_maps = prepared_word_maps(per_edit[i], words, size)
@@ -266,9 +267,7 @@ class InstantMask(SamplerHooks):
                 word_maps, index, params.object_threshold, params.background_threshold,
                 soft=params.weighting == "soft",
             )  # fmt: skip
-            affinity, grid = None, None
-            if affinities is not None:
-                affinity, grid = affinities[i], self.affinities.grid(size)
+            affinity = None if affinities is None else affinities[i]
             mask = smooth_and_threshold(
                 refined, params.smoothing, params.phi, affinity, grid, params.spread_steps
             )

@@ -21,7 +21,7 @@ import torch
 
 from .. import ddim
 from .. import maps as maps_lib
-from ..attention import CrossAttentionStore, CrossAttentionSwap, StepInfo
+from ..attention import CrossAttentionSwap, StepInfo
 from ..errors import ParameterError
 from ..loop import Step
 from ..tokens import positions_of, token_alignment
@@ -116,7 +116,7 @@ class LaspaMix(_Laspa):
             return torch.cat([w, torch.zeros_like(w)])
 
         K = batch.column("K", device)
-        store = CrossAttentionStore(editor.attention_store().levels, rows=slice(0, n))
+        store = editor.attention_store(rows=slice(0, n))
         hooks = SemanticMixing(
             reference, weight, batch.param("direction") * 2, store, mask_words, K,
             hard=torch.tensor([m == "hard" for m in batch.param("mask")]),
