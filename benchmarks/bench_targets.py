@@ -1,4 +1,4 @@
-"""Check the benchmark targets of issue 4 on a `laspa bench --sweep --json` result.
+"""Check three claims about LASPA x0 on a `laspa bench --sweep --json` result.
 
     laspa bench --cases 24 --steps 25 --sweep --json out.json --plots plots/
     python benchmarks/bench_targets.py out.json
@@ -7,7 +7,7 @@ or run the standard command first (same options as above, model optional):
 
     python benchmarks/bench_targets.py --run out.json [--model FOLDER] [--cases 24]
 
-Targets read off the JSON:
+Checks read off the JSON (results: docs/results.md, "LASPA alignments"):
 1. LASPA x0 at its defaults against diffusers' img2img (peer-sdedit) at its default
    strength: higher bg_psnr without lower edit_success.
 2. Over the sweeps, LASPA x0's points dominate SDEdit's strength curve: every SDEdit

@@ -5,8 +5,8 @@ upsampled to the image and thresholded at 0.5, against the exact edit mask. This
 scores the best such mask: the exact mask area-averaged to the latent grid and
 thresholded (the best of 0.3 / 0.4 / 0.5 / 0.6 per case). It also prints the ceiling of
 a mask made from the target text alone, which cannot know where a removed object was
-(IoU 0 on removals), and 1.5x a reference IoU (the issue's target, e.g. DiffEdit's), so
-the distance of any method to that target can be read off.
+(IoU 0 on removals), and 1.5x a reference IoU (e.g. DiffEdit's), so a method's distance
+to that multiple can be read off (docs/results.md, "The mask ceiling").
 
     python benchmarks/mask_ceiling.py --suite shapes-brief --cases 70 --seed 1 --reference 0.429
 """

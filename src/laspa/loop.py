@@ -100,10 +100,10 @@ class Denoiser:
         self.attention = attention
         self.alphas_cumprod = scheduler.alphas_cumprod.double().cpu()
         # "clean": the last step lands on alpha = 1, the clean image, as DDIM defines it.
-        # "scheduler": the model config's final alpha; SD's set_alpha_to_one=False stops at
-        # alphas_cumprod[0] and so adds sqrt(1 - a_0) times the *guided* eps to the output
-        # (on the miniature at guidance 10 that noise costs 3-8 dB of PSNR); diffusers'
-        # pipelines do this, so the peers' comparisons use it.
+        # "scheduler": the model config's final alpha, as diffusers' pipelines use it; SD's
+        # set_alpha_to_one=False stops at alphas_cumprod[0] and so adds sqrt(1 - a_0) times
+        # the *guided* eps to the output. The bench's peers follow this choice
+        # (docs/methods.md, "The clean last step", with its measurement).
         if final_step not in ("clean", "scheduler"):
             raise ValueError(f"final_step must be 'clean' or 'scheduler', got {final_step!r}")
         self.final_alpha = 1.0 if final_step == "clean" else float(scheduler.final_alpha_cumprod)

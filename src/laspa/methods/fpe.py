@@ -18,11 +18,8 @@ from ..attention import SelfAttentionReplace, describe_layers
 from ..loop import SamplerHooks, Step
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 
-#: Real images: 0.5, measured (the released code uses 0.8). On the step-34,431 miniature
-#: 0.5 keeps more and edits more than 0.8 on both scene suites, 70 unseen cases each
-#: (bg_psnr / edit_success, shapes-brief 27.91 / 0.33 against 27.31 / 0.30; shapes
-#: 36.17 / 0.90 against 33.84 / 0.81; docs/bench.md "Brief-caption miniature").
-#: Generated images: the released code's 0.4.
+#: Real images: 0.5 rather than the released code's 0.8, measured (docs/methods.md, "FPE");
+#: generated images: the released code's 0.4.
 REAL_REPLACE_FRACTION, GENERATED_REPLACE_FRACTION = 0.5, 0.4
 
 
@@ -32,9 +29,7 @@ class FPEParams(CommonParams):
     replace_fraction: float | None = option(
         None, low=0.0, high=1.0, help="fraction of steps with replacement (0.5 real, 0.4 generated)"
     )
-    # Measured default (real-image mode, 24 shapes cases): the paper's layers keep 1.3 dB
-    # more background and edit more cases than the released code's (bg_psnr / edit_success
-    # 31.31 / 0.58 against 29.97 / 0.42; docs/bench.md "Sweeps on the 2026-11-25 miniature").
+    # the paper's layers rather than the released code's: measured (docs/methods.md, "FPE")
     layers: str = option(
         "paper", choices=("code", "paper"), help="paper: layers 4-14; code: all but the finest"
     )

@@ -1,6 +1,6 @@
 """InstDiffEdit: an instant mask from cross-attention while denoising; only it changes.
 
-The released code's algorithm (methods.md, "InstDiffEdit"): enc(I) is forward-noised to
+The released code's algorithm (docs/methods.md, "InstDiffEdit"): enc(I) is forward-noised to
 strength r with B noise seeds (one batch); during the last r-fraction of the steps the
 conditional cross-attention of the target text is averaged (seeds, layers, heads, running
 mean over steps), the word closest to the inverted start-token map is the index word,
@@ -9,7 +9,7 @@ blurred and thresholded, blends every step towards the forward-noised input. The
 code then inpaints the image inside the last mask (``final_pass="inpaint"``: the base
 model's blended latent diffusion, or an inpainting checkpoint when one is named); by
 default the mask loop's own result is the output (``final_pass="loop"``), measured to keep
-more at the same edit success for 60% of the UNet work.
+more at the same edit success for 60% of the UNet work (docs/results.md, "Final pass").
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .base import CommonParams, EditBatch, Method, MethodOutput, option, registe
 from .sdedit import start_index
 
 #: the threshold after each smoothing: the released code's 0.2 after blurring; 0.35 after
-#: self-attention, the best of 0.2-0.5 over four bench runs of the miniature (docs/bench.md)
+#: self-attention, measured (docs/results.md, "Masks along self-attention")
 DEFAULT_PHI = {"blur": 0.2, "snap": 0.35, "spread": 0.35}
 
 
@@ -38,14 +38,7 @@ class InstDiffEditParams(CommonParams):
     noise_seeds: int = option(3, low=1, high=16, help="B: noise seeds averaged for the mask")
     object_threshold: float = option(0.9, low=-1.0, high=1.0, help="object words: similarity >=")
     background_threshold: float = option(0.6, low=-1.0, high=1.0, help="background: similarity <=")
-    # How the refined map becomes a mask (smooth_and_threshold). "blur" is the released
-    # code's. "snap" and "spread" (our additions) also read the image's own self-attention,
-    # which groups the pixels of one object: "snap" trims the blur mask to those edges
-    # (IoU 0.407 -> 0.530 and 0.333 -> 0.392 on brief 24 / 70 cases, background kept as
-    # well); "spread" lets the map reach what it attends to (complete prompts: edit
-    # success 0.17 -> 0.46 and 0.27 -> 0.44) but floods plain backgrounds (brief
-    # prompts: -1.3 to -2.7 dB). Neither wins edit success everywhere, so the released
-    # blur stays the default (README, InstDiffEdit).
+    # snap and spread (our additions) read the image's self-attention (docs/methods.md)
     smoothing: str = option(
         "blur",
         choices=("blur", "snap", "spread"),
@@ -60,22 +53,14 @@ class InstDiffEditParams(CommonParams):
         "and spread)"
     )  # fmt: skip
     weighting: str = option("hard", choices=("hard", "soft"), help="word aggregation weights")
-    # "content", measured on the step-45,195 miniature: on 70 unseen shapes-brief cases
-    # mask IoU 0.333 and 34.64 dB / 0.46 against 0.279 and 30.09 / 0.40 for the released
-    # code's "all", whose index word is often "at" or "the" here (README, InstDiffEdit).
-    # On SD a prompt's function words are rarely the most object-like, so the rule
-    # should seldom differ there.
+    # content rather than the released code's all: measured (docs/methods.md, "InstDiffEdit")
     index_words: str = option(
         "content",
         choices=("all", "content"),
         help="index-word candidates: content words only, or every word (released code)",
     )
-    # "loop" (our addition, the default by measurement): keep the mask loop's own result
-    # (each edit's first seed), which is already masked denoising from strength r, instead
-    # of the released code's second pass. On the bundled miniature it keeps more background
-    # in all four bench runs (brief 24 / 70 cases: +0.55 / +1.84 dB) with the same
-    # edit_success (shapes 70: 0.27 against 0.29), at 72 UNet rows instead of 122 (README).
-    # Naming inpaint_model always runs the inpainting pass with that checkpoint.
+    # loop rather than the released code's inpaint: measured (docs/methods.md); naming an
+    # inpaint_model always runs the inpainting pass with that checkpoint
     final_pass: str = option(
         "loop",
         choices=("loop", "inpaint"),
@@ -107,7 +92,7 @@ def prepared_word_maps(token_maps: torch.Tensor, words: list[tuple[int, ...]], s
 
 
 #: English function words and punctuation, which ``index_words="content"`` never picks as
-#: the index word: their maps carry no object (measured in docs/bench.md)
+#: the index word: their maps carry no object (docs/results.md, "Index word")
 # fmt: off
 FUNCTION_WORDS = frozenset((
     "a", "an", "the", "this", "that", "these", "those", "some", "any", "each", "every", "no",

@@ -1,10 +1,11 @@
 """LASPA: sample from noise with the edit prompt while aligning towards enc(I).
 
-Three alignments, one hook point each (methods.md, "LASPA"):
+Three alignments, one hook point each (docs/methods.md, "LASPA"):
 
 - ``laspa-input``  before the UNet: ``x_t <- b*s_t + (1-b)*x_t``, s_t the stochastic inverse;
 - ``laspa-eps``    after eps: ``eps <- b*e_rec + (1-b)*eps``;
-- ``laspa-x0``     after x0: ``x0 <- b*r + (1-b)*x0`` (the paper's choice, our default).
+- ``laspa-x0``     after x0: ``x0 <- b*r + (1-b)*x0`` (the default method; with its default
+  ``consistent`` direction it is exactly exact error alignment).
 
 ``b`` is :func:`laspa.ddim.alignment_weight`, zero for ``t <= K``. Rows of one batch may
 carry different K, beta and schedules: weights are per-row tensors.
@@ -35,22 +36,15 @@ class LaspaParams(CommonParams):
 
 @dataclass
 class InputParams(LaspaParams):
-    # beta 0.7, measured on the step-45,195 miniature (70 unseen shapes-brief cases, K 200):
-    # 36.07 dB / 0.64 edit_success against 33.52 / 0.53 at the former 0.3; with complete
-    # prompts 36.71 / 0.74 against 37.04 / 0.84 (README, "Defaults").
+    # beta 0.7 rather than the paper's 0.3: measured (docs/methods.md, "LASPA")
     beta: float = option(0.7, low=0.0, high=1.0, help="alignment strength")
     noise: str = option(
         "fixed", choices=("fixed", "fresh"), help="z of s_t: fixed for the edit, or fresh per step"
     )
 
 
-# Measured defaults of the two alignments that act on the prediction (laspa bench on the
-# step-34,431 miniature, docs/bench.md "Brief-caption miniature"): beta 0.9, because at
-# beta <= 0.7 they barely align (bg_psnr within 1.2 dB of plain generation on
-# shapes-brief); K 200, the best K of the sweep on shapes-brief (33.40 / 0.54 on 24
-# cases, 35.21 / 0.56 against 32.66 / 0.40 for the former K 400 on 70 unseen cases),
-# at a cost with complete prompts (edit_success 0.74 against 0.81 on 70 shapes cases).
-# Input alignment: K 200, beta 0.7 (InputParams).
+# K 200, beta 0.9 for the two alignments that act on the prediction: measured
+# (docs/methods.md, "LASPA"; docs/results.md, "LASPA alignments")
 @dataclass
 class PredictionParams(LaspaParams):
     K: int = option(200, low=0, high=1000, help="align while t > K (lower K: more preservation)")
@@ -66,8 +60,7 @@ class EpsParams(PredictionParams):
 
 @dataclass
 class X0Params(PredictionParams):
-    # measured default: on the miniature the paper's asymmetric direction burns colours
-    # (bench, 14 cases: bg_psnr 20.5 / edit_success 0.07 against 32.4 / 0.79 consistent)
+    # consistent rather than the paper's asymmetric: measured (docs/methods.md, "LASPA")
     direction: str = option(
         "consistent",
         choices=("asymmetric", "consistent"),
@@ -174,7 +167,7 @@ class _Laspa(Method):
 @register
 class LaspaInput(_Laspa):
     name = "laspa-input"
-    summary = "LASPA input alignment: most preservation, weakest edits"
+    summary = "LASPA input alignment: pulls the sample towards the input's stochastic inverse"
     Params = InputParams
 
     def hooks(self, batch, reference, weight, generators):
@@ -210,7 +203,7 @@ class RowNoise:
 @register
 class LaspaEps(_Laspa):
     name = "laspa-eps"
-    summary = "LASPA error alignment: aligns the predicted noise; needs a higher beta"
+    summary = "LASPA error alignment: pulls the predicted noise towards the reconstruction error"
     Params = EpsParams
 
     def hooks(self, batch, reference, weight, generators):
@@ -220,7 +213,7 @@ class LaspaEps(_Laspa):
 @register
 class LaspaX0(_Laspa):
     name = "laspa-x0"
-    summary = "LASPA x0 alignment (the paper's choice): best preservation/edit trade-off"
+    summary = "LASPA x0 alignment: pulls the predicted x0 towards the input's latent"
     Params = X0Params
 
     def hooks(self, batch, reference, weight, generators):
