@@ -1,4 +1,4 @@
-"""Pure DDIM arithmetic on tensors (eta = 0), in the notation of docs/methods.
+"""Pure DDIM arithmetic on tensors (eta = 0), in the notation of docs/methods.md.
 
 Every function here is stateless and model-free, so the maths of each editing
 method can be tested on random tensors. ``alpha`` always means the cumulative
