@@ -52,7 +52,7 @@ def test_model_dir_missing_is_a_clear_error(monkeypatch, tmp_path: Path) -> None
     import laspa.mini
 
     monkeypatch.setattr(laspa.mini, "WEIGHTS_DIR", tmp_path / "nowhere")
-    with pytest.raises(RuntimeError, match="python -m laspa.mini.train"):
+    with pytest.raises(RuntimeError, match="PYTHONPATH=training python -m laspa_train.train"):
         laspa.mini.model_dir()
 
 

@@ -6,8 +6,11 @@ import numpy as np
 import torch
 
 from laspa.attention import describe_layers
-from laspa.mini.data import brief_selection, caption_regions, make_batch
-from laspa.mini.train import (
+from laspa.testing import tiny_components
+from laspa.world import Scene, SceneObject, caption, named_caption, sample_scene
+from laspa.world.render import footprint
+from laspa_train.data import brief_selection, caption_regions, make_batch
+from laspa_train.train import (
     AttentionLoss,
     AttentionTargets,
     attention_region_loss,
@@ -15,9 +18,6 @@ from laspa.mini.train import (
     diffusion_loss,
     unet_loss,
 )
-from laspa.testing import tiny_components
-from laspa.world import Scene, SceneObject, caption, named_caption, sample_scene
-from laspa.world.render import footprint
 
 SCENE = Scene(
     "gray",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from laspa.mini.data import make_batch
-from laspa.mini.detail_vae import anchor_drift, detailed_images
 from laspa.testing import tiny_components
 from laspa.world import sample_scene
+from laspa_train.data import make_batch
+from laspa_train.detail_vae import anchor_drift, detailed_images
 
 
 def test_detailed_images_are_seeded_in_range_and_differ_from_the_plain_render():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from laspa.mini.checkpoint import load_checkpoint, save_checkpoint
-from laspa.mini.evaluate import score_scene
-from laspa.mini.threads import ThreadTuner
 from laspa.world import Scene, SceneObject
+from laspa_train.checkpoint import load_checkpoint, save_checkpoint
+from laspa_train.evaluate import score_scene
+from laspa_train.threads import ThreadTuner
 
 
 def _model() -> torch.nn.Module:

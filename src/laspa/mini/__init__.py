@@ -1,8 +1,8 @@
 """The bundled miniature Stable Diffusion model and its trainer.
 
 `model_dir()` is the diffusers folder that `StableDiffusionPipeline.from_pretrained`
-loads offline; `python -m laspa.mini.train` builds and trains it on the scene
-world and `python -m laspa.mini.evaluate --json` measures it.
+loads offline; `PYTHONPATH=training python -m laspa_train.train` builds and trains it on the scene
+world and `PYTHONPATH=training python -m laspa_train.evaluate --json` measures it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def model_dir() -> Path:
         raise RuntimeError(
             f"the bundled miniature model is missing or incomplete at {WEIGHTS_DIR} "
             f"(no {', '.join(missing)}); rebuild it with "
-            "`python -m laspa.mini.train --stage vae` then `--stage unet`"
+            "`PYTHONPATH=training python -m laspa_train.train --stage vae` then `--stage unet`"
         )
     return WEIGHTS_DIR
 

@@ -1,8 +1,9 @@
 """Train the bundled miniature Stable Diffusion on the procedural scene world.
 
-    python -m laspa.mini.train --stage vae  --minutes 35
-    python -m laspa.mini.train --stage unet --minutes 90 [--resume]
-    python -m laspa.mini.train --stage unet --init-from training/checkpoints/unet \
+    PYTHONPATH=training python -m laspa_train.train --stage vae  --minutes 35
+    PYTHONPATH=training python -m laspa_train.train --stage unet --minutes 90 [--resume]
+    PYTHONPATH=training python -m laspa_train.train --stage unet \
+        --init-from training/checkpoints/unet \
         --attention-loss 0.1 --run-dir runs/ft --minutes 70      # fine-tune
 
 
@@ -22,7 +23,7 @@ not localise anything, unlike Stable Diffusion's, on which the map-reading
 methods (InstDiffEdit, LASPA semantic mixing) rely.
 
 `--brief-captions P` lets a multi-object scene's caption name only a random
-subset of its objects with probability P (`laspa.mini.data.brief_selection`).
+subset of its objects with probability P (`laspa_train.data.brief_selection`).
 With complete captions only, a caption fixes the image, so the conditional
 model ignores the noisy latent and every editor regenerates the caption;
 with brief captions what the caption leaves out must come from the latent,
@@ -68,8 +69,11 @@ from laspa.attention import (
     query_grid,
 )
 from laspa.mini import WEIGHTS_DIR
-from laspa.mini.checkpoint import load_checkpoint, named_params, save_checkpoint
-from laspa.mini.components import (
+from laspa.mini.tokenizer import write_tokenizer
+from laspa.tokens import word_tokens
+from laspa.world import VOCABULARY, Scene, SceneObject, caption, named_caption
+from laspa_train.checkpoint import load_checkpoint, named_params, save_checkpoint
+from laspa_train.components import (
     assemble_pipeline,
     count_params,
     make_scheduler,
@@ -78,7 +82,7 @@ from laspa.mini.components import (
     make_vae,
     save_pipeline,
 )
-from laspa.mini.data import (
+from laspa_train.data import (
     brief_selection,
     caption_regions,
     eval_scenes,
@@ -86,11 +90,8 @@ from laspa.mini.data import (
     make_batch,
     training_scenes,
 )
-from laspa.mini.evaluate import faithfulness, generate, vae_psnr
-from laspa.mini.threads import ThreadTuner
-from laspa.mini.tokenizer import write_tokenizer
-from laspa.tokens import word_tokens
-from laspa.world import VOCABULARY, Scene, SceneObject, caption, named_caption
+from laspa_train.evaluate import faithfulness, generate, vae_psnr
+from laspa_train.threads import ThreadTuner
 
 MAX_LENGTH = 40  # longest caption is 32 tokens with bos/eos; room for free prompts
 
@@ -782,7 +783,7 @@ def _resume_source(args: argparse.Namespace, stage: str) -> Path | None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m laspa.mini.train",
+        prog="python -m laspa_train.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,8 +11,8 @@ where the frozen original puts them: the UNet, trained on plain latents, stays v
 detailed images become what real photos are to SD, inputs richer than its training set.
 The scaling factor is kept.
 
-    python -m laspa.mini.detail_vae --minutes 25            # -> runs/mini/vae_detail/
-    python -m laspa.mini.detail_vae --minutes 0 --export    # copy the result into weights/
+    PYTHONPATH=training python -m laspa_train.detail_vae --minutes 25  # runs/mini/vae_detail/
+    PYTHONPATH=training python -m laspa_train.detail_vae --minutes 0 --export  # into weights/
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import torch
 from diffusers import AutoencoderKL
 
 from laspa.mini import WEIGHTS_DIR
-from laspa.mini.data import eval_scenes, make_batch, to_tensor, training_scenes
-from laspa.mini.evaluate import psnr
 from laspa.world import render
 from laspa.world.detail import add_detail
+from laspa_train.data import eval_scenes, make_batch, to_tensor, training_scenes
+from laspa_train.evaluate import psnr
 
 RUN_DIR = Path("runs/mini/vae_detail")
 

@@ -1,9 +1,9 @@
 """Measure the miniature's training-step and sampling costs on this machine.
 
-    python benchmarks/mini_costs.py [--threads 2] [--json]
+    PYTHONPATH=training python training/mini_costs.py [--threads 2] [--json]
 
 Run it alone: on 2 cores any other torch job makes the numbers meaningless.
-The sizes in laspa.mini.components were chosen from this table.
+The sizes in laspa_train.components were chosen from this table.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from laspa.mini.components import UNET_CONFIG, VAE_CONFIG, count_params
+from laspa_train.components import UNET_CONFIG, VAE_CONFIG, count_params
 
 
 def _time(step: Callable[[], None], n: int = 8, warmup: int = 3) -> float:

@@ -1,6 +1,6 @@
 """Measure the bundled miniature: VAE fidelity and prompt faithfulness.
 
-    python -m laspa.mini.evaluate --json [--n 50] [--guidance 5.0]
+    PYTHONPATH=training python -m laspa_train.evaluate --json [--n 50] [--guidance 5.0]
 
 prints one JSON line:
   vae_psnr          mean PSNR (dB) of VAE reconstructions of held-out scenes
@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
-from laspa.mini.data import eval_scenes, make_batch
 from laspa.world import Scene, caption, render
+from laspa_train.data import eval_scenes, make_batch
 
 DEFAULT_GUIDANCE = 5.0
 
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from laspa.mini import model_dir
 
     parser = argparse.ArgumentParser(
-        prog="python -m laspa.mini.evaluate",
+        prog="python -m laspa_train.evaluate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
