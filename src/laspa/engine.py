@@ -73,18 +73,9 @@ class Engine:
     """
 
     def __init__(
-        self,
-        vae,
-        text_encoder,
-        tokenizer,
-        unet,
-        scheduler,
-        *,
-        device: torch.device,
-        dtype: torch.dtype,
-        final_step: str = "clean",
-        inversion_cache_size: int = 8,
-    ):
+        self, vae, text_encoder, tokenizer, unet, scheduler, *, device: torch.device,
+        dtype: torch.dtype, final_step: str = "clean", inversion_cache_size: int = 8,
+    ):  # fmt: skip
         from diffusers import DDIMScheduler
 
         self.device, self.dtype = device, dtype

@@ -161,10 +161,10 @@ class InstDiffEdit(Method):
         shape = batch.reference.shape[1:]
         noise = torch.cat([engine.noise([g] * seeds, (seeds, *shape)) for g in generators])
         reference = batch.reference.expand(batch.size * seeds, -1, -1, -1)
-        store, affinities = engine.attention_store(), None
         params = [row.params for row in batch.rows]
-        if any(p.smoothing != "blur" for p in params):
-            affinities = engine.self_attention_store()
+        store = engine.attention_store()
+        snap_or_spread = any(p.smoothing != "blur" for p in params)
+        affinities = engine.self_attention_store() if snap_or_spread else None
         hooks = InstantMask(store, reference, noise, words, params, seeds, affinities)
         stores = [store] if affinities is None else [store, affinities]
         prompts = [row.prompt for row in batch.rows for _ in range(seeds)]
@@ -172,12 +172,12 @@ class InstDiffEdit(Method):
         conditioning = engine.conditioning(batch, prompts=prompts, guidance=guidance)
         x = ddim.forward_noise(reference, noise, steps[0].alpha)
         looped = engine.sample(x, steps, conditioning, hooks, attention=stores, phase="mask")
-        if batch.shared("final_pass") == "loop" and not batch.shared("inpaint_model"):
-            latents = looped[::seeds]  # each edit's first seed, blended every step
-        elif batch.shared("inpaint_model"):
+        if batch.shared("inpaint_model"):
             latents = inpaint_with_checkpoint(engine, batch, hooks.masks, generators)
-        else:
+        elif batch.shared("final_pass") == "inpaint":
             latents = inpaint(engine, batch, hooks.masks, generators)
+        else:
+            latents = looped[::seeds]  # each edit's first seed, blended every step
         return MethodOutput(
             latents,
             masks=hooks.masks,
