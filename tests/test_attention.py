@@ -9,10 +9,10 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from laspa import ParameterError
-from laspa import maps as maps_lib
 from laspa.attention import (
     CrossAttentionStore,
     LayerInfo,
+    ProbabilityReplacement,
     SelfAttentionReplace,
     StepInfo,
     coarse_cross_levels,
@@ -21,19 +21,10 @@ from laspa.attention import (
 )
 from laspa.images import to_tensor
 from laspa.loop import Conditioning, sample
+from laspa.masks import DEFAULT_PHI
 from laspa.methods import EditBatch, EditRow, make_params
 from laspa.methods.fpe import FPE, replaced_layers
-from laspa.methods.instdiffedit import (
-    DEFAULT_PHI,
-    MaskedDenoising,
-    binarise,
-    content_words,
-    index_word,
-    prepared_word_maps,
-    refine,
-    smooth_and_threshold,
-    spread_along,
-)
+from laspa.methods.instdiffedit import MaskedDenoising
 from laspa.methods.mixing import SemanticMixing
 from laspa.testing import tiny_components, tiny_editor
 from laspa.tokens import positions_of, token_alignment, word_tokens
@@ -63,11 +54,11 @@ def test_explicit_probabilities_path_equals_the_fused_path():
     cond = Conditioning(ed.text_embeddings(["a red cat"]), ed.text_embeddings([""]), 5.0)
     fused = ed.denoiser.eps(x, 700, cond, StepInfo())
 
-    class LookEverywhere:
+    class LookEverywhere(ProbabilityReplacement):
         def wants(self, layer, step):
             return True
 
-        def __call__(self, layer, step, probs):
+        def replace_probabilities(self, layer, step, probs):
             return probs
 
     ed.attention.hooks = [LookEverywhere()]
@@ -87,7 +78,7 @@ def test_layers_are_described_in_forward_order():
 
 def test_stored_maps_are_probabilities_over_tokens():
     ed = tiny_editor()
-    store = ed.attention_store()
+    store = ed.engine.attention_store()
     ed.attention.hooks = [store]
     cond = Conditioning(ed.text_embeddings(["a red cat"] * 2), ed.text_embeddings([""] * 2), 5.0)
     for index in range(3):
@@ -105,7 +96,7 @@ def test_stored_self_attention_is_an_affinity_one_level_finer_than_the_maps():
     assert coarse_cross_levels(layers) == {2}
     assert self_attention_level(layers, {2}) == 1  # the 16x16 level under the 8x8 maps
     assert self_attention_level(layers, {1}) == 1  # nothing finer: the map level itself
-    store = ed.self_attention_store()
+    store = ed.engine.self_attention_store()
     ed.attention.hooks = [store]
     cond = Conditioning(ed.text_embeddings(["a red cat"] * 2), ed.text_embeddings([""] * 2), 5.0)
     step = StepInfo(rows=2, uncond_rows=2, latent_hw=(16, 16))
@@ -124,14 +115,14 @@ def test_an_observer_keeps_fused_attention_and_sees_the_explicit_probabilities()
     without hooks, and what it records equals the conditional rows' probabilities that
     the explicit path computes."""
 
-    class ExplicitRecorder:  # a hook that takes the explicit path (may change probs)
+    class ExplicitRecorder(ProbabilityReplacement):  # takes the explicit path
         def __init__(self, level):
             self.level, self.maps = level, []
 
         def wants(self, layer, step):
             return layer.is_self and layer.downsample == self.level
 
-        def __call__(self, layer, step, probs):
+        def replace_probabilities(self, layer, step, probs):
             self.maps.append(probs[step.half(probs.shape[0])].mean(1))
             return probs
 
@@ -140,7 +131,7 @@ def test_an_observer_keeps_fused_attention_and_sees_the_explicit_probabilities()
     cond = Conditioning(ed.text_embeddings(["a red cat"] * 2), ed.text_embeddings([""] * 2), 5.0)
     step = StepInfo(rows=2, uncond_rows=2, latent_hw=(16, 16))
     plain = ed.denoiser.eps(x, 700, cond, step)
-    store = ed.self_attention_store()
+    store = ed.engine.self_attention_store()
     ed.attention.hooks = [store]
     observed = ed.denoiser.eps(x, 700, cond, step)
     recorder = ExplicitRecorder(store.level)
@@ -149,46 +140,6 @@ def test_an_observer_keeps_fused_attention_and_sees_the_explicit_probabilities()
     ed.attention.hooks = []
     assert torch.equal(observed, plain)
     torch.testing.assert_close(store.current(), torch.stack(recorder.maps).mean(0))
-
-
-def two_halves(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(left half as a bool map, an affinity in which each pixel attends evenly to the
-    pixels of its own half): two regions with one straight edge."""
-    left = torch.zeros(size, size, dtype=torch.bool)
-    left[:, : size // 2] = True
-    region = left.flatten()
-    same = (region[:, None] == region[None, :]).float()
-    return left, same / same.sum(-1, keepdim=True)
-
-
-def test_spreading_along_self_attention_fills_the_touched_region_and_stops_at_its_edge():
-    left, affinity = two_halves(8)
-    seed = torch.zeros(8, 8)
-    seed[2, 1] = 1.0  # one pixel of the left half
-    spread = spread_along(seed, affinity, (8, 8), steps=1)
-    assert torch.equal(spread > 0.5, left)
-    # the identity affinity changes nothing but the normalisation
-    torch.testing.assert_close(spread_along(seed * 3, torch.eye(64), (8, 8), steps=4), seed)
-    # on a coarser affinity grid the result comes back at the map's size
-    assert spread_along(torch.rand(16, 16), torch.eye(64), (8, 8), steps=2).shape == (16, 16)
-
-
-def test_mask_smoothings_blur_snap_and_spread():
-    # a blob in the left half by the middle line, which the blur carries over the line
-    # and the spread carries over the whole left half
-    left, affinity = two_halves(16)
-    refined = torch.zeros(16, 16)
-    refined[2:4, 6:8] = 1.0
-    blur = smooth_and_threshold(refined, "blur")
-    assert torch.equal(blur, binarise(refined, 0.2)) and blur[:, 8:].any()
-    spread = smooth_and_threshold(refined, "spread", affinity=affinity, grid=(16, 16))
-    assert torch.equal(spread.bool(), left)
-    snap = smooth_and_threshold(refined, "snap", affinity=affinity, grid=(16, 16)).bool()
-    near_blur = maps_lib.dilate(blur[None])[0].bool()
-    assert torch.equal(snap, left & near_blur)  # the blur's place, the region's edge
-    assert snap.any() and not snap[:, 8:].any() and not snap[12:].any()
-    with pytest.raises(ValueError, match="affinity"):
-        smooth_and_threshold(refined, "snap")
 
 
 def test_word_to_token_mapping_with_multi_token_words():
@@ -277,47 +228,6 @@ def test_laspa_mix_with_k_at_the_top_is_plain_ddim_on_the_prompt():
     mixed = ed.edit(picture(), "a red cat", method="laspa-mix", subject="cat", K=1000, steps=5)
     plain = ed.edit(picture(), "a red cat", method="generate", steps=5)
     torch.testing.assert_close(mixed.latent, plain.latent, atol=1e-4, rtol=1e-4)
-
-
-def test_instdiffedit_mask_maths():
-    maps = torch.zeros(3, 8, 8)
-    maps[0, 2:5, 2:5] = 1  # the object
-    maps[1, 2:5, 2:6] = 1  # alike
-    maps[2, 5:, :] = 1  # background
-    start_inverted = maps[0].clone()
-    assert index_word(start_inverted, maps) == 0
-    refined = refine(maps, 0, 0.8, 0.3)
-    assert refined[3, 3] > 0.9 and refined[6, 1] == 0
-    mask = binarise(refined, 0.2)
-    assert mask[3, 3] == 1 and mask[7, 7] == 0 and set(mask.unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(refine(maps[:1], 0, 0.9, 0.6), maps[0])  # one word: its own map
-
-
-def test_prepared_word_maps_follow_the_released_recipe_word_by_word():
-    token_maps = torch.rand(4, 4, 77)
-    words = [(1,), (2, 3), (5,)]  # a two-token word is averaged
-    start, maps = prepared_word_maps(token_maps, words, (8, 8))
-
-    def one(positions):  # per word: mean of tokens, / max, upsampled, min-max
-        word = token_maps[..., list(positions)].mean(-1)[None]
-        return maps_lib.minmax(maps_lib.resize(word / word.max(), (8, 8)))[0]
-
-    torch.testing.assert_close(start, 1 - one((0,)))
-    torch.testing.assert_close(maps, torch.stack([one(p) for p in words]))
-    assert maps.amin() == 0 and maps.amax() == 1
-
-
-def test_index_word_among_content_words():
-    words = ["a", "red", "circle", "on", "the", "grass", "."]
-    assert content_words(words) == [False, True, True, False, False, True, False]
-    assert content_words(["a", "the"]) == [True, True]  # nothing left: every word
-    maps = torch.zeros(3, 8, 8)
-    maps[1, 2:5, 2:5] = 1.0  # the object
-    maps[2, 6:, :] = 1.0  # the ground
-    start_inverted = 0.5 + maps[1]
-    maps[0] = start_inverted  # a function word that happens to match best
-    assert index_word(start_inverted, maps) == 0
-    assert index_word(start_inverted, maps, [False, True, True]) == 1
 
 
 def test_blending_with_an_all_zero_mask_returns_the_source():
@@ -414,7 +324,7 @@ def test_fpe_with_no_replacement_equals_ddim_inversion_with_the_target_prompt():
 def test_fpe_target_equal_to_source_reproduces_the_source_branch():
     ed = tiny_editor()
     batch = fpe_batch(ed, ["a red cat"], steps=6, source_prompt="a red cat")
-    output = FPE().run(ed, batch)
+    output = FPE().run(ed.engine, batch)
     torch.testing.assert_close(output.latents, output.extras["source_latents"])
 
 
@@ -422,8 +332,8 @@ def test_fpe_target_equal_to_source_reproduces_the_source_branch():
 def test_fpe_replaces_only_in_the_chosen_layers_and_steps(preset):
     ed = tiny_editor()
     batch = fpe_batch(ed, ["a red cat", "a dog"], steps=10, replace_fraction=0.5, layers=preset)
-    output = FPE().run(ed, batch)
-    layers = replaced_layers(ed.unet, preset)
+    output = FPE().run(ed.engine, batch)
+    layers = replaced_layers(ed.engine.layers, preset)
     calls = output.extras["replacements"]
     assert {name for name, _ in calls} == layers
     assert sorted({step for _, step in calls}) == [0, 1, 2, 3, 4]
@@ -476,9 +386,9 @@ def test_fpe_inverts_once_per_image():
     # inversion: 1 row per step; then the source row (prompt "", no guidance) + 2 target rows
     assert first.unet_evals == 6 + 6 * 3 and second.unet_evals == 6 * 3
     reference = ed.encode(to_tensor(picture(), (32, 32)))
-    trajectory = ed.invert(reference, "", 6)
+    trajectory = ed.engine.invert(reference, "", 6)
     assert ed.inversion_cache_hits == 2
-    again = tiny_editor().invert(reference, "", 6)
+    again = tiny_editor().engine.invert(reference, "", 6)
     for cached, new in zip(trajectory, again, strict=True):
         torch.testing.assert_close(cached, new)
 
@@ -491,6 +401,6 @@ def test_store_rows_and_conditional_half():
     probs[..., 0] = 1  # uncond rows attend to token 0
     probs[2, ..., 0], probs[2, ..., 3] = 0, 1  # cond row 0 attends to token 3
     probs[3, ..., 0], probs[3, ..., 4] = 0, 1
-    store(layer, step, probs)
+    store.replace_probabilities(layer, step, probs)
     maps = store.current()
     assert maps.shape == (1, 8, 8, 5) and torch.all(maps[..., 3] == 1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from laspa import ParameterError
+from laspa import ParameterError, ddim
 from laspa.loop import Conditioning, SamplerHooks, invert, sample
 from laspa.methods.laspa import EpsAlignment, InputAlignment, RowNoise, X0Alignment
 from laspa.testing import tiny_editor
@@ -82,16 +82,34 @@ def test_input_alignment_with_weight_one_walks_the_stochastic_inverse():
     z = torch.randn(1, 4, 16, 16)
     seen = []
 
-    class Record(InputAlignment):
-        def before_unet(self, step, x):
-            x = super().before_unet(step, x)
-            seen.append((step.alpha, x))
-            return x
+    def watch(step, x, x0, eps):  # x: the latent the UNet saw, after before_unet
+        seen.append((step.alpha, x))
 
-    hooks = Record(reference, always_one, lambda: z)
-    sample(ed.denoiser, torch.randn(1, 4, 16, 16), ed.denoiser.steps(5), cond, hooks)
+    hooks = InputAlignment(reference, always_one, lambda: z)
+    steps = ed.denoiser.steps(5)
+    sample(ed.denoiser, torch.randn(1, 4, 16, 16), steps, cond, hooks, callback=watch)
+    assert len(seen) == len(steps)
     for alpha, x in seen:
         torch.testing.assert_close(x, alpha**0.5 * reference + (1 - alpha) ** 0.5 * z)
+
+
+def test_the_callback_sees_each_step_and_changes_nothing():
+    """callback(step, x, x0, eps) after the hooks: x0 is the hooks' x0 (the reference under
+    full x0 alignment), x and eps imply the UNet's own x0, and the output is unchanged."""
+    ed = tiny_editor()
+    reference, cond = reference_and_conditioning(ed)
+    x_T = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    steps = ed.denoiser.steps(4)
+    hooks = X0Alignment(reference, always_one, ["asymmetric"])
+    watched = []
+    out = sample(ed.denoiser, x_T, steps, cond, hooks, callback=lambda *seen: watched.append(seen))
+    assert [seen[0] for seen in watched] == steps
+    for step, x, x0, eps in watched:
+        torch.testing.assert_close(x0, reference, atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(ddim.predict_x0(x, eps, step.alpha), reference, atol=1e-3)
+    step, x, x0, eps = watched[-1]
+    assert torch.equal(out, ddim.ddim_step(x0, eps, step.alpha_prev))
+    assert torch.equal(out, sample(ed.denoiser, x_T, steps, cond, hooks))
 
 
 def test_ddim_inversion_then_sampling_round_trips():

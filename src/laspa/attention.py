@@ -3,18 +3,21 @@
 One :class:`LaspaAttnProcessor` is installed on every attention module of the UNet
 (``unet.set_attn_processor``). Each instance knows its :class:`LayerInfo`; all of
 them share one :class:`AttentionState` that the sampler loop sets explicitly before
-every UNet call (step index, timestep, batch layout). When no hook wants a layer's
-probabilities, the processor runs PyTorch's fused scaled-dot-product attention;
-only the layers and steps a hook asks for pay for explicit ``softmax(QK^T)``.
+every UNet call (step index, timestep, batch layout). Hooks declare their
+:class:`HookKind`: observers and query-key replacements keep PyTorch's fused
+scaled-dot-product attention; only the layers and steps a probability replacement
+asks for pay for explicit ``softmax(QK^T)``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import Enum
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,25 +58,69 @@ class StepInfo:
         return slice(self.uncond_rows, batch) if conditional else slice(0, self.uncond_rows)
 
 
-class AttentionHook(Protocol):
-    """What a method plugs into the attention processors.
+class HookKind(Enum):
+    """What an attention hook does to its layers, which decides how they compute."""
 
-    A hook that only needs to *replace* whole probability rows by another batch row's
-    can instead define ``query_key(layer, step, query, key) -> (query, key)``: since
-    softmax(Q_s K_s^T) V_t is attention with the source's queries and keys and the
-    target's values, the processor then keeps running fused attention.
+    #: reads the conditional rows' probabilities; the layer's output stays fused attention
+    OBSERVE = "observe"
+    #: replaces queries and keys before attention; the output stays fused attention
+    REPLACE_QUERY_KEY = "replace query-key"
+    #: reads or replaces the whole batch's probabilities; the layer computes them explicitly
+    REPLACE_PROBABILITIES = "replace probabilities"
 
-    A hook that only *reads* the conditional rows' probabilities can instead define
-    ``observe(layer, step, probs)``, probs being (conditional rows, heads, queries, keys):
-    the layer's output then stays fused attention, and the probabilities of those rows
-    alone are computed beside it (half the batch, no explicit softmax(QK^T) V).
+
+class AttentionHook(ABC):
+    """What a method plugs into the attention processors (``sample(attention=...)``).
+
+    A hook says which layers and steps it wants and declares its :class:`HookKind`
+    by deriving from one of :class:`AttentionObserver`, :class:`QueryKeyReplacement`
+    or :class:`ProbabilityReplacement`, each with the one method the processor calls.
     """
 
-    def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
-        """Whether this layer's probabilities are needed at this step."""
+    kind: ClassVar[HookKind]
 
-    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
-        """Observe or replace probabilities of shape (batch, heads, queries, keys)."""
+    @abstractmethod
+    def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
+        """Whether this hook acts on this layer at this step."""
+
+
+class AttentionObserver(AttentionHook):
+    """Reads probabilities without changing the layer's output."""
+
+    kind = HookKind.OBSERVE
+
+    @abstractmethod
+    def observe(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> None:
+        """``probs``: (conditional rows, heads, queries, keys), computed beside the fused
+        attention of the layer (half the batch, no explicit softmax(QK^T) V)."""
+
+
+class QueryKeyReplacement(AttentionHook):
+    """Replaces whole probability rows by another batch row's: since softmax(Q_s K_s^T) V_t
+    is attention with the source's queries and keys and the target's values, the layer
+    keeps running fused attention."""
+
+    kind = HookKind.REPLACE_QUERY_KEY
+
+    @abstractmethod
+    def query_key(
+        self, layer: LayerInfo, step: StepInfo, query: torch.Tensor, key: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (query, key) the layer attends with, each (batch, heads, tokens, dim)."""
+
+
+class ProbabilityReplacement(AttentionHook):
+    """Reads or replaces the probabilities of every row: the layer computes
+    softmax(QK^T) explicitly and multiplies the returned probabilities by V."""
+
+    kind = HookKind.REPLACE_PROBABILITIES
+
+    @abstractmethod
+    def replace_probabilities(
+        self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor
+    ) -> torch.Tensor:
+        """The probabilities the layer uses, (batch, heads, queries, keys); ``probs`` as
+        they are, or changed."""
 
 
 @dataclass
@@ -128,16 +175,18 @@ class LaspaAttnProcessor:
         for hook in self.state.hooks:
             if not hook.wants(self.layer, step):
                 continue
-            if hasattr(hook, "query_key"):
+            if hook.kind is HookKind.REPLACE_QUERY_KEY:
                 query, key = hook.query_key(self.layer, step, query, key)
-            elif hasattr(hook, "observe"):
+            elif hook.kind is HookKind.OBSERVE:
                 observers.append(hook)
-            else:
+            elif hook.kind is HookKind.REPLACE_PROBABILITIES:
                 active.append(hook)
+            else:
+                raise TypeError(f"unknown attention hook kind {hook.kind!r}")
         if active:
             probs = _probabilities(query, key, attention_mask, attn.scale).to(value.dtype)
             for hook in active:
-                probs = hook(self.layer, step, probs)
+                probs = hook.replace_probabilities(self.layer, step, probs)
             out = torch.matmul(probs, value)
             conditional = probs[step.half(batch)]
         else:
@@ -278,7 +327,7 @@ class StepMean:
         return self._total / self.steps_recorded
 
 
-class CrossAttentionStore(StepMean):
+class CrossAttentionStore(StepMean, ProbabilityReplacement):
     """Records cross-attention probabilities of chosen levels, averaged over heads and layers.
 
     Keeps, per latent row, this step's map and the running mean over the steps recorded so
@@ -305,7 +354,9 @@ class CrossAttentionStore(StepMean):
             return False
         return self.record_step is None or self.record_step(step)
 
-    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+    def replace_probabilities(
+        self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor
+    ) -> torch.Tensor:
         half = probs[step.half(probs.shape[0], self.conditional)]
         if self.rows is not None:
             half = half[self.rows]
@@ -329,7 +380,7 @@ def self_attention_level(layers: dict[str, LayerInfo], cross_levels: set[int]) -
     return max(finer) if finer else min(cross_levels)
 
 
-class SelfAttentionStore(StepMean):
+class SelfAttentionStore(StepMean, AttentionObserver):
     """Records the conditional half's self-attention probabilities of one level, averaged
     over heads and layers: a pixel-to-pixel affinity (rows, queries, keys), each query row
     summing to 1, as a running mean over the steps recorded so far."""
@@ -350,7 +401,7 @@ class SelfAttentionStore(StepMean):
         self.add(step.index, probs.mean(dim=1, dtype=torch.float32))
 
 
-class CrossAttentionSwap:
+class CrossAttentionSwap(ProbabilityReplacement):
     """Prompt-to-prompt style swap: the conditional cross-attention of ``targets`` rows is
     replaced by that of ``sources`` rows, with token positions mapped between the prompts
     (``token_map[i, j]`` = the source position for token j of target i, or -1 to keep the
@@ -370,7 +421,9 @@ class CrossAttentionSwap:
     def wants(self, layer: LayerInfo, step: StepInfo) -> bool:
         return layer.is_cross and bool(self.active(step).any())
 
-    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+    def replace_probabilities(
+        self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor
+    ) -> torch.Tensor:
         start = step.half(probs.shape[0]).start
         sources = [start + s for s in self.sources]
         targets = [start + t for t in self.targets]
@@ -386,7 +439,7 @@ class CrossAttentionSwap:
         return probs
 
 
-class SelfAttentionReplace:
+class SelfAttentionReplace(QueryKeyReplacement):
     """FPE: in chosen self-attention layers and steps, the conditional self-attention
     probabilities of each ``targets[i]`` row are replaced by those of ``sources[i]``."""
 

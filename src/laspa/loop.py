@@ -7,16 +7,19 @@
         eps  =  UNet(x, t, text)     attention hooks run inside the processors
         eps  -> after_eps            error alignment
         x0   -> after_x0             x0 alignment
+        callback(step, x, x0, eps)   watching only (optional)
         dir  -> direction            the eps of the direction term (default: eps)
         x    =  ddim_step(x0, dir)   -> after_step
 
 Every editing method is a :class:`SamplerHooks` subclass that overrides the points
-it needs. Latents are kept in float32 whatever the UNet's dtype.
+it needs; its attention hooks are handed to :func:`sample` beside it, and a
+``callback(step, x, x0, eps)`` watches a run without changing it. Latents are kept in
+float32 whatever the UNet's dtype.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +46,13 @@ class Step:
         return self.index == self.num_steps - 1
 
 
+#: Watches a run: called once per step with the step, the latent the UNet saw, the
+#: predicted x0 and the (guided) eps, after the hooks changed them and before the update.
+StepCallback = Callable[[Step, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
 class SamplerHooks:
     """Named hook points of the loop; the defaults are plain DDIM."""
-
-    attention_hooks: tuple[AttentionHook, ...] = ()
 
     def before_unet(self, step: Step, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -164,16 +170,25 @@ def sample(
     conditioning: Conditioning,
     hooks: SamplerHooks | None = None,
     progress: ProgressCallback | None = None,
+    *,
+    attention: Sequence[AttentionHook] = (),
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Run DDIM from ``x`` (at ``steps[0].t``) through ``steps``; return the final latents."""
+    """Run DDIM from ``x`` (at ``steps[0].t``) through ``steps``; return the final latents.
+
+    ``hooks`` change the latents at the loop's hook points, ``attention`` hooks act inside
+    the UNet's attention layers during this run, ``callback`` only watches.
+    """
     hooks = hooks or SamplerHooks()
-    denoiser.attention.hooks = list(hooks.attention_hooks)
+    denoiser.attention.hooks = list(attention)
     try:
         for step in steps:
             x = hooks.before_unet(step, x)
             info = StepInfo(index=step.index, num_steps=step.num_steps, timestep=step.t)
             eps = hooks.after_eps(step, x, denoiser.eps(x, step.t, conditioning, info))
             x0 = hooks.after_x0(step, x, eps, ddim.predict_x0(x, eps, step.alpha))
+            if callback is not None:
+                callback(step, x, x0, eps)
             eps_dir = hooks.direction(step, x, eps, x0)
             x = hooks.after_step(step, ddim.ddim_step(x0, eps_dir, step.alpha_prev))
             if progress is not None:

@@ -62,6 +62,7 @@ from transformers import CLIPTokenizer
 from laspa.attention import (
     AttentionState,
     LayerInfo,
+    ProbabilityReplacement,
     StepInfo,
     coarse_cross_levels,
     describe_layers,
@@ -506,10 +507,10 @@ def attention_region_loss(
     return losses.mean()
 
 
-class AttentionSupervision:
-    """Attention hook (laspa.attention's wants/__call__ protocol) that leaves the
-    probabilities unchanged and collects `attention_region_loss` of every cross-attention
-    layer at the chosen levels (query-grid downsampling factors; None: all)."""
+class AttentionSupervision(ProbabilityReplacement):
+    """Attention hook that reads the probabilities, leaves them unchanged and collects
+    `attention_region_loss` of every cross-attention layer at the chosen levels
+    (query-grid downsampling factors; None: all)."""
 
     def __init__(self, levels: set[int] | None = None) -> None:
         self.levels = levels
@@ -521,7 +522,9 @@ class AttentionSupervision:
             return False
         return self.levels is None or layer.downsample in self.levels
 
-    def __call__(self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor) -> torch.Tensor:
+    def replace_probabilities(
+        self, layer: LayerInfo, step: StepInfo, probs: torch.Tensor
+    ) -> torch.Tensor:
         assert self.targets is not None
         conditional = probs[step.half(probs.shape[0])]  # training batches are unguided: all
         maps = conditional.float().mean(dim=1)

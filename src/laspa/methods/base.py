@@ -2,8 +2,9 @@
 
 A method never loads a model, parses arguments or writes files. It receives an
 :class:`EditBatch` (the reference latent of one image and one row per requested
-edit: prompt, seed, parameters) and a :class:`~laspa.editor.Editor` to call back for
-text embeddings, noise and the sampler loop, and returns latents.
+edit: prompt, seed, parameters) and the :class:`~laspa.engine.Engine`, its only way to
+the model (conditioning, noise, the sampler loop, inversion, attention stores), and
+returns latents.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from ..errors import ParameterError
 
 if TYPE_CHECKING:
-    from ..editor import Editor
+    from ..engine import Engine
 
 
 def option(default: Any, *, low=None, high=None, low_open=False, choices=None, help: str = ""):
@@ -129,7 +130,7 @@ class Method:
     #: ``source_prompt`` switches it to generated-image mode)
     case_inputs: ClassVar[tuple[str, ...]] = ()
 
-    def run(self, editor: Editor, batch: EditBatch) -> MethodOutput:
+    def run(self, engine: Engine, batch: EditBatch) -> MethodOutput:
         raise NotImplementedError
 
 

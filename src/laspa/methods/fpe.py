@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attention import SelfAttentionReplace, describe_layers
+from ..attention import LayerInfo, SelfAttentionReplace
 from ..loop import SamplerHooks, Step
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 
@@ -36,15 +36,16 @@ class FPEParams(CommonParams):
     source_prompt: str = option("", help="given: generated-image mode (no inversion)")
 
 
-def replaced_layers(unet, preset: str) -> set[str]:
-    """Names of the self-attention layers FPE replaces.
+def replaced_layers(unet_layers: dict[str, LayerInfo], preset: str) -> set[str]:
+    """Names of the self-attention layers FPE replaces, among ``unet_layers`` (the
+    engine's ``layers``).
 
     ``code``: every self-attention layer coarser than the finest level (the released
     code's rule: 32x32 and coarser on SD at 512 px). ``paper``: forward-order layers 4-14
     of SD 1.x's 16; a UNet with n self-attention layers takes the proportional range
     round(4n/16) .. round(14n/16).
     """
-    layers = [info for info in describe_layers(unet).values() if info.is_self]
+    layers = [info for info in unet_layers.values() if info.is_self]
     if preset == "code":
         finest = min(info.downsample for info in layers)
         return {info.name for info in layers if info.downsample > finest}
@@ -72,40 +73,39 @@ class FPE(Method):
     Params = FPEParams
     batch_key = ("steps", "replace_fraction", "layers", "source_prompt")
 
-    def run(self, editor, batch: EditBatch) -> MethodOutput:
+    def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps, n = batch.shared("steps"), batch.size
         source_prompt = batch.shared("source_prompt")
         generated = bool(source_prompt)
         fraction = batch.shared("replace_fraction")
         if fraction is None:
             fraction = GENERATED_REPLACE_FRACTION if generated else REAL_REPLACE_FRACTION
-        steps = editor.denoiser.steps(num_steps)
+        steps = engine.steps(num_steps)
         targets = [row.prompt for row in batch.rows]
         guidance = batch.column("guidance")
         if generated:  # one source row per edit: each seed draws its own noise
-            x_T = editor.noise(editor.generators(batch), (n, *batch.reference.shape[1:]))
+            x_T = engine.noise(engine.generators(batch), (n, *batch.reference.shape[1:]))
             x = torch.cat([x_T, x_T])
             sources, hooks = list(range(n)), SamplerHooks()
             prompts, guidance = [source_prompt] * n + targets, torch.cat([guidance, guidance])
             unguided = 0  # real source prompts: guided like the targets
         else:  # one source row pinned to the cached inversion serves every edit
-            trajectory = editor.invert(batch.reference, "", num_steps)
+            trajectory = engine.invert(batch.reference, "", num_steps)
             x = trajectory[0].expand(n + 1, -1, -1, -1)
             sources, hooks = [0] * n, PinToTrajectory(trajectory, 1)
             prompts, guidance = [""] + targets, torch.cat([guidance[:1], guidance])
             unguided = 1  # its prompt is "": the conditional pass alone gives its maps
         first_target = len(prompts) - n
         replace = SelfAttentionReplace(
-            replaced_layers(editor.unet, batch.shared("layers")),
+            replaced_layers(engine.layers, batch.shared("layers")),
             last_step=round(fraction * num_steps),
             sources=sources,
             targets=list(range(first_target, first_target + n)),
         )
-        hooks.attention_hooks = (replace,)
-        conditioning = editor.conditioning(
+        conditioning = engine.conditioning(
             batch, prompts=prompts, guidance=guidance, unguided_rows=unguided
         )
-        latents = editor.sample(x, steps, conditioning, hooks)
+        latents = engine.sample(x, steps, conditioning, hooks, attention=[replace])
         return MethodOutput(
             latents[first_target:],
             extras={"source_latents": latents[:first_target], "replacements": replace.calls},

@@ -11,8 +11,8 @@ class Generate(Method):
     summary = "text-to-image with the prompt, ignoring the input (the speed reference)"
     Params = CommonParams
 
-    def run(self, editor, batch: EditBatch) -> MethodOutput:
+    def run(self, engine, batch: EditBatch) -> MethodOutput:
         shape = (batch.size, *batch.reference.shape[1:])
-        x_T = editor.noise(editor.generators(batch), shape)
-        steps = editor.denoiser.steps(batch.shared("steps"))
-        return MethodOutput(editor.sample(x_T, steps, editor.conditioning(batch)))
+        x_T = engine.noise(engine.generators(batch), shape)
+        steps = engine.steps(batch.shared("steps"))
+        return MethodOutput(engine.sample(x_T, steps, engine.conditioning(batch)))

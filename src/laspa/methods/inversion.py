@@ -20,9 +20,9 @@ class DDIMInversion(Method):
     Params = InversionParams
     batch_key = ("steps", "source_prompt")
 
-    def run(self, editor, batch: EditBatch) -> MethodOutput:
+    def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps = batch.shared("steps")
-        trajectory = editor.invert(batch.reference, batch.shared("source_prompt"), num_steps)
+        trajectory = engine.invert(batch.reference, batch.shared("source_prompt"), num_steps)
         x_T = trajectory[0].expand(batch.size, -1, -1, -1)
-        steps = editor.denoiser.steps(num_steps)
-        return MethodOutput(editor.sample(x_T, steps, editor.conditioning(batch)))
+        steps = engine.steps(num_steps)
+        return MethodOutput(engine.sample(x_T, steps, engine.conditioning(batch)))

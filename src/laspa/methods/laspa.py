@@ -151,16 +151,16 @@ class _Laspa(Method):
     def hooks(self, batch: EditBatch, reference, weight, generators) -> SamplerHooks:
         raise NotImplementedError
 
-    def run(self, editor, batch: EditBatch) -> MethodOutput:
-        steps = editor.denoiser.steps(batch.shared("steps"))
+    def run(self, engine, batch: EditBatch) -> MethodOutput:
+        steps = engine.steps(batch.shared("steps"))
         reference = batch.reference.expand(batch.size, -1, -1, -1)
-        generators = editor.generators(batch)
-        x_T = editor.noise(generators, reference.shape)
-        weight = weight_schedule(batch, editor.denoiser.num_train_timesteps, reference.device)
+        generators = engine.generators(batch)
+        x_T = engine.noise(generators, reference.shape)
+        weight = weight_schedule(batch, engine.num_train_timesteps, reference.device)
         hooks = self.hooks(batch, reference, weight, generators)
-        store = editor.attention_store() if batch.record_attention else None
-        hooks.attention_hooks = (store,) if store else ()
-        latents = editor.sample(x_T, steps, editor.conditioning(batch), hooks)
+        store = engine.attention_store() if batch.record_attention else None
+        attention = [store] if store else []
+        latents = engine.sample(x_T, steps, engine.conditioning(batch), hooks, attention=attention)
         return MethodOutput(latents, token_maps=store.mean() if store else None)
 
 

@@ -24,7 +24,6 @@ from .. import maps as maps_lib
 from ..attention import CrossAttentionSwap, StepInfo
 from ..errors import ParameterError
 from ..loop import Step
-from ..tokens import positions_of, token_alignment
 from .base import EditBatch, MethodOutput, option, register
 from .laspa import X0Alignment, X0Params, _Laspa, weight_schedule
 
@@ -89,7 +88,7 @@ class LaspaMix(_Laspa):
     Params = MixParams
     makes_mask = True
 
-    def run(self, editor, batch: EditBatch) -> MethodOutput:
+    def run(self, engine, batch: EditBatch) -> MethodOutput:
         n = batch.size
         free_prompts = [row.prompt for row in batch.rows]
         aligned_prompts = [row.params.aligned_prompt or row.prompt for row in batch.rows]
@@ -101,22 +100,22 @@ class LaspaMix(_Laspa):
                 also = " or a change word to redo (--change)" if name == "subject" else ""
                 raise ParameterError(f"laspa-mix needs a {name} word (--{name}){also}")
             try:
-                mask_words.append(positions_of(editor.tokenizer, prompt, word))
+                mask_words.append(engine.positions_of(prompt, word))
             except ValueError as error:
                 raise ParameterError(f"{name}: {error}") from None
 
-        steps = editor.denoiser.steps(batch.shared("steps"))
+        steps = engine.steps(batch.shared("steps"))
         device = batch.reference.device
         reference = batch.reference.expand(2 * n, -1, -1, -1)
-        x_T = editor.noise(editor.generators(batch), (n, *reference.shape[1:]))
-        aligned_weight = weight_schedule(batch, editor.denoiser.num_train_timesteps, device)
+        x_T = engine.noise(engine.generators(batch), (n, *reference.shape[1:]))
+        aligned_weight = weight_schedule(batch, engine.num_train_timesteps, device)
 
         def weight(t: int) -> torch.Tensor:  # the free rows are never aligned
             w = aligned_weight(t)
             return torch.cat([w, torch.zeros_like(w)])
 
         K = batch.column("K", device)
-        store = editor.attention_store(rows=slice(0, n))
+        store = engine.attention_store(rows=slice(0, n))
         hooks = SemanticMixing(
             reference, weight, batch.param("direction") * 2, store, mask_words, K,
             hard=torch.tensor([m == "hard" for m in batch.param("mask")]),
@@ -125,15 +124,15 @@ class LaspaMix(_Laspa):
         )  # fmt: skip
         swap_rows = torch.tensor([s == "on" for s in batch.param("swap")])
         pairs = zip(aligned_prompts, free_prompts, strict=True)
-        token_map = torch.tensor([token_alignment(editor.tokenizer, a, f) for a, f in pairs])
+        token_map = torch.tensor([engine.token_alignment(a, f) for a, f in pairs])
 
         def swapping(step: StepInfo) -> torch.Tensor:
             return swap_rows & (step.timestep > K.cpu())
 
         swap = CrossAttentionSwap(list(range(n)), list(range(n, 2 * n)), token_map, swapping)
-        hooks.attention_hooks = (store, swap)
-        conditioning = editor.conditioning(batch, prompts=aligned_prompts + free_prompts)
-        latents = editor.sample(torch.cat([x_T, x_T]), steps, conditioning, hooks)
+        conditioning = engine.conditioning(batch, prompts=aligned_prompts + free_prompts)
+        x = torch.cat([x_T, x_T])
+        latents = engine.sample(x, steps, conditioning, hooks, attention=[store, swap])
         return MethodOutput(
             latents[n:],
             masks=hooks.mask,

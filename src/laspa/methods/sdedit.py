@@ -28,15 +28,15 @@ class SDEdit(Method):
     Params = SDEditParams
     batch_key = ("steps", "strength")
 
-    def run(self, editor, batch: EditBatch) -> MethodOutput:
+    def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps, strength = batch.shared("steps"), batch.shared("strength")
-        steps = editor.denoiser.steps(num_steps)[start_index(num_steps, strength) :]
+        steps = engine.steps(num_steps)[start_index(num_steps, strength) :]
         if not steps:
             raise ParameterError(
                 f"strength {strength} with {num_steps} steps leaves no denoising step; "
                 "raise strength or steps"
             )
         reference = batch.reference.expand(batch.size, -1, -1, -1)
-        noise = editor.noise(editor.generators(batch), reference.shape)
+        noise = engine.noise(engine.generators(batch), reference.shape)
         x = ddim.forward_noise(reference, noise, steps[0].alpha)
-        return MethodOutput(editor.sample(x, steps, editor.conditioning(batch)))
+        return MethodOutput(engine.sample(x, steps, engine.conditioning(batch)))

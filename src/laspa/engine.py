@@ -1,0 +1,319 @@
+"""The Engine: everything an editing method may use of a model and its sampler.
+
+This is the contract between methods (``methods/``) and model families and samplers.
+A method's ``run(engine, batch)`` reaches the model only through the members below;
+it never sees the UNet, the tokenizer, the text encoder or the scheduler. A new
+model family (another text encoder, latent size or prediction type) or a new
+sampler plugs in behind these members, and every method keeps working unchanged:
+
+- ``steps(num_steps)``: the sampler's steps, each with its timestep and alphas;
+- ``generators(batch)``, ``noise(generators, shape)``: each row's noise from its seed;
+- ``conditioning(batch, ...)``: text conditioning of latent rows, with guidance;
+- ``sample(x, steps, conditioning, hooks, attention=..., callback=...)``: the loop;
+- ``invert(reference, prompt, num_steps)``: a cached inversion trajectory;
+- ``attention_store(...)``, ``self_attention_store()``, ``layers``: what attention
+  hooks need to know about the denoiser's attention layers;
+- ``word_tokens``, ``positions_of``, ``token_alignment``: prompts' words as tokens;
+- ``pipeline(cls, model, ...)``: a diffusers pipeline from another checkpoint, for a
+  method that needs one (InstDiffEdit's inpainting checkpoint);
+- ``num_train_timesteps``, ``device``, ``dtype``, ``unet_evals``;
+- ``encode``, ``decode``, ``text_embeddings``: a model family's own autoencoder and text
+  encoder (the Editor's, rather than the methods').
+
+:data:`METHOD_INTERFACE` names exactly these members (the tests hold every method to
+them). The :class:`~laspa.editor.Editor` builds one Engine per model and keeps the
+user's API (images in, images out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import loop
+from .attention import (
+    AttentionHook,
+    CrossAttentionStore,
+    LayerInfo,
+    SelfAttentionStore,
+    coarse_cross_levels,
+    describe_layers,
+    install_processors,
+    self_attention_level,
+)
+from .errors import ModelError
+from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
+from .methods.base import EditBatch
+from .tokens import WordTokens, positions_of, token_alignment, word_tokens
+
+#: A progress callback receives (phase, steps done, steps in the phase).
+Progress = Callable[[str, int, int], None]
+
+#: The members of an Engine that editing methods may use.
+METHOD_INTERFACE = frozenset((
+    "steps", "generators", "noise", "conditioning", "sample", "invert",
+    "attention_store", "self_attention_store", "layers",
+    "word_tokens", "positions_of", "token_alignment", "pipeline",
+    "num_train_timesteps", "device", "dtype", "unet_evals",
+    "encode", "decode", "text_embeddings",
+))  # fmt: skip
+
+
+class Engine:
+    """A Stable Diffusion 1.x/2.x model with the DDIM loop, as methods see it.
+
+    The components must already sit on ``device`` in ``dtype``; the loop is DDIM
+    whatever scheduler the checkpoint names, with the noise schedule, prediction type
+    and timestep spacing of the model's own config.
+    """
+
+    def __init__(
+        self, vae, text_encoder, tokenizer, unet, scheduler, *, device: torch.device,
+        dtype: torch.dtype, final_step: str = "clean", inversion_cache_size: int = 8,
+    ):  # fmt: skip
+        from diffusers import DDIMScheduler
+
+        self.device, self.dtype = device, dtype
+        # the components stay behind the interface; the loop's parts are the Editor's too
+        self._vae, self._text_encoder, self._tokenizer = vae, text_encoder, tokenizer
+        self.scheduler = DDIMScheduler.from_config(scheduler.config)
+        self.attention = install_processors(unet)
+        self.denoiser = Denoiser(unet, self.scheduler, self.attention, final_step)
+        #: the UNet's attention layers by processor name, in forward order
+        self.layers: dict[str, LayerInfo] = describe_layers(unet)
+        self.num_train_timesteps = self.denoiser.num_train_timesteps
+        self.progress: Progress | None = None
+        self._embeddings: dict[str, torch.Tensor] = {}
+        self._inversions: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
+        self.inversion_cache_size = inversion_cache_size
+        self.inversion_cache_hits = 0
+        self._pipelines: dict[tuple[str, str], Any] = {}
+
+    @property
+    def unet_evals(self) -> int:
+        """UNet batch rows evaluated so far (the loop's and any pipeline's)."""
+        return self.denoiser.unet_evals
+
+    # ------------------------------------------------------------------ latents
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """enc(I): the VAE posterior mean (deterministic), scaled as diffusers does."""
+        with torch.no_grad():
+            posterior = self._vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        return posterior.mean.float() * self._vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [-1, 1]."""
+        scaled = latents / self._vae.config.scaling_factor
+        with torch.no_grad():
+            return self._vae.decode(scaled.to(self.device, self.dtype)).sample.float()
+
+    @staticmethod
+    def generators(batch: EditBatch) -> list[torch.Generator]:
+        """One CPU generator per row: a row's noise depends on its seed alone, so an edit
+        is the same whether it runs alone or in a batch, on any device."""
+        return [torch.Generator("cpu").manual_seed(int(row.seed)) for row in batch.rows]
+
+    def noise(self, generators: list[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+        """One standard normal latent row per generator, on the engine's device."""
+        one = (1, *shape[1:])
+        return torch.cat([torch.randn(one, generator=g) for g in generators]).to(self.device)
+
+    # --------------------------------------------------------------------- text
+    def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+        """CLIP text embeddings, cached per prompt (sweeps repeat a few prompts many times)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._embeddings]
+        if missing:
+            tokens = self._tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self._tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            with torch.no_grad():
+                encoded = self._text_encoder(tokens.input_ids.to(self.device))[0].float()
+            if len(self._embeddings) > 256:
+                self._embeddings.clear()
+            self._embeddings.update(zip(missing, encoded, strict=True))
+        return torch.stack([self._embeddings[p] for p in prompts])
+
+    def conditioning(
+        self,
+        batch: EditBatch,
+        prompts: Sequence[str] | None = None,
+        guided: bool = True,
+        guidance: torch.Tensor | None = None,
+        unguided_rows: int = 0,
+    ) -> Conditioning:
+        """Conditioning of latent rows on ``prompts`` (default: the rows' prompts), with CFG.
+
+        Methods with several latent rows per edit pass their own per-row ``guidance``;
+        by default rows stack branch after branch (edit rows, then edit rows again).
+        The first ``unguided_rows`` rows run their conditional pass only.
+        """
+        prompts = [row.prompt for row in batch.rows] if prompts is None else prompts
+        cond = self.text_embeddings(prompts)
+        if not guided:
+            return Conditioning(cond)
+        uncond = self.text_embeddings([""]).expand_as(cond)
+        if guidance is None:
+            guidance = batch.column("guidance").repeat(len(prompts) // batch.size)
+        guidance = guidance.to(self.device).view(-1, 1, 1, 1)
+        return Conditioning(cond, uncond, guidance, unguided_rows)
+
+    def word_tokens(self, prompt: str) -> list[WordTokens]:
+        """The prompt's words with their token positions (see laspa.tokens.word_tokens)."""
+        return word_tokens(self._tokenizer, prompt)
+
+    def positions_of(self, prompt: str, words: str) -> tuple[int, ...]:
+        """Token positions of ``words`` in ``prompt``; ValueError if they do not occur."""
+        return positions_of(self._tokenizer, prompt, words)
+
+    def token_alignment(self, source: str, target: str) -> list[int]:
+        """For each token of ``target``, the position of the same token in ``source``
+        (or -1), as laspa.tokens.token_alignment."""
+        return token_alignment(self._tokenizer, source, target)
+
+    # ------------------------------------------------------------------ sampling
+    def steps(self, num_steps: int) -> list[Step]:
+        """The sampler's steps for ``num_steps``, in sampling order."""
+        return self.denoiser.steps(num_steps)
+
+    def sample(
+        self,
+        x: torch.Tensor,
+        steps: list[Step],
+        conditioning: Conditioning,
+        hooks: SamplerHooks | None = None,
+        *,
+        attention: Sequence[AttentionHook] = (),
+        callback: StepCallback | None = None,
+        phase: str = "edit",
+    ) -> torch.Tensor:
+        """Run the loop from ``x`` through ``steps`` (see laspa.loop.sample); ``phase``
+        names the run for progress reports."""
+        return loop.sample(
+            self.denoiser, x, steps, conditioning, hooks, self._progress(phase),
+            attention=attention, callback=callback,
+        )  # fmt: skip
+
+    def invert(self, reference: torch.Tensor, prompt: str, num_steps: int) -> list[torch.Tensor]:
+        """DDIM inversion trajectory of ``reference`` (x_T first), cached per
+        (latent content, prompt, steps) so several edits of one image invert once.
+
+        The cache holds at most ``inversion_cache_size`` trajectories (least recently used
+        out); each costs ``(steps + 1) * latent bytes`` (3.3 MB for SD at 512 px, 50 steps).
+        """
+        digest = hashlib.sha1(reference.float().cpu().numpy().tobytes()).hexdigest()
+        key = (digest, tuple(reference.shape), prompt, num_steps)
+        if key in self._inversions:
+            self.inversion_cache_hits += 1
+            self._inversions.move_to_end(key)
+            return self._inversions[key]
+        conditioning = Conditioning(
+            self.text_embeddings([prompt]).expand(reference.shape[0], -1, -1)
+        )
+        steps = self.steps(num_steps)
+        trajectory = loop.invert(
+            self.denoiser, reference, steps, conditioning, self._progress("invert")
+        )
+        self._inversions[key] = trajectory
+        while len(self._inversions) > self.inversion_cache_size:
+            self._inversions.popitem(last=False)
+        return trajectory
+
+    def clear_inversion_cache(self) -> None:
+        self._inversions.clear()
+
+    def _progress(self, phase: str) -> loop.ProgressCallback | None:
+        if self.progress is None:
+            return None
+        report = self.progress
+        return lambda done, total: report(phase, done, total)
+
+    # ----------------------------------------------------------------- attention
+    def attention_store(
+        self, rows: slice | None = None, levels: set[int] | None = None
+    ) -> CrossAttentionStore:
+        """A cross-attention recorder at the default map level (see coarse_cross_levels)."""
+        return CrossAttentionStore(levels or coarse_cross_levels(self.layers), rows=rows)
+
+    def self_attention_store(self) -> SelfAttentionStore:
+        """A self-attention recorder one level finer than the default map level."""
+        level = self_attention_level(self.layers, coarse_cross_levels(self.layers))
+        return SelfAttentionStore(level)
+
+    # ----------------------------------------------------------------- pipelines
+    def pipeline(self, pipeline_class: type, model: str, purpose: str, **kwargs: Any):
+        """A diffusers pipeline of ``pipeline_class`` loaded from the model folder or hub
+        id ``model`` (safetensors only), on this engine's device and dtype, with the DDIM
+        scheduler of its own config like the loop, and its UNet rows counted in
+        ``unet_evals``. Loaded once; only the last one is kept, since they are large.
+        ``purpose`` names it in the one-line error; ``kwargs`` go to ``from_pretrained``.
+        """
+        key = (pipeline_class.__name__, model)
+        if key not in self._pipelines:
+            from diffusers import DDIMScheduler
+
+            check_model_source(model)
+            try:
+                pipe = pipeline_class.from_pretrained(
+                    model, use_safetensors=True, torch_dtype=self.dtype, **kwargs
+                )
+            except Exception as error:  # one line for the user, as in Editor.from_pretrained
+                raise ModelError(
+                    f"cannot load {purpose} model {model}: {_first_line(error)}"
+                ) from None
+            pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+            pipe.set_progress_bar_config(disable=True)
+            pipe.unet.register_forward_pre_hook(self._count_rows)
+            self._pipelines = {key: pipe.to(self.device)}
+        return self._pipelines[key]
+
+    def _count_rows(self, module, args) -> None:
+        self.denoiser.unet_evals += args[0].shape[0]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_model_source(model: str | Path) -> None:
+    """Fail early, in one line, on a model folder that is missing or holds pickle weights."""
+    text = str(model)
+    path = Path(text)
+    if path.is_file():
+        raise ModelError(
+            f"{text} is a single file; laspa loads diffusers model folders (model_index.json, "
+            "unet/, vae/, text_encoder/, tokenizer/, scheduler/) or hub ids"
+        )
+    looks_local = path.is_absolute() or text.startswith((".", "~")) or path.exists()
+    if not path.exists():
+        if looks_local or text.count("/") > 1:
+            raise ModelError(f"model folder not found: {text}")
+        return  # a hub id such as runwayml/stable-diffusion-v1-5: diffusers resolves it
+    missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+               if not (path / sub).is_dir()]  # fmt: skip
+    if missing:
+        raise ModelError(
+            f"{text} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)"
+        )
+    for sub in ("unet", "vae", "text_encoder"):
+        if not any((path / sub).glob("*.safetensors")):
+            pickles = [
+                p.name
+                for p in (path / sub).iterdir()
+                if p.suffix in (".bin", ".ckpt", ".pt", ".pth")
+            ]
+            if pickles:
+                raise ModelError(
+                    f"{path / sub} holds only pickle weights ({pickles[0]}); laspa loads "
+                    "safetensors only, since pickle files can run code: convert the checkpoint"
+                )
+            raise ModelError(f"no safetensors weights in {path / sub}")

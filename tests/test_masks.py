@@ -1,0 +1,133 @@
+"""InstDiffEdit's instant mask maths (laspa.masks) on hand-made maps."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from laspa import maps as maps_lib
+from laspa.masks import (
+    binarise,
+    content_words,
+    index_word,
+    instant_mask,
+    prepared_word_maps,
+    refine,
+    seed_mean,
+    smooth_and_threshold,
+    spread_along,
+)
+
+
+def two_halves(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(left half as a bool map, an affinity in which each pixel attends evenly to the
+    pixels of its own half): two regions with one straight edge."""
+    left = torch.zeros(size, size, dtype=torch.bool)
+    left[:, : size // 2] = True
+    region = left.flatten()
+    same = (region[:, None] == region[None, :]).float()
+    return left, same / same.sum(-1, keepdim=True)
+
+
+def test_spreading_along_self_attention_fills_the_touched_region_and_stops_at_its_edge():
+    left, affinity = two_halves(8)
+    seed = torch.zeros(8, 8)
+    seed[2, 1] = 1.0  # one pixel of the left half
+    spread = spread_along(seed, affinity, (8, 8), steps=1)
+    assert torch.equal(spread > 0.5, left)
+    # the identity affinity changes nothing but the normalisation
+    torch.testing.assert_close(spread_along(seed * 3, torch.eye(64), (8, 8), steps=4), seed)
+    # on a coarser affinity grid the result comes back at the map's size
+    assert spread_along(torch.rand(16, 16), torch.eye(64), (8, 8), steps=2).shape == (16, 16)
+
+
+def test_mask_smoothings_blur_snap_and_spread():
+    # a blob in the left half by the middle line, which the blur carries over the line
+    # and the spread carries over the whole left half
+    left, affinity = two_halves(16)
+    refined = torch.zeros(16, 16)
+    refined[2:4, 6:8] = 1.0
+    blur = smooth_and_threshold(refined, "blur")
+    assert torch.equal(blur, binarise(refined, 0.2)) and blur[:, 8:].any()
+    spread = smooth_and_threshold(refined, "spread", affinity=affinity, grid=(16, 16))
+    assert torch.equal(spread.bool(), left)
+    snap = smooth_and_threshold(refined, "snap", affinity=affinity, grid=(16, 16)).bool()
+    near_blur = maps_lib.dilate(blur[None])[0].bool()
+    assert torch.equal(snap, left & near_blur)  # the blur's place, the region's edge
+    assert snap.any() and not snap[:, 8:].any() and not snap[12:].any()
+    with pytest.raises(ValueError, match="affinity"):
+        smooth_and_threshold(refined, "snap")
+
+
+def test_instdiffedit_mask_maths():
+    maps = torch.zeros(3, 8, 8)
+    maps[0, 2:5, 2:5] = 1  # the object
+    maps[1, 2:5, 2:6] = 1  # alike
+    maps[2, 5:, :] = 1  # background
+    start_inverted = maps[0].clone()
+    assert index_word(start_inverted, maps) == 0
+    refined = refine(maps, 0, 0.8, 0.3)
+    assert refined[3, 3] > 0.9 and refined[6, 1] == 0
+    mask = binarise(refined, 0.2)
+    assert mask[3, 3] == 1 and mask[7, 7] == 0 and set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(refine(maps[:1], 0, 0.9, 0.6), maps[0])  # one word: its own map
+
+
+def test_prepared_word_maps_follow_the_released_recipe_word_by_word():
+    token_maps = torch.rand(4, 4, 77)
+    words = [(1,), (2, 3), (5,)]  # a two-token word is averaged
+    start, maps = prepared_word_maps(token_maps, words, (8, 8))
+
+    def one(positions):  # per word: mean of tokens, / max, upsampled, min-max
+        word = token_maps[..., list(positions)].mean(-1)[None]
+        return maps_lib.minmax(maps_lib.resize(word / word.max(), (8, 8)))[0]
+
+    torch.testing.assert_close(start, 1 - one((0,)))
+    torch.testing.assert_close(maps, torch.stack([one(p) for p in words]))
+    assert maps.amin() == 0 and maps.amax() == 1
+
+
+def test_index_word_among_content_words():
+    words = ["a", "red", "circle", "on", "the", "grass", "."]
+    assert content_words(words) == [False, True, True, False, False, True, False]
+    assert content_words(["a", "the"]) == [True, True]  # nothing left: every word
+    maps = torch.zeros(3, 8, 8)
+    maps[1, 2:5, 2:5] = 1.0  # the object
+    maps[2, 6:, :] = 1.0  # the ground
+    start_inverted = 0.5 + maps[1]
+    maps[0] = start_inverted  # a function word that happens to match best
+    assert index_word(start_inverted, maps) == 0
+    assert index_word(start_inverted, maps, [False, True, True]) == 1
+
+
+def test_seed_mean_averages_each_edits_own_seed_rows():
+    per_seed = torch.arange(12.0).view(6, 2)  # 2 edits x 3 seeds, edit-major
+    assert torch.equal(seed_mean(per_seed, 3), torch.tensor([[2.0, 3.0], [8.0, 9.0]]))
+    assert torch.equal(seed_mean(per_seed, 1), per_seed)
+
+
+def options(**changes):
+    """InstDiffEdit's defaults, as instant_mask reads them."""
+    defaults = dict(object_threshold=0.9, background_threshold=0.6, weighting="hard",
+                    smoothing="blur", phi=0.2, spread_steps=4, index_words="content")  # fmt: skip
+    return SimpleNamespace(**{**defaults, **changes})
+
+
+def test_instant_mask_chooses_the_index_word_once_and_composes_the_steps():
+    token_maps = torch.zeros(8, 8, 5)
+    token_maps[..., 0] = 1.0
+    token_maps[2:5, 2:5, 0] = 0.0  # the start token avoids the object
+    token_maps[2:5, 2:5, 1] = 1.0  # "a": exactly the inverted start map
+    token_maps[2:5, 2:6, 2] = 1.0  # "cat": the object, a little wider
+    token_maps[6:, :, 3] = 1.0  # "grass": the ground
+    words, texts = [(1,), (2,), (3,)], ["a", "cat", "grass"]
+    mask, index = instant_mask(token_maps, words, (8, 8), options(), word_texts=texts)
+    assert index == 1  # "a" matches best but is a function word
+    _, word_maps = prepared_word_maps(token_maps, words, (8, 8))
+    assert torch.equal(mask, binarise(refine(word_maps, 1, 0.9, 0.6), 0.2))
+    assert mask[3, 3] == 1 and mask[7, 0] == 0
+    every_word = options(index_words="all")
+    assert instant_mask(token_maps, words, (8, 8), every_word, word_texts=texts)[1] == 0
+    # an index chosen earlier is kept, whatever the maps say now
+    kept, index = instant_mask(token_maps, words, (8, 8), options(), index=2)
+    assert index == 2 and kept[7, 0] == 1 and kept[3, 3] == 0
