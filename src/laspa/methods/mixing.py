@@ -47,8 +47,8 @@ class MixParams(X0Params):
 
 
 class SemanticMixing(X0Alignment):
-    """x0 alignment on the aligned rows (the first N), mixing into the free rows after
-    every step while ``t > K``, with the mask of each edit's word (the subject, or with
+    """x0 alignment on the aligned rows (the first N), mixing into the free rows' latents
+    at every timestep ``t > K``, with the mask of each edit's word (the subject, or with
     ``keep=rest`` what changes) from this step's maps."""
 
     def __init__(self, reference, weight, direction, store, mask_words, K, hard, threshold, rest):
@@ -71,7 +71,8 @@ class SemanticMixing(X0Alignment):
         return torch.where(self.hard, (soft > self.threshold).float(), soft)
 
     def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
-        active = (step.t > self.K).view(-1, 1, 1, 1)
+        # eq. 10 mixes x_t for t > K: x_prev is the latent at t_prev
+        active = (step.t_prev > self.K).view(-1, 1, 1, 1)
         if not bool(active.any()):
             return x_prev
         aligned, free = x_prev.chunk(2)
