@@ -122,7 +122,8 @@ class EpsAlignment(SamplerHooks):
     def __init__(self, reference: torch.Tensor, weight: WeightFn, form: list[str]):
         self.reference = reference
         self.weight = weight
-        self.literal = torch.tensor([f == "literal" for f in form]).view(-1, 1, 1, 1)
+        literal = [f == "literal" for f in form]
+        self.literal = torch.tensor(literal, device=reference.device).view(-1, 1, 1, 1)
 
     def after_eps(self, step: Step, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         weight = self.weight(step.t)
@@ -140,7 +141,8 @@ class X0Alignment(SamplerHooks):
     def __init__(self, reference: torch.Tensor, weight: WeightFn, direction: list[str]):
         self.reference = reference
         self.weight = weight
-        self.consistent = torch.tensor([d == "consistent" for d in direction]).view(-1, 1, 1, 1)
+        consistent = [d == "consistent" for d in direction]
+        self.consistent = torch.tensor(consistent, device=reference.device).view(-1, 1, 1, 1)
 
     def after_x0(self, step: Step, x, eps, x0):
         weight = self.weight(step.t)

@@ -120,16 +120,18 @@ class LaspaMix(_Laspa):
         store = editor.attention_store(rows=slice(0, n))
         hooks = SemanticMixing(
             reference, weight, batch.param("direction") * 2, store, mask_words, K,
-            hard=torch.tensor([m == "hard" for m in batch.param("mask")]),
-            threshold=batch.column("threshold"),
-            rest=torch.tensor([k == "rest" for k in batch.param("keep")]),
+            hard=torch.tensor([m == "hard" for m in batch.param("mask")], device=device),
+            threshold=batch.column("threshold", device),
+            rest=torch.tensor([k == "rest" for k in batch.param("keep")], device=device),
         )  # fmt: skip
+        # on the CPU, like the step's timestep: deciding whether a layer swaps needs no sync
         swap_rows = torch.tensor([s == "on" for s in batch.param("swap")])
+        swap_K = batch.column("K")
         pairs = zip(aligned_prompts, free_prompts, strict=True)
         token_map = torch.tensor([token_alignment(editor.tokenizer, a, f) for a, f in pairs])
 
         def swapping(step: StepInfo) -> torch.Tensor:
-            return swap_rows & (step.timestep > K.cpu())
+            return swap_rows & (step.timestep > swap_K)
 
         swap = CrossAttentionSwap(list(range(n)), list(range(n, 2 * n)), token_map, swapping)
         hooks.attention_hooks = (store, swap)
