@@ -42,7 +42,8 @@ def clip_tokenizer(tmp_path_factory):
     if spec is None:
         pytest.fail("the CLIP tokenizer tests need: pip install --no-deps open-clip-torch")
     merges_file = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(merges_file).read().decode("utf-8").split("\n")
+    with gzip.open(merges_file, "rt", encoding="utf-8") as lines_file:
+        lines = lines_file.read().split("\n")
     # CLIP keeps the first 49152 - 256 - 2 merges (after a header line): 49408 tokens in all
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     folder = write_bpe_tokenizer(merges, tmp_path_factory.mktemp("clip") / "tokenizer", 77)

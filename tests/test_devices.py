@@ -57,9 +57,7 @@ def elsewhere():
 def test_every_method_and_option_runs_with_the_model_on_a_second_device(elsewhere, method):
     assert next(elsewhere.unet.parameters()).device == SecondDevice.device
     with SecondDevice():
-        results = elsewhere.edit_many(
-            picture(), variants(method), method, record_attention=True
-        )
+        results = elsewhere.edit_many(picture(), variants(method), method, record_attention=True)
     for result in results:
         assert np.isfinite(np.asarray(result.image, dtype=np.float32)).all()
         assert result.latent.device.type == "cpu" and torch.isfinite(result.latent).all()
@@ -182,11 +180,15 @@ def test_explicit_attention_equals_diffusers_on_an_upcasting_unet(dtype, hook):
         unet.set_attn_processor(AttnProcessor())
         theirs_out = unet(x, 500, encoder_hidden_states=text).sample
     assert recorder.probs.keys() == expected.keys()
-    tolerance = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-3, "rtol": 0}
+    tolerance = (
+        {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-3, "rtol": 0}
+    )
     for name, probs in recorder.probs.items():
         assert probs.dtype == dtype
         torch.testing.assert_close(probs, expected[name], **tolerance)
-    out_tolerance = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 1e-2}
+    out_tolerance = (
+        {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 1e-2}
+    )
     torch.testing.assert_close(ours_out, theirs_out, **out_tolerance)
 
 

@@ -16,8 +16,11 @@ CLIP_CASES = [
     # CLIP's clitic "'s" is one token; numbers are split digit by digit
     ("the dog's 2024 toy", ["the", "dog", "'s", "2024", "toy"], [1, 1, 1, 4, 1]),
     # words of several BPE pieces, and non-ASCII letters (byte-level pieces)
-    ("photorealistic zürich café, naïve élan",
-     ["photorealistic", "zürich", "café", ",", "naïve", "élan"], [2, 3, 1, 1, 3, 2]),
+    (
+        "photorealistic zürich café, naïve élan",
+        ["photorealistic", "zürich", "café", ",", "naïve", "élan"],
+        [2, 3, 1, 1, 3, 2],
+    ),
     # upper case and repeated white space: CLIP lower-cases and splits on any space
     ("A   CAT  and a cat", ["a", "cat", "and", "a", "cat"], [1, 1, 1, 1, 1]),
 ]
@@ -56,15 +59,21 @@ def test_clip_positions_of_pieces_repeats_and_phrases(clip_tokenizer):
     photo = positions_of(clip_tokenizer, prompt, "photorealistic")
     assert [tokens[p] for p in photo] == ["photo", "realistic</w>"]
     assert [tokens[p] for p in positions_of(clip_tokenizer, prompt, "cat's")] == [
-        "cat</w>", "'s</w>"
+        "cat</w>",
+        "'s</w>",
     ]
     assert [tokens[p] for p in positions_of(clip_tokenizer, prompt, "a CAT'S toy")] == [
-        "a</w>", "cat</w>", "'s</w>", "toy</w>"
+        "a</w>",
+        "cat</w>",
+        "'s</w>",
+        "toy</w>",
     ]
     other = "cafés in zürich"
     other_tokens = clip_tokenizer.convert_ids_to_tokens(clip_tokenizer(other).input_ids)
     assert [other_tokens[p] for p in positions_of(clip_tokenizer, other, "Zürich")] == [
-        "z", "Ã¼", "rich</w>"
+        "z",
+        "Ã¼",
+        "rich</w>",
     ]
     for missing in ("dog", "cats", "photo"):  # "photo" is only a piece of a word here
         with pytest.raises(ValueError, match="does not occur"):

@@ -146,7 +146,9 @@ class LaspaAttnProcessor:
             mask = None
             if attention_mask is not None:
                 mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attn.scale)
+            out = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, scale=attn.scale
+            )
             if observers:
                 rows = step.half(batch)
                 mask = None if mask is None else mask[rows].flatten(0, 1)

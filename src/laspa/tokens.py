@@ -176,11 +176,13 @@ def _group_words(text: str, spans: list[Span | None]) -> list[WordTokens]:
             for p, span in enumerate(spans)
             if span is not None and span[0] < run.end() and span[1] > run.start()
         ]
-        if words and words[-1][1] == run.start() and (
-            not positions or set(positions) & set(words[-1][2])
+        if (
+            words
+            and words[-1][1] == run.start()
+            and (not positions or set(positions) & set(words[-1][2]))
         ):
             start, _, previous = words.pop()
             words.append((start, run.end(), previous + [p for p in positions if p not in previous]))
         elif positions:
             words.append((run.start(), run.end(), positions))
-    return [WordTokens(text[start:end].lower(), tuple(positions)) for start, end, positions in words]
+    return [WordTokens(text[start:end].lower(), tuple(found)) for start, end, found in words]

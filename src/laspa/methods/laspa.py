@@ -4,7 +4,8 @@ Three alignments, one hook point each (methods.md, "LASPA"):
 
 - ``laspa-input``  before the UNet: ``x_t <- b*s_t + (1-b)*x_t``, s_t the stochastic inverse;
 - ``laspa-eps``    after eps: ``eps <- b*e_rec + (1-b)*eps``;
-- ``laspa-x0``     after x0: ``x0 <- b*r + (1-b)*x0`` (the paper's choice, our default).
+- ``laspa-x0``     after x0: ``x0 <- b*r + (1-b)*x0`` (our default method; with its default
+  ``consistent`` direction it is exactly error alignment with the exact eps form).
 
 ``b`` is :func:`laspa.ddim.alignment_weight`, zero for ``t <= K``. Rows of one batch may
 carry different K, beta and schedules: weights are per-row tensors.
@@ -222,7 +223,7 @@ class LaspaEps(_Laspa):
 @register
 class LaspaX0(_Laspa):
     name = "laspa-x0"
-    summary = "LASPA x0 alignment (the paper's choice): best preservation/edit trade-off"
+    summary = "LASPA x0 alignment (default direction: exact error alignment)"
     Params = X0Params
 
     def hooks(self, batch, reference, weight, generators):

@@ -105,9 +105,7 @@ def write_tokenizer(words: Iterable[str], folder: Path, max_length: int) -> Path
     return write_bpe_tokenizer(learn_merges(words), folder, max_length)
 
 
-def write_bpe_tokenizer(
-    merges: Sequence[tuple[str, str]], folder: Path, max_length: int
-) -> Path:
+def write_bpe_tokenizer(merges: Sequence[tuple[str, str]], folder: Path, max_length: int) -> Path:
     """A CLIP-format tokenizer folder from BPE merges (ours, or CLIP's own merges file:
     CLIP's vocabulary is built from its merges exactly like :func:`build_vocab`)."""
     from transformers import CLIPTokenizer
