@@ -246,7 +246,8 @@ def test_laspa_mix_keeps_the_subject_region_or_all_but_the_changed_region():
             return token_maps
 
     hooks = SemanticMixing(
-        reference=None, weight=None, direction=[], store=Store(), mask_words=[(1,), (1,)],
+        reference=torch.zeros(1, 1, 4, 4), weight=None, direction=[], store=Store(),
+        mask_words=[(1,), (1,)],
         K=torch.tensor([0, 0]), hard=torch.tensor([False, False]),
         threshold=torch.tensor([0.5, 0.5]), rest=torch.tensor([False, True]),
     )  # fmt: skip
@@ -408,7 +409,8 @@ def test_laspa_mix_mixes_the_latents_at_timesteps_above_k_only():
             return token_maps
 
     hooks = SemanticMixing(
-        reference=None, weight=None, direction=[], store=Store(), mask_words=[(1,)],
+        reference=torch.zeros(1, 1, 4, 4), weight=None, direction=[], store=Store(),
+        mask_words=[(1,)],
         K=torch.tensor([200.0]), hard=torch.tensor([False]), threshold=torch.tensor([0.5]),
         rest=torch.tensor([False]),
     )  # fmt: skip
