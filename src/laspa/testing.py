@@ -228,15 +228,14 @@ def _run_elsewhere(func, args, kwargs):
         tensors_on_device = [t for t in rest if isinstance(t, torch.Tensor)]
     else:
         tensors_on_device = [] if name in _CROSS_DEVICE_OPS else tensors
-    if tensors_on_device:
-        for t in tensors_on_device:
-            if isinstance(t, _Elsewhere) or (t.device.type == "cpu" and t.dim() == 0):
-                continue
-            if elsewhere or _is_second(t.device):
-                raise RuntimeError(
-                    "Expected all tensors to be on the same device, but found at least two "
-                    f"devices, {SecondDevice.device.type} and {t.device}! ({name})"
-                )
+    for t in tensors_on_device:
+        if isinstance(t, _Elsewhere) or (t.device.type == "cpu" and t.dim() == 0):
+            continue
+        if elsewhere or _is_second(t.device):  # a CPU tensor, or a meta one without values
+            raise RuntimeError(
+                "Expected all tensors to be on the same device, but found at least two "
+                f"devices, {SecondDevice.device.type} and {t.device}! ({name})"
+            )
     target = kwargs.get("device")
     if target is not None:
         on_second = _is_second(target)
