@@ -38,11 +38,13 @@ class _Encoding:
     visible: list[bool]  # per word: all its tokens fit in the model's sequence
     end: int  # the position of the first token after the visible words (the end token)
 
+    def seen(self) -> list[WordTokens]:
+        return [w for w, seen in zip(self.words, self.visible, strict=True) if seen]
+
 
 def word_tokens(tokenizer, prompt: str) -> list[WordTokens]:
     """Every word of ``prompt`` that the model sees whole, with its token positions."""
-    encoding = _encode(tokenizer, prompt)
-    return [w for w, seen in zip(encoding.words, encoding.visible, strict=True) if seen]
+    return _encode(tokenizer, prompt).seen()
 
 
 def positions_of(tokenizer, prompt: str, word: str) -> tuple[int, ...]:
@@ -81,7 +83,7 @@ def token_alignment(tokenizer, source: str, target: str) -> list[int]:
     length = tokenizer.model_max_length
     mapping = list(range(length))
     source_encoding, target_encoding = _encode(tokenizer, source), _encode(tokenizer, target)
-    source_words, target_words = word_tokens(tokenizer, source), word_tokens(tokenizer, target)
+    source_words, target_words = source_encoding.seen(), target_encoding.seen()
     for w in target_words:
         for p in w.positions:
             mapping[p] = -1
