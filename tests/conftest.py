@@ -23,3 +23,28 @@ def editor():
     from laspa.testing import tiny_editor
 
     return tiny_editor()
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizer(tmp_path_factory):
+    """Stable Diffusion's real CLIP BPE tokenizer, built offline from the merges file that
+    open-clip-torch ships in its package (a test dependency, installed without its own
+    dependencies: ``pip install --no-deps open-clip-torch``; see .ci/run)."""
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import CLIPTokenizer
+
+    from laspa.mini.tokenizer import write_bpe_tokenizer
+
+    spec = importlib.util.find_spec("open_clip")  # found, not imported: it needs torchvision
+    if spec is None:
+        pytest.fail("the CLIP tokenizer tests need: pip install --no-deps open-clip-torch")
+    merges_file = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    with gzip.open(merges_file, "rt", encoding="utf-8") as lines_file:
+        lines = lines_file.read().split("\n")
+    # CLIP keeps the first 49152 - 256 - 2 merges (after a header line): 49408 tokens in all
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    folder = write_bpe_tokenizer(merges, tmp_path_factory.mktemp("clip") / "tokenizer", 77)
+    return CLIPTokenizer.from_pretrained(folder)

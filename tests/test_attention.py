@@ -197,12 +197,13 @@ def test_laspa_mix_keeps_the_subject_region_or_all_but_the_changed_region():
             return token_maps
 
     hooks = SemanticMixing(
-        reference=None, weight=None, direction=[], store=Store(), mask_words=[(1,), (1,)],
+        reference=torch.zeros(1, 1, 4, 4), weight=None, direction=[], store=Store(),
+        mask_words=[(1,), (1,)],
         K=torch.tensor([0, 0]), hard=torch.tensor([False, False]),
         threshold=torch.tensor([0.5, 0.5]), rest=torch.tensor([False, True]),
     )  # fmt: skip
     aligned, free = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
-    step = SimpleNamespace(t=torch.tensor([500, 500]))
+    step = SimpleNamespace(t=520, t_prev=500)
     mixed = hooks.after_step(step, torch.cat([aligned, free]))[2:]
     top = torch.zeros(4, 4)
     top[:2] = 1
@@ -307,6 +308,29 @@ def test_instdiffedit_with_an_inpainting_checkpoint(tmp_path):
     assert result.unet_evals == 5 * 3 * 2 + 10 * 2
 
 
+def test_laspa_mix_mixes_the_latents_at_timesteps_above_k_only():
+    """Eq. 10 mixes x_t for t > K: the step from t=220 to 180 with K=200 leaves the free
+    latent x_180 alone (the maps of t=220 still steer its swap); from 240 to 220 it mixes."""
+    token_maps = torch.ones(1, 4, 4, 2)
+    token_maps[0, :2, :, 1] = 0  # the word covers the bottom half
+
+    class Store:
+        def current(self):
+            return token_maps
+
+    hooks = SemanticMixing(
+        reference=torch.zeros(1, 1, 4, 4), weight=None, direction=[], store=Store(),
+        mask_words=[(1,)],
+        K=torch.tensor([200.0]), hard=torch.tensor([False]), threshold=torch.tensor([0.5]),
+        rest=torch.tensor([False]),
+    )  # fmt: skip
+    latents = torch.cat([torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)])
+    below = hooks.after_step(SimpleNamespace(t=220, t_prev=180), latents)
+    assert torch.equal(below, latents)
+    above = hooks.after_step(SimpleNamespace(t=240, t_prev=220), latents)
+    assert torch.equal(above[1, 0], hooks.mask[0, 0]) and above[1].sum() > 0
+
+
 def fpe_batch(ed, prompts, **params):
     reference = ed.encode(to_tensor(picture(), (32, 32)))
     rows = [EditRow(p, 0, make_params("fpe", params)) for p in prompts]
@@ -346,6 +370,13 @@ def test_fpe_replaces_only_in_the_chosen_layers_and_steps(preset):
         n = len(self_layers)
         expected = [i for i in range(n) if round(4 * n / 16) <= i <= round(14 * n / 16)]
         assert [info.kind_order for info in chosen] == expected
+
+
+def test_fpe_counts_replacement_steps_with_int_like_the_released_code():
+    """int(0.5 * 7) = 3 replaced steps (round would give 4)."""
+    ed = tiny_editor()
+    output = FPE().run(ed.engine, fpe_batch(ed, ["a dog"], steps=7, replace_fraction=0.5))
+    assert sorted({step for _, step in output.extras["replacements"]}) == [0, 1, 2]
 
 
 def test_self_attention_replacement_by_queries_and_keys_equals_replacing_the_maps():

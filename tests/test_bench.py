@@ -389,7 +389,8 @@ def test_bench_smoke_run(capsys, tiny_model_dir, tmp_path):
     )  # fmt: skip
     assert code == 0, stderr
     data = json.loads(out.read_text())
-    assert (data["suite"], data["cases"], data["seed"], data["steps"]) == ("shapes", 2, 5, 3)
+    # shapes-brief, the suite of record, is the default
+    assert (data["suite"], data["cases"], data["seed"], data["steps"]) == ("shapes-brief", 2, 5, 3)
     names = ["laspa-x0", "sdedit", "peer-sdedit", "peer-diffedit", "generate"]
     assert list(data["methods"]) == names
     for name, entry in data["methods"].items():

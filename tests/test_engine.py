@@ -148,6 +148,29 @@ def test_plain_hooks_equal_diffusers_ddim_scheduler():
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_inversion_equals_diffusers_ddim_inverse_scheduler(prediction_type):
+    """DDIM inversion is DDIMInverseScheduler.step, step for step, for both prediction types:
+    a v-prediction becomes eps with the alpha of the latent being inverted (the level it is
+    at), not that of the timestep the UNet is given."""
+    from diffusers import DDIMInverseScheduler
+
+    ed = tiny_editor(final_step="scheduler", prediction_type=prediction_type)
+    reference, _ = reference_and_conditioning(ed)
+    cond = Conditioning(ed.text_embeddings(["a cat"]))
+    steps = ed.denoiser.steps(5)
+    ours = invert(ed.denoiser, reference, steps, cond)
+    inverse = DDIMInverseScheduler.from_config(ed.scheduler.config)
+    inverse.set_timesteps(5)
+    assert [int(t) for t in inverse.timesteps] == [s.t for s in reversed(steps)]
+    x = reference
+    for t, expected in zip(inverse.timesteps, reversed(ours[:-1]), strict=True):
+        with torch.no_grad():
+            out = ed.unet(x, t, encoder_hidden_states=cond.cond).sample
+        x = inverse.step(out, t, x).prev_sample
+        torch.testing.assert_close(x, expected, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "method", ["laspa-x0", "laspa-input", "laspa-eps", "sdedit", "ddim-inversion"]
 )

@@ -6,7 +6,9 @@ them share one :class:`AttentionState` that the sampler loop sets explicitly bef
 every UNet call (step index, timestep, batch layout). Hooks declare their
 :class:`HookKind`: observers and query-key replacements keep PyTorch's fused
 scaled-dot-product attention; only the layers and steps a probability replacement
-asks for pay for explicit ``softmax(QK^T)``.
+asks for pay for explicit ``softmax(QK^T)``, which is diffusers' own
+``Attention.get_attention_scores`` (scale inside the matmul, the layer's
+``upcast_attention`` / ``upcast_softmax``), so half-precision maps match diffusers'.
 """
 
 from __future__ import annotations
@@ -158,8 +160,8 @@ class LaspaAttnProcessor:
         batch = hidden_states.shape[0]
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if attention_mask is not None:
+            # (batch * heads, 1 or queries, keys), the layout get_attention_scores takes
             attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         if encoder_hidden_states is not None and attn.norm_cross:
@@ -184,20 +186,22 @@ class LaspaAttnProcessor:
             else:
                 raise TypeError(f"unknown attention hook kind {hook.kind!r}")
         if active:
-            probs = _probabilities(query, key, attention_mask, attn.scale).to(value.dtype)
+            probs = _probabilities(attn, query, key, attention_mask).to(value.dtype)
             for hook in active:
                 probs = hook.replace_probabilities(self.layer, step, probs)
             out = torch.matmul(probs, value)
             conditional = probs[step.half(batch)]
         else:
+            mask = None
+            if attention_mask is not None:
+                mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
             out = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=attention_mask, scale=attn.scale
+                query, key, value, attn_mask=mask, scale=attn.scale
             )
             if observers:
                 rows = step.half(batch)
-                mask = None if attention_mask is None else attention_mask[rows]
-                # the scale on the queries: one pass over (rows, heads, q, d), not q x k
-                conditional = _probabilities(query[rows] * attn.scale, key[rows], mask, 1.0)
+                mask = None if mask is None else mask[rows].flatten(0, 1)
+                conditional = _probabilities(attn, query[rows], key[rows], mask)
         for hook in observers:
             hook.observe(self.layer, step, conditional)
         out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[-1])
@@ -209,14 +213,12 @@ class LaspaAttnProcessor:
         return out / attn.rescale_output_factor
 
 
-def _probabilities(query, key, attention_mask, scale: float) -> torch.Tensor:
-    """softmax(Q K^T * scale + mask): (batch, heads, queries, keys)."""
-    scores = torch.matmul(query, key.transpose(-1, -2))
-    if scale != 1.0:
-        scores = scores * scale
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    return scores.softmax(dim=-1)
+def _probabilities(attn, query, key, attention_mask) -> torch.Tensor:
+    """softmax(Q K^T * scale + mask) of (batch, heads, tokens, dim) queries and keys, as
+    diffusers' own processor computes it for this layer: (batch, heads, queries, keys)."""
+    batch, heads = query.shape[:2]
+    probs = attn.get_attention_scores(query.flatten(0, 1), key.flatten(0, 1), attention_mask)
+    return probs.view(batch, heads, *probs.shape[1:])
 
 
 def _split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:

@@ -133,9 +133,17 @@ class Denoiser:
         ]
 
     def eps(
-        self, x: torch.Tensor, t: int, conditioning: Conditioning, step: StepInfo
+        self,
+        x: torch.Tensor,
+        t: int,
+        conditioning: Conditioning,
+        step: StepInfo,
+        alpha: float | None = None,
     ) -> torch.Tensor:
-        """Guided noise prediction for the latent rows ``x`` at timestep ``t``."""
+        """Guided noise prediction for the latent rows ``x`` at timestep ``t``.
+
+        ``alpha`` is the noise level of ``x`` where it is not ``t``'s (DDIM inversion): a
+        v-prediction becomes eps with it, as diffusers' DDIMInverseScheduler converts."""
         skip = x.shape[0] if conditioning.uncond is None else conditioning.unguided_rows
         guided = x[skip:]  # the rows that also need an unconditional prediction
         embeddings, model_input = conditioning.cond, x
@@ -152,7 +160,7 @@ class Denoiser:
             ).sample.float()
         self.unet_evals += model_input.shape[0]
         if self.prediction_type == "v_prediction":
-            out = ddim.v_to_eps(model_input, out, self.alpha(t))
+            out = ddim.v_to_eps(model_input, out, self.alpha(t) if alpha is None else alpha)
         if not len(guided):
             return out
         eps_uncond, eps_cond = out[: len(guided)], out[len(guided) :]
@@ -210,13 +218,14 @@ def invert(
     Returns the trajectory aligned with ``steps``: ``trajectory[i]`` is the latent at
     ``steps[i].t`` (so ``trajectory[0]`` is x_T), and ``trajectory[-1]`` is the input
     ``x0``. The UNet is evaluated at the timestep being moved to, as in DDIM inversion
-    practice (the exact eps at the current level is not available).
+    practice (the exact eps at the current level is not available); a v-prediction is
+    turned into eps with the current latent's alpha, as diffusers' DDIMInverseScheduler does.
     """
     trajectory = [x0]
     x = x0
     for count, step in enumerate(reversed(steps), start=1):
         info = StepInfo(index=step.index, num_steps=step.num_steps, timestep=step.t)
-        eps = denoiser.eps(x, step.t, conditioning, info)
+        eps = denoiser.eps(x, step.t, conditioning, info, alpha=step.alpha_prev)
         x = ddim.ddim_inversion_step(x, eps, step.alpha_prev, step.alpha)
         trajectory.append(x)
         if progress is not None:

@@ -27,9 +27,13 @@ def _tokenizer_folder() -> Path:
 
 
 def tiny_components(
-    seed: int = 0, prediction_type: str = "epsilon", set_alpha_to_one: bool = False
+    seed: int = 0,
+    prediction_type: str = "epsilon",
+    set_alpha_to_one: bool = False,
+    upcast_attention: bool = False,
 ):
-    """(vae, text_encoder, tokenizer, unet, scheduler), random but seeded; 32 px images."""
+    """(vae, text_encoder, tokenizer, unet, scheduler), random but seeded; 32 px images.
+    ``upcast_attention`` computes attention scores in float32, as SD 2.1's UNet does."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -68,6 +72,7 @@ def tiny_components(
         cross_attention_dim=32,
         attention_head_dim=2,
         norm_num_groups=8,
+        upcast_attention=upcast_attention,
     )
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -108,3 +113,144 @@ def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return Path(folder)
+
+
+# ------------------------------------------------------------------ a second device
+
+
+class _Elsewhere(torch.Tensor):
+    """A tensor that says it lives on the ``meta`` device and keeps its values on the CPU:
+    the stand-in for a GPU tensor in :class:`SecondDevice`."""
+
+    inner: torch.Tensor
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor):
+        wrapper = torch.Tensor._make_wrapper_subclass(
+            cls,
+            inner.shape,
+            strides=inner.stride(),
+            storage_offset=inner.storage_offset(),
+            dtype=inner.dtype,
+            layout=inner.layout,
+            device=SecondDevice.device,
+            requires_grad=False,
+        )
+        wrapper.inner = inner
+        return wrapper
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        return _run_elsewhere(func, args, kwargs or {})
+
+    def __repr__(self) -> str:
+        return f"Elsewhere({self.inner!r})"
+
+
+#: operations that PyTorch runs across devices: copies, and reading a scalar
+_CROSS_DEVICE_OPS = {"aten::_to_copy", "aten::copy_", "aten::_local_scalar_dense"}
+#: indexing ops, whose index tensors (the second argument) may be on the CPU
+_INDEX_OPS = {"aten::index", "aten::index_put_", "aten::index_put", "aten::_index_put_impl_"}
+_FACTORIES_FROM_DATA = (torch.tensor, torch.as_tensor, torch.asarray)
+_INDEXING = (torch.Tensor.__getitem__, torch.Tensor.__setitem__)
+
+
+def _index_lists_as_tensors(index):
+    if isinstance(index, list):
+        return torch.tensor(index)
+    if isinstance(index, tuple):
+        return tuple(_index_lists_as_tensors(i) for i in index)
+    return index
+
+
+class SecondDevice:
+    """Run code as if the model were on a second device (a GPU), on a CPU-only machine.
+
+    Inside ``with SecondDevice():`` tensors created on or moved to ``SecondDevice.device``
+    (``meta``) report that device but keep real values on the CPU, so every method runs to
+    the end; and every operation that mixes them with CPU tensors fails as on a GPU:
+    "Expected all tensors to be on the same device". PyTorch's own exceptions are kept:
+    0-dim CPU tensors mix with anything, copies cross devices, and index tensors may be on
+    the CPU. ``meta`` is chosen because every build of PyTorch has it and nothing computes
+    on it by accident: a meta tensor never holds values, so one that escaped this wrapper
+    fails too.
+    """
+
+    device = torch.device("meta")
+
+    def __enter__(self) -> torch.device:
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Factories(TorchFunctionMode):
+            """Tensors built from Python data skip the dispatcher: build them here.
+
+            That is torch.tensor(data, device=...), and the index tensor that x[[0, 2]]
+            makes on x's device (given as the CPU index tensor PyTorch also accepts)."""
+
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                device = kwargs.get("device")
+                if func in _FACTORIES_FROM_DATA and device is not None and _is_second(device):
+                    return _Elsewhere(func(*args, **{**kwargs, "device": "cpu"}))
+                if func in _INDEXING and isinstance(args[0], _Elsewhere):
+                    args = (args[0], _index_lists_as_tensors(args[1]), *args[2:])
+                return func(*args, **kwargs)
+
+        class Operations(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                return _run_elsewhere(func, args, kwargs or {})
+
+        self._modes = [Factories(), Operations()]
+        for mode in self._modes:
+            mode.__enter__()
+        return self.device
+
+    def __exit__(self, *exc) -> None:
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc)
+
+
+def _is_second(device) -> bool:
+    return torch.device(device).type == SecondDevice.device.type
+
+
+def _run_elsewhere(func, args, kwargs):
+    from torch.utils._pytree import tree_flatten, tree_map
+
+    name = func._schema.name
+    tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+    elsewhere = any(isinstance(t, _Elsewhere) for t in tensors)
+    if name in _INDEX_OPS:
+        rest = [args[0], *args[2:], *kwargs.values()]
+        tensors_on_device = [t for t in rest if isinstance(t, torch.Tensor)]
+    else:
+        tensors_on_device = [] if name in _CROSS_DEVICE_OPS else tensors
+    for t in tensors_on_device:
+        if isinstance(t, _Elsewhere) or (t.device.type == "cpu" and t.dim() == 0):
+            continue
+        if elsewhere or _is_second(t.device):  # a CPU tensor, or a meta one without values
+            raise RuntimeError(
+                "Expected all tensors to be on the same device, but found at least two "
+                f"devices, {SecondDevice.device.type} and {t.device}! ({name})"
+            )
+    target = kwargs.get("device")
+    if target is not None:
+        on_second = _is_second(target)
+        kwargs = {**kwargs, "device": torch.device("cpu")} if on_second else kwargs
+    else:
+        on_second = elsewhere and name != "aten::_local_scalar_dense"
+    if name == "aten::copy_":  # a copy lands where its destination is
+        on_second = isinstance(args[0], _Elsewhere)
+    inner_of = {id(t.inner): t for t in tensors if isinstance(t, _Elsewhere)}
+    unwrap = lambda t: t.inner if isinstance(t, _Elsewhere) else t  # noqa: E731
+    out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+
+    def wrap(t):
+        if not isinstance(t, torch.Tensor) or not on_second:
+            return t
+        return inner_of[id(t)] if id(t) in inner_of else _Elsewhere(t)  # in-place: the input
+
+    return tree_map(wrap, out)

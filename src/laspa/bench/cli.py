@@ -73,10 +73,13 @@ def register(app: typer.Typer) -> None:
 
 def bench(
     suite: str = typer.Option(
-        "shapes", "--suite", help="shapes, shapes-brief, shapes-detail, piebench or tedbench"
+        "shapes-brief",
+        "--suite",
+        help="shapes-brief (the default, the suite of record: prompts name only the edited "
+        "object), shapes, shapes-detail, piebench or tedbench",
     ),
     cases: int | None = typer.Option(
-        None, "--cases", help="number of cases (shapes: 24; other suites: all)"
+        None, "--cases", help="number of cases (scene suites: 24; other suites: all)"
     ),
     seed: int = typer.Option(0, "--seed", help="seed of the cases and of every edit's noise"),
     kinds: str | None = typer.Option(

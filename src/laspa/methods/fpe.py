@@ -98,7 +98,7 @@ class FPE(Method):
         first_target = len(prompts) - n
         replace = SelfAttentionReplace(
             replaced_layers(engine.layers, batch.shared("layers")),
-            last_step=round(fraction * num_steps),
+            last_step=int(fraction * num_steps),  # the released code's int()
             sources=sources,
             targets=list(range(first_target, first_target + n)),
         )

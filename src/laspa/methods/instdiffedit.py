@@ -10,6 +10,7 @@ code then inpaints the image inside the last mask (``final_pass="inpaint"``: the
 model's blended latent diffusion, or an inpainting checkpoint when one is named); by
 default the mask loop's own result is the output (``final_pass="loop"``), measured to keep
 more at the same edit success for 60% of the UNet work (docs/results.md, "Final pass").
+Both passes run on DDIM, where the released code samples with the LMS scheduler.
 """
 
 from __future__ import annotations

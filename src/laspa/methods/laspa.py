@@ -4,8 +4,8 @@ Three alignments, one hook point each (docs/methods.md, "LASPA"):
 
 - ``laspa-input``  before the UNet: ``x_t <- b*s_t + (1-b)*x_t``, s_t the stochastic inverse;
 - ``laspa-eps``    after eps: ``eps <- b*e_rec + (1-b)*eps``;
-- ``laspa-x0``     after x0: ``x0 <- b*r + (1-b)*x0`` (the default method; with its default
-  ``consistent`` direction it is exactly exact error alignment).
+- ``laspa-x0``     after x0: ``x0 <- b*r + (1-b)*x0`` (our default method; with its default
+  ``consistent`` direction it is exactly error alignment with the exact eps form).
 
 ``b`` is :func:`laspa.ddim.alignment_weight`, zero for ``t <= K``. Rows of one batch may
 carry different K, beta and schedules: weights are per-row tensors.
@@ -115,7 +115,8 @@ class EpsAlignment(SamplerHooks):
     def __init__(self, reference: torch.Tensor, weight: WeightFn, form: list[str]):
         self.reference = reference
         self.weight = weight
-        self.literal = torch.tensor([f == "literal" for f in form]).view(-1, 1, 1, 1)
+        literal = [f == "literal" for f in form]
+        self.literal = torch.tensor(literal, device=reference.device).view(-1, 1, 1, 1)
 
     def after_eps(self, step: Step, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         weight = self.weight(step.t)
@@ -133,7 +134,8 @@ class X0Alignment(SamplerHooks):
     def __init__(self, reference: torch.Tensor, weight: WeightFn, direction: list[str]):
         self.reference = reference
         self.weight = weight
-        self.consistent = torch.tensor([d == "consistent" for d in direction]).view(-1, 1, 1, 1)
+        consistent = [d == "consistent" for d in direction]
+        self.consistent = torch.tensor(consistent, device=reference.device).view(-1, 1, 1, 1)
 
     def after_x0(self, step: Step, x, eps, x0):
         weight = self.weight(step.t)
@@ -213,7 +215,7 @@ class LaspaEps(_Laspa):
 @register
 class LaspaX0(_Laspa):
     name = "laspa-x0"
-    summary = "LASPA x0 alignment: pulls the predicted x0 towards the input's latent"
+    summary = "LASPA x0 alignment (default direction: exact error alignment)"
     Params = X0Params
 
     def hooks(self, batch, reference, weight, generators):

@@ -46,8 +46,8 @@ class MixParams(X0Params):
 
 
 class SemanticMixing(X0Alignment):
-    """x0 alignment on the aligned rows (the first N), mixing into the free rows after
-    every step while ``t > K``, with the mask of each edit's word (the subject, or with
+    """x0 alignment on the aligned rows (the first N), mixing into the free rows' latents
+    at every timestep ``t > K``, with the mask of each edit's word (the subject, or with
     ``keep=rest`` what changes) from this step's maps."""
 
     def __init__(self, reference, weight, direction, store, mask_words, K, hard, threshold, rest):
@@ -70,7 +70,8 @@ class SemanticMixing(X0Alignment):
         return torch.where(self.hard, (soft > self.threshold).float(), soft)
 
     def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
-        active = (step.t > self.K).view(-1, 1, 1, 1)
+        # eq. 10 mixes x_t for t > K: x_prev is the latent at t_prev
+        active = (step.t_prev > self.K).view(-1, 1, 1, 1)
         if not bool(active.any()):
             return x_prev
         aligned, free = x_prev.chunk(2)
@@ -118,16 +119,18 @@ class LaspaMix(_Laspa):
         store = engine.attention_store(rows=slice(0, n))
         hooks = SemanticMixing(
             reference, weight, batch.param("direction") * 2, store, mask_words, K,
-            hard=torch.tensor([m == "hard" for m in batch.param("mask")]),
-            threshold=batch.column("threshold"),
-            rest=torch.tensor([k == "rest" for k in batch.param("keep")]),
+            hard=torch.tensor([m == "hard" for m in batch.param("mask")], device=device),
+            threshold=batch.column("threshold", device),
+            rest=torch.tensor([k == "rest" for k in batch.param("keep")], device=device),
         )  # fmt: skip
+        # on the CPU, like the step's timestep: deciding whether a layer swaps needs no sync
         swap_rows = torch.tensor([s == "on" for s in batch.param("swap")])
+        swap_K = batch.column("K")
         pairs = zip(aligned_prompts, free_prompts, strict=True)
         token_map = torch.tensor([engine.token_alignment(a, f) for a, f in pairs])
 
         def swapping(step: StepInfo) -> torch.Tensor:
-            return swap_rows & (step.timestep > K.cpu())
+            return swap_rows & (step.timestep > swap_K)
 
         swap = CrossAttentionSwap(list(range(n)), list(range(n, 2 * n)), token_map, swapping)
         conditioning = engine.conditioning(batch, prompts=aligned_prompts + free_prompts)

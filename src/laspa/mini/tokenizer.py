@@ -102,11 +102,16 @@ def build_vocab(merges: Sequence[tuple[str, str]]) -> dict[str, int]:
 
 def write_tokenizer(words: Iterable[str], folder: Path, max_length: int) -> Path:
     """Write vocab.json, merges.txt and the transformers tokenizer files into folder."""
+    return write_bpe_tokenizer(learn_merges(words), folder, max_length)
+
+
+def write_bpe_tokenizer(merges: Sequence[tuple[str, str]], folder: Path, max_length: int) -> Path:
+    """A CLIP-format tokenizer folder from BPE merges (ours, or CLIP's own merges file:
+    CLIP's vocabulary is built from its merges exactly like :func:`build_vocab`)."""
     from transformers import CLIPTokenizer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    merges = learn_merges(words)
     vocab = build_vocab(merges)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     merge_lines = [MERGES_HEADER] + [f"{a} {b}" for a, b in merges]
