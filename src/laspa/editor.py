@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,8 +29,17 @@ from .attention import (
 )
 from .errors import ModelError, ParameterError
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, invert, sample
-from .methods.base import METHODS, EditBatch, EditRow, get_method, make_params
-from .tokens import positions_of, word_tokens
+from .methods.base import (
+    METHODS,
+    EditBatch,
+    EditRow,
+    check_prompt,
+    check_seed,
+    check_text,
+    get_method,
+    make_params,
+)
+from .tokens import phrase_occurs, positions_of, word_tokens
 
 #: A progress callback receives (phase, steps done, steps in the phase).
 Progress = Callable[[str, int, int], None]
@@ -158,14 +168,18 @@ class Editor:
             tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
         except Exception as error:  # diffusers/hub raise many types; the user needs one line
-            reason = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            raise ModelError(f"cannot load model {source}: {reason}") from None
-        editor = cls(
-            vae, text_encoder, tokenizer, unet, scheduler,
-            device=device, dtype=dtype, name=source, **kwargs,
-        )  # fmt: skip
+            raise ModelError(f"cannot load model {source}: {_first_line(error)}") from None
+        # a hub id's configs are only known now; a folder's were read before loading
+        check_unet_config(dict(unet.config), source)
+        check_components(vae.config, text_encoder.config, unet.config, source)
+        try:
+            editor = cls(
+                vae, text_encoder, tokenizer, unet, scheduler,
+                device=device, dtype=dtype, name=source, **kwargs,
+            )  # fmt: skip
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            # a config the checks above do not cover, caught where the Editor reads it
+            raise ModelError(f"cannot use model {source}: {_first_line(error)}") from None
         editor.source = source
         return editor
 
@@ -403,9 +417,14 @@ class Editor:
         Returns word -> float32 map in [0, 1] at latent size; ``words`` picks and orders
         them (a phrase maps to the mean of its words' tokens).
         """
-        result = self.edit(image, prompt, method, seed, record_attention=True, **params)
-        if "token_maps" not in result.extras:
+        check_prompt(prompt)
+        if not get_method(method).records_attention:
             raise ParameterError(f"method {method} does not record attention maps")
+        for word in words or ():
+            check_text("a word", word)
+            if not phrase_occurs(prompt, word):
+                raise ParameterError(f"the word {word!r} does not occur in the prompt {prompt!r}")
+        result = self.edit(image, prompt, method, seed, record_attention=True, **params)
         if words is None:
             return result.attention
         size = tuple(result.latent.shape[-2:])
@@ -475,11 +494,8 @@ class Editor:
     def _row(self, method: str, variant: dict[str, Any]) -> EditRow:
         variant = dict(variant)
         prompt = variant.pop("prompt", None)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ParameterError("the prompt must be a non-empty text")
-        seed = variant.pop("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ParameterError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        check_prompt(prompt)
+        seed = check_seed(variant.pop("seed", 0))
         return EditRow(prompt, seed, make_params(method, variant))
 
 
@@ -508,6 +524,12 @@ def check_model_source(model: str | Path) -> None:
     """Fail early, in one line, on a model folder that is missing or holds pickle weights."""
     text = str(model)
     path = Path(text)
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # a hub id, or a folder reported missing below
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise ModelError(f"cannot use model {text[:60]}...: {error.strerror}") from None
     if path.is_file():
         raise ModelError(
             f"{text} is a single file; laspa loads diffusers model folders (model_index.json, "
@@ -518,6 +540,10 @@ def check_model_source(model: str | Path) -> None:
         if looks_local or text.count("/") > 1:
             raise ModelError(f"model folder not found: {text}")
         return  # a hub id such as runwayml/stable-diffusion-v1-5: diffusers resolves it
+    check_model_family(path)
+    unet_config = _read_json(path / "unet" / "config.json")
+    if unet_config is not None:
+        check_unet_config(unet_config, text)
     missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
                if not (path / sub).is_dir()]  # fmt: skip
     if missing:
@@ -537,6 +563,95 @@ def check_model_source(model: str | Path) -> None:
                     "safetensors only, since pickle files can run code: convert the checkpoint"
                 )
             raise ModelError(f"no safetensors weights in {path / sub}")
+
+
+#: pipeline classes of families the engine does not run, by the start of their name
+_OTHER_FAMILIES = {
+    "StableDiffusionXL": "SDXL",
+    "StableDiffusion3": "Stable Diffusion 3",
+    "Flux": "FLUX",
+    "Kandinsky": "Kandinsky",
+    "IF": "DeepFloyd IF",
+    "PixArt": "PixArt",
+    "Sana": "Sana",
+    "StableCascade": "Stable Cascade",
+    "Wuerstchen": "Wuerstchen",
+    "HunyuanDiT": "Hunyuan-DiT",
+    "AuraFlow": "AuraFlow",
+    "Lumina": "Lumina",
+    "CogView": "CogView",
+}
+
+_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x checkpoints"
+
+
+def _read_json(path: Path) -> dict | None:
+    """A config file as a dict; None when absent. Unreadable JSON is a ModelError."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read {path}: {_first_line(error)}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"cannot read {path}: not a JSON object")
+    return data
+
+
+def check_model_family(path: Path) -> None:
+    """Refuse, from its configs and before any weight loads, a model folder of a family
+    the engine does not run (SDXL, SD3, FLUX, ...), naming the family."""
+    index = _read_json(path / "model_index.json") or {}
+    pipeline = str(index.get("_class_name", ""))
+    family = next(
+        (name for prefix, name in _OTHER_FAMILIES.items() if pipeline.startswith(prefix)),
+        None,
+    )
+    if family is None and ("text_encoder_2" in index or (path / "text_encoder_2").is_dir()):
+        family = "SDXL-like (two text encoders)"
+    if family is None and ("transformer" in index or (path / "transformer").is_dir()):
+        family = f"a diffusion transformer ({pipeline or 'transformer/ instead of unet/'})"
+    if family is not None:
+        shown = f"{family} ({pipeline})" if pipeline and pipeline not in family else family
+        raise ModelError(f"{path} is a checkpoint of {shown}; {_SUPPORTED} only")
+
+
+def check_unet_config(config: dict, source: str) -> None:
+    """Refuse a UNet config the engine cannot run, in one line naming what is wrong."""
+    if config.get("addition_embed_type") == "text_time":
+        raise ModelError(f"{source} is a checkpoint of SDXL (its UNet takes text_time "
+                         f"embeddings); {_SUPPORTED} only")  # fmt: skip
+    if config.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+        raise ModelError(f"{source}: the unet is a {config['_class_name']}; {_SUPPORTED} only")
+    for key in ("sample_size", "in_channels", "out_channels"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):  # fmt: skip
+            raise ModelError(f"{source}: unet config {key} must be a positive integer, "
+                             f"got {value!r}")  # fmt: skip
+    channels = config.get("in_channels")
+    if channels is not None and channels != 4:
+        kind = {9: "an inpainting", 5: "a depth-to-image", 8: "an instruct-pix2pix"}.get(
+            channels, f"a {channels}-channel"
+        )
+        raise ModelError(
+            f"{source} is {kind} checkpoint (its UNet takes {channels} input channels); "
+            f"{_SUPPORTED} for text-to-image (4 channels)"
+        )
+
+
+def check_components(vae_config, text_config, unet_config, source: str) -> None:
+    """The loaded components must fit together: the UNet reads the VAE's latents and
+    attends to the text encoder's features."""
+    latent = getattr(vae_config, "latent_channels", None)
+    if latent is not None and latent != unet_config.in_channels:
+        raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the UNet "
+                         f"takes {unet_config.in_channels}")  # fmt: skip
+    width = getattr(text_config, "hidden_size", None)
+    cross = unet_config.cross_attention_dim
+    if width is not None and isinstance(cross, int) and cross != width:
+        raise ModelError(f"{source}: the text encoder's features have {width} channels but "
+                         f"the UNet attends to {cross}")  # fmt: skip
 
 
 __all__ = ["Editor", "EditResult", "METHODS", "methods"]
