@@ -24,13 +24,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import png_claiming  # a sibling test module (pytest puts tests/ on the path)
 
 from laspa.cli import main
 
@@ -72,18 +72,6 @@ def assert_one_line_refusal(code: int, out: str, err: str, expected: str) -> Non
     assert lines[0].startswith("laspa: error: "), lines[0]
     assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
     assert out == "", f"stdout: {out!r}"
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` (a decompression bomb's opening)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
 def tiff_with_truncated_directory() -> bytes:
@@ -274,6 +262,11 @@ def _outputs():
         "mask-out: the output": (lambda p: p.edit("--method", "instdiffedit", "--mask-out", p.out), "overwrite the input"),
         "mask-out: the input": (lambda p: p.edit("--method", "instdiffedit", "--mask-out", p.image), "overwrite the input"),
         "mask-out: method without a mask": (lambda p: p.edit("--mask-out", p.root / "m.png"), "makes no mask"),
+        "bench: --json name too long": (
+            lambda p: ["bench", "--json", p.root / ("j" * 300 + ".json"), "--model", p.model], "too long"),
+        "bench: --json in a missing folder": (
+            lambda p: ["bench", "--json", p.root / "no" / "b.json", "--model", p.model], "does not exist"),
+        "demo: -o name too long": (lambda p: ["demo", "-o", p.root / ("d" * 300), "--model", p.model], "too long"),
         "mask-out: .txt": (lambda p: p.edit("--method", "instdiffedit", "--mask-out", p.root / "m.txt"), "must end in one of"),
     }  # fmt: skip
 
@@ -358,6 +351,7 @@ def no_model_loads(monkeypatch):
         raise AssertionError("a model was loaded for a case that needs none")
 
     monkeypatch.setattr("laspa.cli.load_editor", refuse)
+    monkeypatch.setattr("laspa.demo.load_editor", refuse)
 
 
 @pytest.mark.parametrize("name", list(CLI_BEFORE_LOAD))

@@ -37,6 +37,22 @@ def _reason(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
+def shortened(path: str | os.PathLike) -> str:
+    """A path short enough for a one-line message."""
+    text = str(path)
+    return text if len(text) <= 80 else f"{text[:60]}...{text[-16:]}"
+
+
+@contextmanager
+def output_checks(path: str | os.PathLike) -> Iterator[None]:
+    """Around checks of an output path: a path the file system refuses even to look at
+    (a name longer than it allows, too many links) ends as a one-line OutputError."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError(f"cannot use output {shortened(path)}: {_reason(error)}") from None
+
+
 def check_writable(path: str | os.PathLike) -> None:
     """Refuse, before any work, an output whose folder cannot take a new file (read-only
     folder or file system, no permission) or whose name the file system refuses: by
@@ -50,7 +66,7 @@ def check_writable(path: str | os.PathLike) -> None:
     if len(os.fsencode(path.name)) > name_limit:
         raise OutputError(
             f"output file name is longer than the file system allows ({name_limit} bytes): "
-            f"{path.name[:40]}..."
+            f"{shortened(path.name)}"
         )
     try:
         _temporary_in(path.parent, path.name).unlink()

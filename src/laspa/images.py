@@ -11,15 +11,16 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, OutputError
-from .files import check_writable, replaced_atomically
+from .files import check_writable, output_checks, replaced_atomically, shortened
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 MAX_PIXELS = 8192 * 8192
 
 #: The model works on at most this multiple of its own area (resolution squared). Sides
-#: rounded up to the downsampling multiple add a little; an image thinner than the
-#: model's resolution over that multiple (16:1 for SD and the miniature) would add
-#: without bound, so its long side is shortened instead (see fit_size).
+#: rounded up to the downsampling multiple add a little; an image so thin that its short
+#: side stops at one multiple (beyond 4 (resolution / multiple)^2 : 1, 256:1 for SD and
+#: 64:1 for the miniature) would add without bound, so its long side is shortened
+#: instead (see fit_size).
 MAX_WORK_AREA_FACTOR = 2
 
 _OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -41,7 +42,7 @@ def load_image(source: str | os.PathLike | Image.Image) -> Image.Image:
         if path.stat().st_size == 0:
             raise ImageError(f"input image is empty (0 bytes): {path}")
     except OSError as error:  # e.g. a name longer than the file system allows
-        raise ImageError(f"cannot read image {_shortened(path)}: {error.strerror}") from None
+        raise ImageError(f"cannot read image {shortened(path)}: {error.strerror}") from None
     try:
         with warnings.catch_warnings():
             # PIL warns about damage it reads past (corrupt EXIF, odd chunks): the image
@@ -74,11 +75,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-def _shortened(path: Path) -> str:
-    text = str(path)
-    return text if len(text) <= 80 else f"{text[:60]}...{text[-16:]}"
 
 
 def fit_size(width: int, height: int, resolution: int, multiple: int) -> tuple[int, int]:
@@ -124,8 +120,8 @@ def check_output_path(
     path = Path(output)
     if path.suffix.lower() not in _OUTPUT_FORMATS:
         known = ", ".join(_OUTPUT_FORMATS)
-        raise OutputError(f"output {_shortened(path)} must end in one of {known}")
-    try:
+        raise OutputError(f"output {shortened(path)} must end in one of {known}")
+    with output_checks(path):
         if not path.parent.exists() or not path.parent.is_dir():
             raise OutputError(f"output directory does not exist: {path.parent}")
         check_writable(path)  # the name's length and the folder's permissions
@@ -137,8 +133,6 @@ def check_output_path(
                 raise OutputError(f"output {path} would overwrite the input image")
         if path.is_dir():
             raise OutputError(f"output {path} is a directory")
-    except OSError as error:  # a path the file system refuses to look at
-        raise OutputError(f"cannot use output {_shortened(path)}: {error.strerror}") from None
     return path
 
 

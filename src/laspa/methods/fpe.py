@@ -16,15 +16,8 @@ import torch
 
 from ..attention import SelfAttentionReplace, describe_layers
 from ..loop import SamplerHooks, Step
-from .base import (
-    CommonParams,
-    EditBatch,
-    Method,
-    MethodOutput,
-    guidance_option,
-    option,
-    register,
-)
+from . import base
+from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 
 #: Real images: 0.5, measured (the released code uses 0.8). On the step-34,431 miniature
 #: 0.5 keeps more and edits more than 0.8 on both scene suites, 70 unseen cases each
@@ -36,7 +29,7 @@ REAL_REPLACE_FRACTION, GENERATED_REPLACE_FRACTION = 0.5, 0.4
 
 @dataclass
 class FPEParams(CommonParams):
-    guidance: float = guidance_option(7.5)
+    guidance: float = base.guidance_option(7.5)
     replace_fraction: float | None = option(
         None, low=0.0, high=1.0, help="fraction of steps with replacement (0.5 real, 0.4 generated)"
     )

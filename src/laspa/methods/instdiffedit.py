@@ -23,15 +23,8 @@ from .. import maps as maps_lib
 from ..errors import ParameterError
 from ..loop import SamplerHooks, Step
 from ..tokens import WordTokens, word_tokens
-from .base import (
-    CommonParams,
-    EditBatch,
-    Method,
-    MethodOutput,
-    guidance_option,
-    option,
-    register,
-)
+from . import base
+from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 from .sdedit import start_index
 
 #: the threshold after each smoothing: the released code's 0.2 after blurring; 0.35 after
@@ -41,7 +34,7 @@ DEFAULT_PHI = {"blur": 0.2, "snap": 0.35, "spread": 0.35}
 
 @dataclass
 class InstDiffEditParams(CommonParams):
-    guidance: float = guidance_option(7.5)
+    guidance: float = base.guidance_option(7.5)
     strength: float = option(0.5, low=0.0, high=1.0, low_open=True, help="r: mask-loop strength")
     noise_seeds: int = option(3, low=1, high=16, help="B: noise seeds averaged for the mask")
     object_threshold: float = option(0.9, low=-1.0, high=1.0, help="object words: similarity >=")
