@@ -304,7 +304,7 @@ def _prompts():
 
 def _numbers():
     def opt(*args):
-        return lambda p: p.edit(*args)
+        return lambda p: p.edit(*(p.model if a == "MODEL" else a for a in args))
 
     def sweep(*args):
         return lambda p: ["sweep", p.image, "a red cat", "-o", p.out, "--model", p.model, *args]
@@ -333,6 +333,8 @@ def _numbers():
         "--set unknown name": (opt("--set", "foo=1"), "--set takes NAME=VALUE"),
         "--set without =": (opt("--set", "K"), "--set takes NAME=VALUE"),
         "--set K=abc": (opt("--set", "K=abc"), "not a number"),
+        "--inpaint-model not an inpainting checkpoint": (
+            opt("-m", "instdiffedit", "--inpaint-model", "MODEL"), "needs an inpainting one"),
         "option of another method": (opt("--strength", "0.5"), "does not take strength"),
         "unknown method": (opt("-m", "imagic"), "unknown method 'imagic'"),
         "sweep: K list with inf": (sweep("--K", "100,inf"), "comma-separated numbers"),

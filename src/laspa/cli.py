@@ -231,6 +231,7 @@ def edit(
 ) -> None:
     """Edit IMAGE towards PROMPT and write the result to -o."""
     from . import images
+    from .editor import check_model_source
     from .methods.base import METHODS, check_prompt, check_seed
 
     given = {
@@ -246,6 +247,8 @@ def edit(
     options = method_options(method, given, settings)
     check_prompt(prompt)
     check_seed(seed)
+    if options.get("inpaint_model"):  # loaded late, in the method's last pass: check now
+        check_model_source(options["inpaint_model"], unet_channels=9)
     output = images.check_output_path(output, inputs=(image,))
     if mask_out is not None:
         if not METHODS[method].makes_mask:

@@ -357,7 +357,7 @@ class Editor:
         if model not in self._inpainters:
             from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 
-            check_model_source(model)
+            check_model_source(model, unet_channels=9)
             try:
                 pipe = StableDiffusionInpaintPipeline.from_pretrained(
                     model,
@@ -520,8 +520,10 @@ def _batches(rows: list[EditRow], key: tuple[str, ...], batch_size: int | None) 
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
-def check_model_source(model: str | Path) -> None:
-    """Fail early, in one line, on a model folder that is missing or holds pickle weights."""
+def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
+    """Fail early, in one line, on a model folder that is missing, holds pickle weights or
+    is of a family the engine does not run. ``unet_channels``: 4 for the model that edits,
+    9 for an inpainting checkpoint (InstDiffEdit's optional final pass)."""
     text = str(model)
     path = Path(text)
     try:
@@ -543,7 +545,7 @@ def check_model_source(model: str | Path) -> None:
     check_model_family(path)
     unet_config = _read_json(path / "unet" / "config.json")
     if unet_config is not None:
-        check_unet_config(unet_config, text)
+        check_unet_config(unet_config, text, unet_channels)
     missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
                if not (path / sub).is_dir()]  # fmt: skip
     if missing:
@@ -616,8 +618,9 @@ def check_model_family(path: Path) -> None:
         raise ModelError(f"{path} is a checkpoint of {shown}; {_SUPPORTED} only")
 
 
-def check_unet_config(config: dict, source: str) -> None:
-    """Refuse a UNet config the engine cannot run, in one line naming what is wrong."""
+def check_unet_config(config: dict, source: str, channels: int = 4) -> None:
+    """Refuse a UNet config the engine cannot run, in one line naming what is wrong;
+    ``channels`` is the input the UNet must take (4 text-to-image, 9 inpainting)."""
     if config.get("addition_embed_type") == "text_time":
         raise ModelError(f"{source} is a checkpoint of SDXL (its UNet takes text_time "
                          f"embeddings); {_SUPPORTED} only")  # fmt: skip
@@ -629,14 +632,14 @@ def check_unet_config(config: dict, source: str) -> None:
                                   or value < 1):  # fmt: skip
             raise ModelError(f"{source}: unet config {key} must be a positive integer, "
                              f"got {value!r}")  # fmt: skip
-    channels = config.get("in_channels")
-    if channels is not None and channels != 4:
-        kind = {9: "an inpainting", 5: "a depth-to-image", 8: "an instruct-pix2pix"}.get(
-            channels, f"a {channels}-channel"
-        )
+    taken = config.get("in_channels")
+    if taken is not None and taken != channels:
+        kind = {4: "a text-to-image", 9: "an inpainting", 5: "a depth-to-image",
+                8: "an instruct-pix2pix"}.get(taken, f"a {taken}-channel")  # fmt: skip
+        wanted = "an inpainting" if channels == 9 else "a text-to-image"
         raise ModelError(
-            f"{source} is {kind} checkpoint (its UNet takes {channels} input channels); "
-            f"{_SUPPORTED} for text-to-image (4 channels)"
+            f"{source} is {kind} checkpoint (its UNet takes {taken} input channels); "
+            f"{_SUPPORTED} only, and needs {wanted} one ({channels} channels) here"
         )
 
 
