@@ -14,6 +14,7 @@ import errno
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +41,25 @@ NAME_MAX = 255
 
 # ------------------------------------------------------------------ helpers
 def run_cli(capfd, args) -> tuple[int, str, str]:
+    """``laspa ARGS`` in-process, with warnings and log records reaching stderr as they
+    do in a real process (pytest would otherwise collect them out of sight)."""
+
+    def print_warning(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    stderr_log = logging.StreamHandler(sys.stderr)
+    stderr_log.setLevel(logging.WARNING)  # what Python's last-resort handler shows
+    logging.getLogger().addHandler(stderr_log)
     try:
-        main([str(a) for a in args])
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = print_warning
+            main([str(a) for a in args])
         code = 0
     except SystemExit as stop:
         code = stop.code
+    finally:
+        logging.getLogger().removeHandler(stderr_log)
     out, err = capfd.readouterr()
     return code, out, err
 

@@ -41,12 +41,13 @@ def option(
     return field(default=default, metadata=meta)
 
 
-#: The guidance scales accepted. Above the top the guided noise prediction grows past
-#: what half precision holds before the sampler ends: measured on the bundled miniature
-#: (10 steps, every method), the output turns non-finite between 2e4 and 5e4 in float16
-#: and above 1e20 in float32. 100 keeps a margin of 200 below the float16 threshold for
-#: models whose conditional and unconditional predictions differ more, and is far above
-#: the scales editing uses (1-30).
+#: The guidance scales accepted. Above the top, the guided noise prediction can outgrow
+#: what half precision holds. Measured on the bundled miniature (10 steps, one scene;
+#: benchmarks/guidance_range.py), the output first turns non-finite between 3e3 and 5e3
+#: in float16 (generation, FPE, DDIM inversion; SDEdit at 7e3, the aligned methods at
+#: 1e5-2e5) and between 1e15 and 1e20 in float32. 100 leaves a margin of 30 below the
+#: float16 threshold, for models whose conditional and unconditional predictions differ
+#: more, and lies far above the scales editing uses (1-30).
 GUIDANCE_RANGE = (0.0, 100.0)
 
 
