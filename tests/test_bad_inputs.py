@@ -368,8 +368,9 @@ def no_model_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded for a case that needs none")
 
-    monkeypatch.setattr("laspa.cli.load_editor", refuse)
+    # laspa.demo first: importing it binds its own name to laspa.cli's load_editor
     monkeypatch.setattr("laspa.demo.load_editor", refuse)
+    monkeypatch.setattr("laspa.cli.load_editor", refuse)
 
 
 @pytest.mark.parametrize("name", list(CLI_BEFORE_LOAD))
