@@ -228,6 +228,7 @@ def test_demo_writes_the_grid_and_prints_the_table(capsys, tmp_path):
 def test_outputs_are_written_whole_with_a_new_files_permissions(tmp_path, monkeypatch):
     import os
 
+    from laspa.errors import OutputError
     from laspa.files import NEW_FILE_MODE
     from laspa.images import save_image
 
@@ -241,7 +242,7 @@ def test_outputs_are_written_whole_with_a_new_files_permissions(tmp_path, monkey
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="cannot write .*out.png: disk full"):
         save_image(Image.new("RGB", (4, 4), "blue"), target)
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["out.png"]

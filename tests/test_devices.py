@@ -82,7 +82,9 @@ def test_the_second_device_catches_a_flag_tensor_left_on_the_cpu(elsewhere):
         fixed = X0Alignment(reference, weight, ["consistent"])
         assert elsewhere.engine.sample(x, steps, conditioning, fixed).device == device
         with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
-            elsewhere.engine.sample(x, steps, conditioning, CpuFlags(reference, weight, ["consistent"]))
+            elsewhere.engine.sample(
+                x, steps, conditioning, CpuFlags(reference, weight, ["consistent"])
+            )
         # what it lets through, as PyTorch does: 0-dim CPU tensors, copies, CPU indices
         assert (x * torch.tensor(2.0)).device == device
         assert x.cpu().device.type == "cpu" and x[torch.tensor([0])].device == device

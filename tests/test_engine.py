@@ -253,7 +253,8 @@ def test_bad_parameters_raise_parameter_error(editor):
         ({"K": 1001}, "K must be in"),
         ({"beta": -0.1}, "beta must be in"),
         ({"steps": 0}, "steps must be in"),
-        ({"guidance": -1.0}, "guidance must be >="),
+        ({"guidance": -1.0}, "guidance must be in"),
+        ({"guidance": float("inf")}, "guidance must be a finite number"),
         ({"beta_schedule": "cosine"}, "beta_schedule must be one of"),
         ({"strength": 0.5}, "does not take strength"),
     ]:

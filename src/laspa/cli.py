@@ -9,12 +9,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from .console import Interrupted, exit_interrupted, signals_as_exceptions
 from .errors import LaspaError, ModelError
 
 app = typer.Typer(
@@ -57,15 +62,28 @@ def note(message: str) -> None:
 def quiet_libraries() -> None:
     """diffusers and transformers log loading chatter and progress bars of their own; the
     CLI prints its own progress and keeps stderr to what the user needs."""
-    import warnings
-
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    for logging in (diffusers_logging, transformers_logging):
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
+@contextmanager
+def library_warnings_silenced() -> Iterator[None]:
+    """No library warning or warning-level log line reaches stderr while a command runs
+    (PIL's "Corrupt EXIF data", huggingface_hub's deprecations and retries, ...): an error
+    stays one line, and a success ends in laspa's own notes. Errors logged by libraries
+    still show (the web server's log needs them)."""
+    disabled = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(disabled)
 
 
 def load_editor(model: str | None, device: str | None = None):
@@ -103,7 +121,12 @@ class TqdmProgress:
 
         if self.bar is None or phase != self.phase or done == 1:
             self.close()
-            self.bar = tqdm(total=total, desc=phase, unit="step", file=sys.stderr, leave=False)
+            # a delay, however small, keeps the constructor from drawing: the bar is ours
+            # (and close() can wipe it) before its first character reaches the terminal,
+            # so an interrupt at any moment leaves the one closing line alone
+            self.bar = tqdm(
+                total=total, desc=phase, unit="step", file=sys.stderr, leave=False, delay=1e-9
+            )
             self.phase = phase
         self.bar.update(done - self.bar.n)
 
@@ -208,7 +231,8 @@ def edit(
 ) -> None:
     """Edit IMAGE towards PROMPT and write the result to -o."""
     from . import images
-    from .methods.base import METHODS
+    from .editor import check_model_source
+    from .methods.base import METHODS, check_prompt, check_seed
 
     given = {
         "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
@@ -221,8 +245,10 @@ def edit(
     if subject is not None and change is not None:
         raise LaspaError("laspa-mix takes --subject (keep it) or --change (redo it), not both")
     options = method_options(method, given, settings)
-    if not prompt.strip():
-        raise LaspaError("the prompt must be a non-empty text")
+    check_prompt(prompt)
+    check_seed(seed)
+    if options.get("inpaint_model"):  # loaded late, in the method's last pass: check now
+        check_model_source(options["inpaint_model"], unet_channels=9)
     output = images.check_output_path(output, inputs=(image,))
     if mask_out is not None:
         if not METHODS[method].makes_mask:
@@ -285,11 +311,21 @@ def attention(
 ) -> None:
     """Cross-attention map of prompt words on IMAGE, from one aligned pass (no inversion)."""
     from . import images
+    from .methods.base import check_prompt, check_seed, check_text, get_method
+    from .tokens import phrase_occurs
     from .visual import labelled_grid, map_overlay
 
     if not word and not all_words:
         raise LaspaError("name a --word, or ask for --all-words")
     options = method_options(method, {"K": K, "beta": beta, "steps": steps}, settings)
+    if not get_method(method).records_attention:
+        raise LaspaError(f"method {method} does not record attention maps")
+    check_prompt(prompt)
+    check_seed(seed)
+    for phrase in [] if all_words else word:  # before the model loads, not after a pass
+        check_text("--word", phrase)
+        if not phrase_occurs(prompt, phrase):
+            raise LaspaError(f"the word {phrase!r} does not occur in the prompt {prompt!r}")
     output = images.check_output_path(output, inputs=(image,))
     picture = images.load_image(image)
     editor = load_editor(model, device)
@@ -326,8 +362,10 @@ def sweep(
     """The preservation / edit trade-off as a picture: a grid over one or two parameters,
     every cell of it from one batched run."""
     from . import images
+    from .methods.base import check_prompt, check_seed
     from .visual import labelled_grid
 
+    check_prompt(prompt)
     axes = {
         name: values
         for name, values in (
@@ -352,6 +390,7 @@ def sweep(
             variants.append(variant)
     for variant in variants:  # every cell validated before any work
         method_options(method, {k: v for k, v in variant.items() if k not in ("prompt", "seed")})
+        check_seed(variant.get("seed", 0))
     output = images.check_output_path(output, inputs=(image,))
     picture = images.load_image(image)
     editor = load_editor(model, device)
@@ -374,11 +413,22 @@ def sweep(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: user errors become one line on stderr and exit status 2; Ctrl-C and
+    SIGTERM one line and 130 / 143 (laspa.console takes them over even earlier)."""
+    try:
+        with signals_as_exceptions(), library_warnings_silenced():
+            code = _run(argv)
+    except Interrupted as stop:
+        exit_interrupted(stop)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> Any:
     _mount_subcommands()
     try:
         # without standalone mode, click returns a typer.Exit's code instead of raising it
-        code = app(args=argv, prog_name="laspa", standalone_mode=False)
+        return app(args=argv, prog_name="laspa", standalone_mode=False)
     except typer.Exit as stop:
         sys.exit(stop.exit_code)
     except typer.Abort:
@@ -392,11 +442,6 @@ def main(argv: list[str] | None = None) -> None:
     except (LaspaError, ModelError) as error:
         note(f"laspa: error: {error}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        note("laspa: interrupted")
-        sys.exit(130)
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import typer
 
 from .cli import DeviceOption, ModelOption, done, load_editor
 from .errors import LaspaError, OutputError
+from .files import check_writable, output_checks
 
 
 def register(app: typer.Typer) -> None:
@@ -46,10 +47,12 @@ def demo(
         raise LaspaError(f"--kind must be one of {', '.join(EDIT_KINDS)}, got {kind!r}")
     if seed < 0 or steps < 1:
         raise LaspaError("--seed must be >= 0 and --steps >= 1")
-    if output.exists() and not output.is_dir():
-        raise OutputError(f"output {output} exists and is not a folder")
-    if not output.parent.is_dir():
-        raise OutputError(f"output folder's parent does not exist: {output.parent}")
+    with output_checks(output):
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"output {output} exists and is not a folder")
+        if not output.parent.is_dir():
+            raise OutputError(f"output folder's parent does not exist: {output.parent}")
+        check_writable(output / "demo.png" if output.is_dir() else output)
     names = [m for m in (methods.split(",") if methods else METHODS) if m]
     unknown = [m for m in names if m not in METHODS]
     if unknown:

@@ -15,10 +15,20 @@ from PIL import Image
 
 from . import images, methods
 from . import maps as maps_lib
-from .engine import Engine, Progress, check_model_source
+from .engine import Engine, Progress
 from .errors import ModelError, ParameterError
-from .methods.base import METHODS, EditBatch, EditRow, get_method, make_params
-from .tokens import positions_of, word_tokens
+from .methods.base import (
+    METHODS,
+    EditBatch,
+    EditRow,
+    check_prompt,
+    check_seed,
+    check_text,
+    get_method,
+    make_params,
+)
+from .models import _first_line, check_components, check_model_source, check_unet_config
+from .tokens import phrase_occurs, positions_of, word_tokens
 
 DEFAULT_METHOD = "laspa-x0"
 
@@ -160,14 +170,18 @@ class Editor:
             tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
         except Exception as error:  # diffusers/hub raise many types; the user needs one line
-            reason = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            raise ModelError(f"cannot load model {source}: {reason}") from None
-        editor = cls(
-            vae, text_encoder, tokenizer, unet, scheduler,
-            device=device, dtype=dtype, name=source, **kwargs,
-        )  # fmt: skip
+            raise ModelError(f"cannot load model {source}: {_first_line(error)}") from None
+        # a hub id's configs are only known now; a folder's were read before loading
+        check_unet_config(dict(unet.config), source)
+        check_components(vae.config, text_encoder.config, unet.config, source)
+        try:
+            editor = cls(
+                vae, text_encoder, tokenizer, unet, scheduler,
+                device=device, dtype=dtype, name=source, **kwargs,
+            )  # fmt: skip
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            # a config the checks above do not cover, caught where the Editor reads it
+            raise ModelError(f"cannot use model {source}: {_first_line(error)}") from None
         editor.source = source
         return editor
 
@@ -249,9 +263,14 @@ class Editor:
         Returns word -> float32 map in [0, 1] at latent size; ``words`` picks and orders
         them (a phrase maps to the mean of its words' tokens).
         """
-        result = self.edit(image, prompt, method, seed, record_attention=True, **params)
-        if "token_maps" not in result.extras:
+        check_prompt(prompt)
+        if not get_method(method).records_attention:
             raise ParameterError(f"method {method} does not record attention maps")
+        for word in words or ():
+            check_text("a word", word)
+            if not phrase_occurs(prompt, word):
+                raise ParameterError(f"the word {word!r} does not occur in the prompt {prompt!r}")
+        result = self.edit(image, prompt, method, seed, record_attention=True, **params)
         if words is None:
             return result.attention
         size = tuple(result.latent.shape[-2:])
@@ -321,11 +340,8 @@ class Editor:
     def _row(self, method: str, variant: dict[str, Any]) -> EditRow:
         variant = dict(variant)
         prompt = variant.pop("prompt", None)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ParameterError("the prompt must be a non-empty text")
-        seed = variant.pop("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ParameterError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        check_prompt(prompt)
+        seed = check_seed(variant.pop("seed", 0))
         return EditRow(prompt, seed, make_params(method, variant))
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +48,7 @@ from .attention import (
 from .errors import ModelError
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
 from .methods.base import EditBatch
+from .models import _first_line, check_model_source
 from .tokens import WordTokens, positions_of, token_alignment, word_tokens
 
 #: A progress callback receives (phase, steps done, steps in the phase).
@@ -249,18 +249,23 @@ class Engine:
         return SelfAttentionStore(level)
 
     # ----------------------------------------------------------------- pipelines
-    def pipeline(self, pipeline_class: type, model: str, purpose: str, **kwargs: Any):
+    def pipeline(
+        self, pipeline_class: type, model: str, purpose: str, unet_channels: int = 4,
+        **kwargs: Any,
+    ):  # fmt: skip
         """A diffusers pipeline of ``pipeline_class`` loaded from the model folder or hub
         id ``model`` (safetensors only), on this engine's device and dtype, with the DDIM
         scheduler of its own config like the loop, and its UNet rows counted in
         ``unet_evals``. Loaded once; only the last one is kept, since they are large.
-        ``purpose`` names it in the one-line error; ``kwargs`` go to ``from_pretrained``.
+        ``purpose`` names it in the one-line error; ``unet_channels`` is the input its
+        UNet must take (9 for an inpainting checkpoint), checked before loading;
+        ``kwargs`` go to ``from_pretrained``.
         """
         key = (pipeline_class.__name__, model)
         if key not in self._pipelines:
             from diffusers import DDIMScheduler
 
-            check_model_source(model)
+            check_model_source(model, unet_channels)
             try:
                 pipe = pipeline_class.from_pretrained(
                     model, use_safetensors=True, torch_dtype=self.dtype, **kwargs
@@ -277,43 +282,3 @@ class Engine:
 
     def _count_rows(self, module, args) -> None:
         self.denoiser.unet_evals += args[0].shape[0]
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def check_model_source(model: str | Path) -> None:
-    """Fail early, in one line, on a model folder that is missing or holds pickle weights."""
-    text = str(model)
-    path = Path(text)
-    if path.is_file():
-        raise ModelError(
-            f"{text} is a single file; laspa loads diffusers model folders (model_index.json, "
-            "unet/, vae/, text_encoder/, tokenizer/, scheduler/) or hub ids"
-        )
-    looks_local = path.is_absolute() or text.startswith((".", "~")) or path.exists()
-    if not path.exists():
-        if looks_local or text.count("/") > 1:
-            raise ModelError(f"model folder not found: {text}")
-        return  # a hub id such as runwayml/stable-diffusion-v1-5: diffusers resolves it
-    missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-               if not (path / sub).is_dir()]  # fmt: skip
-    if missing:
-        raise ModelError(
-            f"{text} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)"
-        )
-    for sub in ("unet", "vae", "text_encoder"):
-        if not any((path / sub).glob("*.safetensors")):
-            pickles = [
-                p.name
-                for p in (path / sub).iterdir()
-                if p.suffix in (".bin", ".ckpt", ".pt", ".pth")
-            ]
-            if pickles:
-                raise ModelError(
-                    f"{path / sub} holds only pickle weights ({pickles[0]}); laspa loads "
-                    "safetensors only, since pickle files can run code: convert the checkpoint"
-                )
-            raise ModelError(f"no safetensors weights in {path / sub}")

@@ -11,10 +11,17 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, OutputError
-from .files import replaced_atomically
+from .files import check_writable, output_checks, replaced_atomically, shortened
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 MAX_PIXELS = 8192 * 8192
+
+#: The model works on at most this multiple of its own area (resolution squared). Sides
+#: rounded up to the downsampling multiple add a little; an image so thin that its short
+#: side stops at one multiple (beyond 4 (resolution / multiple)^2 : 1, 256:1 for SD and
+#: 64:1 for the miniature) would add without bound, so its long side is shortened
+#: instead (see fit_size).
+MAX_WORK_AREA_FACTOR = 2
 
 _OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
@@ -27,14 +34,20 @@ def load_image(source: str | os.PathLike | Image.Image) -> Image.Image:
     if isinstance(source, Image.Image):
         return _to_rgb(source)
     path = Path(source)
-    if not path.exists():
-        raise ImageError(f"input image not found: {path}")
-    if not path.is_file():
-        raise ImageError(f"input image is not a file: {path}")
-    if path.stat().st_size == 0:
-        raise ImageError(f"input image is empty (0 bytes): {path}")
+    try:
+        if not path.exists():
+            raise ImageError(f"input image not found: {path}")
+        if not path.is_file():
+            raise ImageError(f"input image is not a file: {path}")
+        if path.stat().st_size == 0:
+            raise ImageError(f"input image is empty (0 bytes): {path}")
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise ImageError(f"cannot read image {shortened(path)}: {error.strerror}") from None
     try:
         with warnings.catch_warnings():
+            # PIL warns about damage it reads past (corrupt EXIF, odd chunks): the image
+            # loads or is refused in one line, and the warning would only add lines
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
@@ -70,11 +83,16 @@ def fit_size(width: int, height: int, resolution: int, multiple: int) -> tuple[i
     Keep the aspect ratio, take the area of ``resolution`` squared (the size the model was
     trained at), and round each side to a multiple of ``multiple`` (what the VAE and UNet
     downsampling need). A square input maps to exactly ``resolution`` x ``resolution``.
+    No side is below ``multiple``, and the area never exceeds ``MAX_WORK_AREA_FACTOR``
+    times the model's: a thinner image than that allows is squeezed along its long side,
+    so an edit never costs more than that multiple of one generation at the model's size.
     """
     scale = (resolution * resolution / (width * height)) ** 0.5
-    return tuple(
-        max(multiple, round(side * scale / multiple) * multiple) for side in (width, height)
-    )
+    sides = [max(multiple, round(side * scale / multiple) * multiple) for side in (width, height)]
+    longest = max(range(2), key=lambda i: sides[i])
+    most = MAX_WORK_AREA_FACTOR * resolution * resolution // sides[1 - longest]
+    sides[longest] = max(multiple, min(sides[longest], most // multiple * multiple))
+    return sides[0], sides[1]
 
 
 def to_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
@@ -102,17 +120,19 @@ def check_output_path(
     path = Path(output)
     if path.suffix.lower() not in _OUTPUT_FORMATS:
         known = ", ".join(_OUTPUT_FORMATS)
-        raise OutputError(f"output {path} must end in one of {known}")
-    if not path.parent.exists() or not path.parent.is_dir():
-        raise OutputError(f"output directory does not exist: {path.parent}")
-    for source in inputs:
-        source = Path(source)
-        if source.exists() and path.exists() and os.path.samefile(source, path):
-            raise OutputError(f"output {path} would overwrite the input image")
-        if path.resolve() == source.resolve():
-            raise OutputError(f"output {path} would overwrite the input image")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a directory")
+        raise OutputError(f"output {shortened(path)} must end in one of {known}")
+    with output_checks(path):
+        if not path.parent.exists() or not path.parent.is_dir():
+            raise OutputError(f"output directory does not exist: {path.parent}")
+        check_writable(path)  # the name's length and the folder's permissions
+        for source in inputs:
+            source = Path(source)
+            if source.exists() and path.exists() and os.path.samefile(source, path):
+                raise OutputError(f"output {path} would overwrite the input image")
+            if os.path.realpath(path) == os.path.realpath(source):  # never raises on loops
+                raise OutputError(f"output {path} would overwrite the input image")
+        if path.is_dir():
+            raise OutputError(f"output {path} is a directory")
     return path
 
 

@@ -26,6 +26,7 @@ import torch
 
 from . import ddim
 from .attention import AttentionHook, AttentionState, StepInfo
+from .errors import ParameterError
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -123,10 +124,20 @@ class Denoiser:
         return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha
 
     def steps(self, num_steps: int) -> list[Step]:
-        """The DDIM steps the model's scheduler visits, with DDIMScheduler's ``t_prev`` rule."""
-        self.scheduler.set_timesteps(num_steps)
+        """The DDIM steps the model's scheduler visits, with DDIMScheduler's ``t_prev`` rule.
+        A count the model's schedule cannot take (SD's ``steps_offset`` 1 moves the last
+        of 1000 steps past the schedule's end) is a ParameterError."""
+        try:
+            self.scheduler.set_timesteps(num_steps)
+        except ValueError as error:
+            raise ParameterError(f"steps: {error}") from None
         ratio = self.num_train_timesteps // num_steps
         timesteps = [int(t) for t in self.scheduler.timesteps]
+        if max(timesteps) >= self.num_train_timesteps:
+            raise ParameterError(
+                f"steps must be below {num_steps} for this model: its schedule would pass "
+                f"timestep {self.num_train_timesteps - 1}"
+            )
         return [
             Step(i, num_steps, t, t - ratio, self.alpha(t), self.alpha(t - ratio))
             for i, t in enumerate(timesteps)

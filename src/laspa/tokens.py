@@ -47,6 +47,16 @@ def word_tokens(tokenizer, prompt: str) -> list[WordTokens]:
     return _encode(tokenizer, prompt).seen()
 
 
+def phrase_occurs(prompt: str, phrase: str) -> bool:
+    """Whether the words of ``phrase`` occur in a row in ``prompt`` (case ignored): the
+    check that needs no tokenizer, so it can run before a model loads."""
+    wanted, words = _RUN.findall(phrase.lower()), _RUN.findall(prompt.lower())
+    return bool(wanted) and any(
+        words[start : start + len(wanted)] == wanted
+        for start in range(len(words) - len(wanted) + 1)
+    )
+
+
 def positions_of(tokenizer, prompt: str, word: str) -> tuple[int, ...]:
     """Token positions of ``word`` in ``prompt`` (every occurrence the model sees); a phrase
     of several words gives the positions of all of them. Raises ValueError if it does not

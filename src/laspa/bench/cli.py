@@ -44,7 +44,15 @@ def check_outputs(
 ) -> None:
     """Refuse output paths that cannot be written or would clobber an input, before any
     work is done."""
+    from ..files import output_checks
+
+    with output_checks(json_out if json_out is not None else plots):
+        _check_outputs(json_out, plots, cases_file, data)
+
+
+def _check_outputs(json_out, plots, cases_file, data) -> None:
     from ..errors import OutputError
+    from ..files import check_writable
 
     inputs = [p.resolve() for p in (cases_file,) if p is not None]
     if json_out is not None:
@@ -52,6 +60,7 @@ def check_outputs(
             raise OutputError(f"--json {json_out} is a directory")
         if not json_out.parent.is_dir():
             raise OutputError(f"output directory does not exist: {json_out.parent}")
+        check_writable(json_out)
         if json_out.resolve() in inputs:
             raise OutputError(f"--json {json_out} would overwrite the cases file")
         if data is not None and json_out.resolve().is_relative_to(data.resolve()):

@@ -10,6 +10,7 @@ returns latents.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,10 +22,42 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 
-def option(default: Any, *, low=None, high=None, low_open=False, choices=None, help: str = ""):
-    """A dataclass field with its valid range, for validation and for the CLI's help."""
-    meta = {"low": low, "high": high, "low_open": low_open, "choices": choices, "help": help}
+def option(
+    default: Any,
+    *,
+    low=None,
+    high=None,
+    low_open=False,
+    choices=None,
+    help: str = "",
+    widget: str | None = None,
+):
+    """A dataclass field with its valid range, for validation and for the CLI's help.
+    ``widget="number"`` asks the web UI for a number box where a bounded option would
+    otherwise get a slider (a wide range whose useful values sit at one end)."""
+    meta = {
+        "low": low, "high": high, "low_open": low_open, "choices": choices, "help": help,
+        "widget": widget,
+    }  # fmt: skip
     return field(default=default, metadata=meta)
+
+
+#: The guidance scales accepted. Above the top, the guided noise prediction can outgrow
+#: what half precision holds. Measured on the bundled miniature (10 steps, one scene;
+#: benchmarks/guidance_range.py), the output first turns non-finite between 3e3 and 5e3
+#: in float16 (generation, FPE, DDIM inversion; SDEdit at 7e3, the aligned methods at
+#: 1e5-2e5) and between 1e15 and 1e20 in float32. 100 leaves a margin of 30 below the
+#: float16 threshold, for models whose conditional and unconditional predictions differ
+#: more, and lies far above the scales editing uses (1-30).
+GUIDANCE_RANGE = (0.0, 100.0)
+
+
+def guidance_option(default: float) -> Any:
+    """The classifier-free guidance scale, with the range every method shares."""
+    low, high = GUIDANCE_RANGE
+    return option(
+        default, low=low, high=high, widget="number", help="classifier-free guidance scale"
+    )
 
 
 @dataclass
@@ -32,16 +65,40 @@ class CommonParams:
     """Options every method takes."""
 
     steps: int = option(50, low=1, high=1000, help="DDIM steps")
-    guidance: float = option(10.0, low=0.0, help="classifier-free guidance scale")
+    guidance: float = guidance_option(10.0)
+
+
+def check_text(name: str, text: str) -> None:
+    """Refuse text the tokenizer cannot take: bytes that are not UTF-8 (a shell argument
+    such as $'\\xff') reach Python as lone surrogates, and so do JSON escapes like
+    "\\ud800". The message leaves the character out: it cannot be printed or sent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ParameterError(
+            f"{name} is not valid UTF-8 text (an undecodable character at position {error.start})"
+        ) from None
+
+
+def check_prompt(prompt: Any, name: str = "the prompt") -> None:
+    """A prompt must be non-empty text the tokenizer can read."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ParameterError(f"{name} must be a non-empty text")
+    check_text(name, prompt)
 
 
 def validate(params: Any) -> None:
-    """Raise ParameterError naming the first field outside its documented range."""
+    """Raise ParameterError naming the first field outside its documented range; numbers
+    must be finite and text must be valid UTF-8."""
     for spec in dataclasses.fields(params):
         value = getattr(params, spec.name)
         meta = spec.metadata
         if value is None and spec.default is None:
             continue  # "not set": the method picks its own default
+        if isinstance(value, str):
+            check_text(spec.name, value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError(f"{spec.name} must be a finite number, got {value}")
         choices = meta.get("choices")
         if choices is not None and value not in choices:
             raise ParameterError(f"{spec.name} must be one of {', '.join(choices)}, got {value!r}")
@@ -125,6 +182,8 @@ class Method:
     batch_key: ClassVar[tuple[str, ...]] = ("steps",)
     #: whether results carry a mask (EditResult.mask)
     makes_mask: ClassVar[bool] = False
+    #: whether it can return cross-attention maps (``Editor.attention_maps``)
+    records_attention: ClassVar[bool] = False
     #: parameters a benchmark case may fill from what it knows (the source caption, the
     #: subject word); opt-in, because a same-named option can mean something else (FPE's
     #: ``source_prompt`` switches it to generated-image mode)
@@ -171,16 +230,28 @@ def parse_option(spec: dataclasses.Field, raw: str, where: str) -> Any:
     return raw
 
 
+def check_option_names(method: str, names) -> None:
+    """Refuse option names ``method`` does not take, listing those it does."""
+    known = {spec.name for spec in dataclasses.fields(METHODS[method].Params)}
+    unknown = sorted(set(names) - known, key=str)
+    if unknown:
+        raise ParameterError(
+            f"method {method} does not take {', '.join(map(str, unknown))} "
+            f"(it takes: {', '.join(sorted(known))})"
+        )
+
+
+def check_seed(seed: Any) -> int:
+    """A seed is a whole number in [0, 2**63) (what torch.Generator takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ParameterError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return seed
+
+
 def make_params(method: str, overrides: dict[str, Any]) -> Any:
     """The method's Params with ``overrides`` applied and validated."""
     params_cls = METHODS[method].Params
-    names = {spec.name for spec in dataclasses.fields(params_cls)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ParameterError(
-            f"method {method} does not take {', '.join(unknown)} "
-            f"(it takes: {', '.join(sorted(names))})"
-        )
+    check_option_names(method, overrides)
     params = params_cls(**overrides)
     validate(params)
     return params

@@ -16,6 +16,7 @@ import torch
 
 from ..attention import LayerInfo, SelfAttentionReplace
 from ..loop import SamplerHooks, Step
+from . import base
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 
 #: Real images: 0.5 rather than the released code's 0.8, measured (docs/methods.md, "FPE");
@@ -25,7 +26,7 @@ REAL_REPLACE_FRACTION, GENERATED_REPLACE_FRACTION = 0.5, 0.4
 
 @dataclass
 class FPEParams(CommonParams):
-    guidance: float = option(7.5, low=0.0, help="classifier-free guidance scale")
+    guidance: float = base.guidance_option(7.5)
     replace_fraction: float | None = option(
         None, low=0.0, high=1.0, help="fraction of steps with replacement (0.5 real, 0.4 generated)"
     )

@@ -25,6 +25,7 @@ from .. import ddim
 from ..errors import ParameterError
 from ..loop import SamplerHooks, Step
 from ..masks import DEFAULT_PHI, instant_mask, seed_mean
+from . import base
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 from .sdedit import start_index
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class InstDiffEditParams(CommonParams):
-    guidance: float = option(7.5, low=0.0, help="classifier-free guidance scale")
+    guidance: float = base.guidance_option(7.5)
     strength: float = option(0.5, low=0.0, high=1.0, low_open=True, help="r: mask-loop strength")
     noise_seeds: int = option(3, low=1, high=16, help="B: noise seeds averaged for the mask")
     object_threshold: float = option(0.9, low=-1.0, high=1.0, help="object words: similarity >=")
@@ -146,6 +147,7 @@ class InstDiffEdit(Method):
     summary = "InstDiffEdit: an instant cross-attention mask while denoising; only it changes"
     Params = InstDiffEditParams
     makes_mask = True
+    records_attention = True
     batch_key = (
         "steps", "strength", "noise_seeds", "final_pass", "inpaint_strength", "inpaint_model"
     )  # fmt: skip
@@ -210,7 +212,7 @@ def inpaint_with_checkpoint(engine: Engine, batch: EditBatch, masks, generators)
 
     pipe = engine.pipeline(
         StableDiffusionInpaintPipeline, batch.shared("inpaint_model"), "inpainting",
-        safety_checker=None, requires_safety_checker=False,
+        unet_channels=9, safety_checker=None, requires_safety_checker=False,
     )  # fmt: skip
     height, width = batch.pixels.shape[-2:]
     mask_pixels = F.interpolate(masks.float(), size=(height, width), mode="nearest")

@@ -150,6 +150,8 @@ class X0Alignment(SamplerHooks):
 class _Laspa(Method):
     """Shared run(): noise x_T from each row's seed, edit prompt, one aligned DDIM pass."""
 
+    records_attention = True
+
     def hooks(self, batch: EditBatch, reference, weight, generators) -> SamplerHooks:
         raise NotImplementedError
 

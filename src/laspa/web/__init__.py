@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from typing import TYPE_CHECKING
 
 import typer
@@ -62,10 +63,16 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         note(f"laspa: serving on {host}: anyone who can reach this address can use the model")
     note(f"laspa: starting the web UI on http://{host}:{port} (Ctrl-C stops it)")
+    demo = build(editor, max_upload_bytes=limit)
     try:
-        launch(build(editor, max_upload_bytes=limit), host, port, max_upload_bytes=limit)
+        launch(demo, host, port, max_upload_bytes=limit, block=False)
     except OSError as error:  # taken since the check, or an address gradio cannot use
         raise LaspaError(f"cannot serve on {host}:{port}: {_first_line(error)}") from None
+    try:
+        while True:  # until Ctrl-C or SIGTERM, which the CLI reports in one line
+            time.sleep(0.5)
+    finally:
+        demo.close()
 
 
 def _check_address(host: str, port: int) -> None:

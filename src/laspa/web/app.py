@@ -78,8 +78,12 @@ def _hand_over_unopened(image: gr.Image) -> gr.Image:
 
 
 def _user_error(error: LaspaError) -> gr.Error:
-    """A LaspaError as a toast with its one-line reason (and no traceback in the log)."""
-    return gr.Error(str(error), title="Cannot edit", print_exception=False)
+    """A LaspaError as a toast with its one-line reason (and no traceback in the log). The
+    reason must survive JSON: a character that is not valid Unicode would turn the whole
+    error into null on its way to the client, so such characters are shown escaped."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    reason = lines[0].encode("utf-8", "backslashreplace").decode("utf-8")
+    return gr.Error(reason, title="Cannot edit", print_exception=False)
 
 
 def _progress(progress: gr.Progress) -> Callable[[str, int, int], None]:
@@ -137,12 +141,14 @@ def _sweep_values(method: str, name: str | None) -> str:
     return opts.default_sweep_values(specs[name]) if name in specs else ""
 
 
-def _options_dict(options: Any) -> dict[str, Any]:
-    """The API's ``options`` argument: a dict of a method's option values, or nothing."""
+def _options_dict(method: str, options: Any) -> dict[str, Any]:
+    """The API's ``options`` argument: a dict of ``method``'s option values, or nothing.
+    A name the method does not take is refused, as the CLI refuses it."""
     if options in (None, ""):
         return {}
     if not isinstance(options, dict):
         raise ParameterError(f"options must be a JSON object of option values, got {options!r}")
+    opts.check_api_options(method, options)
     return options
 
 
@@ -432,7 +438,7 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     ):
         """Edit IMAGE towards PROMPT; returns the result, its mask (or None), timing, file."""
         try:
-            values = _options_dict(options)
+            values = _options_dict(method, options)
         except LaspaError as error:
             raise _user_error(error) from None
         outcome = _edit(session, image, prompt, method, seed, values, progress)
@@ -452,7 +458,7 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     ):
         """A labelled grid of edits over two options, from one batched run."""
         try:
-            values = _options_dict(options)
+            values = _options_dict(method, options)
         except LaspaError as error:
             raise _user_error(error) from None
         axes = (columns, column_values, rows, row_values)
@@ -469,7 +475,7 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     ):
         """Each word's attention map (comma-separated WORDS, or every word) over IMAGE."""
         try:
-            values = _options_dict(options)
+            values = _options_dict(method, options)
         except LaspaError as error:
             raise _user_error(error) from None
         return _attention(session, image, prompt, words, method, seed, values, progress)

@@ -8,6 +8,7 @@ in the UI, its sweep axes and its API with no change to the web code.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from ..errors import ParameterError
 from ..methods import METHODS
+from ..methods.base import check_option_names
 
 #: widget kinds: a slider for a bounded number, a number box for a half-open range,
 #: a radio for a fixed set of words, a checkbox for a flag and a textbox for free text
@@ -72,15 +74,33 @@ class OptionSpec:
         if value is None or (self.optional and value == ""):
             return None
         if self.python_type is bool:
+            if not isinstance(value, bool | int):
+                raise ParameterError(f"{self.name} must be true or false, got {value!r}")
             return bool(value)
-        if self.python_type is int:
-            number = float(value)
+        if self.python_type in (int, float):
+            number = _number(self.name, value)
+            if self.python_type is float:
+                return number
             if number != int(number):
-                raise ParameterError(f"{self.name} must be a whole number, got {value}")
+                raise ParameterError(f"{self.name} must be a whole number, got {value!r}")
             return int(number)
-        if self.python_type is float:
-            return float(value)
-        return str(value)
+        if not isinstance(value, str):
+            raise ParameterError(f"{self.name} must be text, got {value!r}")
+        return value
+
+
+def _number(name: str, value: Any) -> float:
+    """A widget's or an API client's value as a finite number, or a one-line refusal
+    (an API client can send any JSON: text, lists, true)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ParameterError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ParameterError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ParameterError(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def _base_type(annotation: Any, default: Any) -> tuple[type, bool]:
@@ -109,7 +129,8 @@ def _spec(field: dataclasses.Field, annotation: Any) -> OptionSpec:
     elif python_type in (int, float):
         # a slider cannot be left empty, so an optional number gets a number box
         bounded = low is not None and high is not None
-        kind = "slider" if bounded and not optional else "number"
+        slider = bounded and not optional and meta.get("widget") != "number"
+        kind = "slider" if slider else "number"
     else:
         kind = "text"
     return OptionSpec(
@@ -150,6 +171,13 @@ def all_options(first: str | None = None) -> dict[str, OptionSpec]:
         for spec in method_options(method):
             union.setdefault(spec.name, spec)
     return union
+
+
+def check_api_options(method: str, values: dict[str, Any]) -> None:
+    """An API client's options must all belong to ``method``, as the CLI requires (the
+    page, which keeps every method's widgets, goes through pick_options alone)."""
+    method_options(method)  # an unknown method first
+    check_option_names(method, values)
 
 
 def pick_options(method: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +229,8 @@ def parse_values(spec: OptionSpec, text: str) -> list[Any]:
             values.append(item)
             continue
         try:
-            values.append(spec.convert(float(item)))
+            number = float(item)
         except ValueError:
             raise ParameterError(f"{spec.name}: {item!r} is not a number") from None
+        values.append(spec.convert(number))
     return list(dict.fromkeys(values))

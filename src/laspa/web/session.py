@@ -7,6 +7,7 @@ behaviour is testable without a server.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ from PIL import Image
 
 from .. import images
 from ..errors import ImageError, ParameterError
+from ..methods.base import check_prompt
 from ..visual import enlarge, labelled_grid, map_overlay
 from . import options as opts
 
@@ -74,9 +76,7 @@ class WebSession:
         """A generated scene at the model's resolution and its caption."""
         from ..world import caption, render, sample_scene
 
-        seed = int(seed or 0)
-        if seed < 0:
-            raise ParameterError(f"the scene number must be >= 0, got {seed}")
+        seed = _seed(seed, "the scene number")
         scene = sample_scene(np.random.default_rng(seed))
         return render(scene, size=self.editor.resolution), caption(scene)
 
@@ -98,9 +98,10 @@ class WebSession:
         values: dict[str, Any],
         progress: Progress | None = None,
     ) -> EditOutcome:
-        picture = self.load_upload(path)
+        check_prompt(prompt)  # the cheap checks first, the image last
         options = opts.pick_options(method, values)
         seed = _seed(seed)
+        picture = self.load_upload(path)
         result = self._run(
             progress,
             lambda: self.editor.edit(picture, prompt, method=method, seed=seed, **options),
@@ -126,7 +127,7 @@ class WebSession:
     ) -> tuple[Image.Image, str]:
         """A grid of edits over two options (columns, rows) from one ``edit_many`` call,
         so the edits share UNet batches instead of running one by one."""
-        picture = self.load_upload(path)
+        check_prompt(prompt)
         base = opts.pick_options(method, values)
         specs = {spec.name: spec for spec in opts.sweepable(method)}
         (x_name, x_text), (y_name, y_text) = axes
@@ -142,6 +143,7 @@ class WebSession:
                 f"(at most {MAX_SWEEP_CELLS} edits)"
             )
         seed = _seed(seed)
+        picture = self.load_upload(path)
         variants = [
             {**base, "prompt": prompt, "seed": seed, x_name: x, y_name: y} for y in ys for x in xs
         ]
@@ -170,10 +172,11 @@ class WebSession:
         """Each word's cross-attention map over the input, from one pass of ``method``;
         ``words`` is a comma-separated list (a phrase maps to the mean of its words), or
         empty for every word of the prompt."""
-        picture = self.load_upload(path)
+        check_prompt(prompt)
         options = opts.pick_options(method, values)
         chosen = [w.strip() for w in (words or "").split(",") if w.strip()] or None
         seed = _seed(seed)
+        picture = self.load_upload(path)
         start = time.perf_counter()
         maps = self._run(
             progress,
@@ -191,12 +194,16 @@ def _label(name: str, value: Any) -> str:
     return f"{name}={value:g}" if isinstance(value, int | float) else f"{name}={value}"
 
 
-def _seed(seed: Any) -> int:
+def _seed(seed: Any, name: str = "seed") -> int:
+    """A seed from a widget or an API client (any JSON), or a one-line refusal."""
     if seed is None:
         return 0
-    number = float(seed)
-    if number != int(number) or number < 0:
-        raise ParameterError(f"seed must be a whole number >= 0, got {seed}")
+    try:
+        number = float(seed) if not isinstance(seed, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number) or number != int(number) or not 0 <= number < 2**63:
+        raise ParameterError(f"{name} must be a whole number in [0, 2**63), got {seed!r}")
     return int(number)
 
 

@@ -1,0 +1,5 @@
+"""``python -m laspa``: the ``laspa`` command."""
+
+from .console import main
+
+main()

@@ -1,0 +1,155 @@
+"""Checks of a model folder, from its files and configs, before any weight loads.
+
+Each refusal is one line (:class:`~laspa.errors.ModelError`) naming what is wrong: a
+missing folder, pickle-only weights, a family the engine does not run (SDXL, SD3,
+FLUX, ...), a broken UNet config, components that do not fit together.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import ModelError
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
+    """Fail early, in one line, on a model folder that is missing, holds pickle weights or
+    is of a family the engine does not run. ``unet_channels``: 4 for the model that edits,
+    9 for an inpainting checkpoint (InstDiffEdit's optional final pass)."""
+    text = str(model)
+    path = Path(text)
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # a hub id, or a folder reported missing below
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise ModelError(f"cannot use model {text[:60]}...: {error.strerror}") from None
+    if path.is_file():
+        raise ModelError(
+            f"{text} is a single file; laspa loads diffusers model folders (model_index.json, "
+            "unet/, vae/, text_encoder/, tokenizer/, scheduler/) or hub ids"
+        )
+    looks_local = path.is_absolute() or text.startswith((".", "~")) or path.exists()
+    if not path.exists():
+        if looks_local or text.count("/") > 1:
+            raise ModelError(f"model folder not found: {text}")
+        return  # a hub id such as runwayml/stable-diffusion-v1-5: diffusers resolves it
+    check_model_family(path)
+    unet_config = _read_json(path / "unet" / "config.json")
+    if unet_config is not None:
+        check_unet_config(unet_config, text, unet_channels)
+    missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+               if not (path / sub).is_dir()]  # fmt: skip
+    if missing:
+        raise ModelError(
+            f"{text} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)"
+        )
+    for sub in ("unet", "vae", "text_encoder"):
+        if not any((path / sub).glob("*.safetensors")):
+            pickles = [
+                p.name
+                for p in (path / sub).iterdir()
+                if p.suffix in (".bin", ".ckpt", ".pt", ".pth")
+            ]
+            if pickles:
+                raise ModelError(
+                    f"{path / sub} holds only pickle weights ({pickles[0]}); laspa loads "
+                    "safetensors only, since pickle files can run code: convert the checkpoint"
+                )
+            raise ModelError(f"no safetensors weights in {path / sub}")
+
+
+#: pipeline classes of families the engine does not run, by the start of their name
+_OTHER_FAMILIES = {
+    "StableDiffusionXL": "SDXL",
+    "StableDiffusion3": "Stable Diffusion 3",
+    "Flux": "FLUX",
+    "Kandinsky": "Kandinsky",
+    "IF": "DeepFloyd IF",
+    "PixArt": "PixArt",
+    "Sana": "Sana",
+    "StableCascade": "Stable Cascade",
+    "Wuerstchen": "Wuerstchen",
+    "HunyuanDiT": "Hunyuan-DiT",
+    "AuraFlow": "AuraFlow",
+    "Lumina": "Lumina",
+    "CogView": "CogView",
+}
+
+_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x checkpoints"
+
+
+def _read_json(path: Path) -> dict | None:
+    """A config file as a dict; None when absent. Unreadable JSON is a ModelError."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read {path}: {_first_line(error)}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"cannot read {path}: not a JSON object")
+    return data
+
+
+def check_model_family(path: Path) -> None:
+    """Refuse, from its configs and before any weight loads, a model folder of a family
+    the engine does not run (SDXL, SD3, FLUX, ...), naming the family."""
+    index = _read_json(path / "model_index.json") or {}
+    pipeline = str(index.get("_class_name", ""))
+    family = next(
+        (name for prefix, name in _OTHER_FAMILIES.items() if pipeline.startswith(prefix)),
+        None,
+    )
+    if family is None and ("text_encoder_2" in index or (path / "text_encoder_2").is_dir()):
+        family = "SDXL-like (two text encoders)"
+    if family is None and ("transformer" in index or (path / "transformer").is_dir()):
+        family = f"a diffusion transformer ({pipeline or 'transformer/ instead of unet/'})"
+    if family is not None:
+        shown = f"{family} ({pipeline})" if pipeline and pipeline not in family else family
+        raise ModelError(f"{path} is a checkpoint of {shown}; {_SUPPORTED} only")
+
+
+def check_unet_config(config: dict, source: str, channels: int = 4) -> None:
+    """Refuse a UNet config the engine cannot run, in one line naming what is wrong;
+    ``channels`` is the input the UNet must take (4 text-to-image, 9 inpainting)."""
+    if config.get("addition_embed_type") == "text_time":
+        raise ModelError(f"{source} is a checkpoint of SDXL (its UNet takes text_time "
+                         f"embeddings); {_SUPPORTED} only")  # fmt: skip
+    if config.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+        raise ModelError(f"{source}: the unet is a {config['_class_name']}; {_SUPPORTED} only")
+    for key in ("sample_size", "in_channels", "out_channels"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):  # fmt: skip
+            raise ModelError(f"{source}: unet config {key} must be a positive integer, "
+                             f"got {value!r}")  # fmt: skip
+    taken = config.get("in_channels")
+    if taken is not None and taken != channels:
+        kind = {4: "a text-to-image", 9: "an inpainting", 5: "a depth-to-image",
+                8: "an instruct-pix2pix"}.get(taken, f"a {taken}-channel")  # fmt: skip
+        wanted = "an inpainting" if channels == 9 else "a text-to-image"
+        raise ModelError(
+            f"{source} is {kind} checkpoint (its UNet takes {taken} input channels); "
+            f"{_SUPPORTED} only, and needs {wanted} one ({channels} channels) here"
+        )
+
+
+def check_components(vae_config, text_config, unet_config, source: str) -> None:
+    """The loaded components must fit together: the UNet reads the VAE's latents and
+    attends to the text encoder's features."""
+    latent = getattr(vae_config, "latent_channels", None)
+    if latent is not None and latent != unet_config.in_channels:
+        raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the UNet "
+                         f"takes {unet_config.in_channels}")  # fmt: skip
+    width = getattr(text_config, "hidden_size", None)
+    cross = unet_config.cross_attention_dim
+    if width is not None and isinstance(cross, int) and cross != width:
+        raise ModelError(f"{source}: the text encoder's features have {width} channels but "
+                         f"the UNet attends to {cross}")  # fmt: skip
