@@ -10,9 +10,10 @@ class Generate(Method):
     name = "generate"
     summary = "text-to-image with the prompt, ignoring the input (the speed reference)"
     Params = CommonParams
+    reads_image = False  # text to image: the input only sets the size
 
     def run(self, editor, batch: EditBatch) -> MethodOutput:
-        shape = (batch.size, *batch.reference.shape[1:])
+        shape = (batch.size, *editor.latent_shape(batch.pixels)[1:])
         x_T = editor.noise(editor.generators(batch), shape)
         steps = editor.denoiser.steps(batch.shared("steps"))
         return MethodOutput(editor.sample(x_T, steps, editor.conditioning(batch)))

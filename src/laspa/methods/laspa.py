@@ -80,11 +80,21 @@ def weight_schedule(batch: EditBatch, num_train_timesteps: int, device) -> Weigh
     beta = batch.column("beta", device)
     K = batch.column("K", device)
     linear = torch.tensor([s == "linear" for s in batch.param("beta_schedule")], device=device)
+    # each step asks for its weight more than once (needs_unet, then the alignment): the
+    # handful of small tensor ops behind it are a measurable part of a small model's step
+    weights: dict[int, torch.Tensor] = {}
 
     def weight(t: int) -> torch.Tensor:
-        return ddim.alignment_weight(t, beta, K, linear, num_train_timesteps)
+        if t not in weights:
+            weights[t] = ddim.alignment_weight(t, beta, K, linear, num_train_timesteps)
+        return weights[t]
 
     return weight
+
+
+def fully_aligned(weight: torch.Tensor) -> bool:
+    """Whether every row's weight is 1: the blend then returns the aligned value alone."""
+    return bool((weight == 1).all())
 
 
 class InputAlignment(SamplerHooks):
@@ -109,6 +119,11 @@ class InputAlignment(SamplerHooks):
         target = ddim.forward_noise(self.reference, self.noise(), alpha)
         return ddim.blend(target, x, weight)
 
+    def needs_unet(self, step: Step, next_step: Step | None) -> bool:
+        # this step's result is what the next alignment (or the final one) blends with
+        t_next = step.t_prev if next_step is None else next_step.t
+        return not fully_aligned(self.weight(t_next))
+
     def before_unet(self, step: Step, x: torch.Tensor) -> torch.Tensor:
         return self._align(step.t, step.alpha, x)
 
@@ -123,6 +138,9 @@ class EpsAlignment(SamplerHooks):
         self.reference = reference
         self.weight = weight
         self.literal = torch.tensor([f == "literal" for f in form]).view(-1, 1, 1, 1)
+
+    def needs_unet(self, step: Step, next_step: Step | None) -> bool:
+        return not fully_aligned(self.weight(step.t))
 
     def after_eps(self, step: Step, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         weight = self.weight(step.t)
@@ -141,12 +159,19 @@ class X0Alignment(SamplerHooks):
         self.reference = reference
         self.weight = weight
         self.consistent = torch.tensor([d == "consistent" for d in direction]).view(-1, 1, 1, 1)
+        self.all_consistent = bool(self.consistent.all())
+
+    def needs_unet(self, step: Step, next_step: Step | None) -> bool:
+        # the asymmetric direction term is the UNet's eps itself
+        return not (self.all_consistent and fully_aligned(self.weight(step.t)))
 
     def after_x0(self, step: Step, x, eps, x0):
         weight = self.weight(step.t)
         return ddim.blend(self.reference, x0, weight) if bool(weight.any()) else x0
 
     def direction(self, step: Step, x, eps, x0):
+        if self.all_consistent:
+            return ddim.eps_from_x0(x, x0, step.alpha)
         if not bool(self.consistent.any()):
             return eps
         return torch.where(self.consistent, ddim.eps_from_x0(x, x0, step.alpha), eps)
