@@ -6,7 +6,6 @@ import pytest
 import torch
 from PIL import Image
 
-from laspa import ddim
 from laspa.loop import Conditioning, sample
 from laspa.methods.laspa import EpsAlignment, InputAlignment, RowNoise, X0Alignment
 from laspa.testing import tiny_editor
@@ -82,19 +81,6 @@ def test_a_row_below_weight_one_keeps_the_unet(editor, kind):
     full, _ = run(editor, kind, weights, K=500, skip=False)
     assert evals == 2 * 2 * STEPS
     assert torch.equal(out, full)
-
-
-def test_blend_with_weight_one_is_the_aligned_value_exactly():
-    current = torch.randn(3, 4, 8, 8) * 1e3
-    aligned = torch.randn(3, 4, 8, 8)
-    weight = torch.tensor([1.0, 0.0, 0.25]).view(-1, 1, 1, 1)
-    mixed = ddim.blend(aligned, current, weight)
-    assert torch.equal(mixed[0], aligned[0])
-    assert torch.equal(mixed[1], current[1])
-    torch.testing.assert_close(mixed[2], 0.75 * current[2] + 0.25 * aligned[2])
-    assert torch.equal(ddim.blend(aligned, current, 1.0), aligned)
-    # a NaN that weight 1 discards does not leak into the result
-    assert torch.equal(ddim.blend(aligned, torch.full_like(current, float("nan")), 1.0), aligned)
 
 
 def test_beta_one_edits_cost_fewer_unet_evals_and_keep_their_bytes(editor):

@@ -67,15 +67,8 @@ def reconstruction_eps(
 
 
 def blend(aligned: torch.Tensor, current: torch.Tensor, weight: Scalar) -> torch.Tensor:
-    """``weight * aligned + (1 - weight) * current``: every LASPA alignment is this blend.
-
-    Weight 1 gives ``aligned`` itself, not ``current + (aligned - current)`` (which rounds),
-    so a fully aligned value does not depend on ``current`` at all: the loop may then skip
-    the UNet evaluation that ``current`` came from and still return the same bits.
-    """
-    if not isinstance(weight, torch.Tensor):
-        return aligned if weight == 1 else current + weight * (aligned - current)
-    return torch.where(weight == 1, aligned, current + weight * (aligned - current))
+    """``weight * aligned + (1 - weight) * current``: every LASPA alignment is this blend."""
+    return current + weight * (aligned - current)
 
 
 def guided_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: Scalar) -> torch.Tensor:
