@@ -2,11 +2,16 @@
 
 For each round, every method edits the same image once, in an interleaved order, so slow
 drifts of the machine hit all methods alike; the figure per method is the median over
-rounds. Two generation references are timed in the same rounds:
+rounds. Several thread counts (``--threads 1,2``) share the rounds the same way, each
+round visiting them in turn. Two generation references are timed in the same rounds:
 
-- ``generate``: diffusers' own StableDiffusionPipeline, text to image, same model, steps,
-  guidance and size (what "one text-to-image generation" means to a user);
+- ``generate``: diffusers' own StableDiffusionPipeline with its own attention processor
+  (AttnProcessor2_0), text to image, same model, steps, guidance and size (what "one
+  text-to-image generation" means to a user);
 - ``loop-generate``: laspa's ``generate`` method (the same loop the edits use).
+
+``-beta1`` rows run an alignment at beta 1: the steps while t > K discard the UNet's
+output, so the loop skips it there (fewer ``unet_evals``).
 
 Prints one JSON line per method with ``seconds`` (median per edit), ``unet_evals`` and
 ``ratio_to_generate`` (``fpe-warm-cache``: a second FPE edit of the same image, whose
@@ -15,7 +20,12 @@ diffusers' DiffEdit pipeline timed in the same rounds), then one line per batch 
 the per-edit seconds of ``laspa-x0`` when 1, 4 and 8 edits of one image share a batch.
 
     python benchmarks/speed.py                       # bundled miniature (tiny random if missing)
+    python benchmarks/speed.py --threads 1,2 --methods laspa-x0,laspa-input,laspa-eps
     python benchmarks/speed.py --model tiny --rounds 3
+
+Without ``--threads``, the thread count is the commands' default for the model
+(laspa.threads: one thread for a small model such as the bundled one, unless
+OMP_NUM_THREADS or MKL_NUM_THREADS say otherwise).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import argparse
 import json
 import statistics
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -33,6 +44,9 @@ METHOD_PARAMS = {
     "laspa-x0": {},
     "laspa-input": {},
     "laspa-eps": {},
+    "laspa-x0-beta1": {"beta": 1.0},  # UNet output discarded while t > K: skipped
+    "laspa-input-beta1": {"beta": 1.0},
+    "laspa-eps-beta1": {"beta": 1.0},
     "laspa-mix": {"subject": None},  # the edited object's shape word
     "sdedit": {},
     "ddim-inversion": {},
@@ -44,8 +58,9 @@ METHOD_PARAMS = {
     "fpe": {},
     "peer-diffedit": {},  # diffusers' DiffEdit pipeline (needs a model folder)
 }
-#: rows that run InstDiffEdit with other parameters
+#: rows that run a method with other parameters
 VARIANT_OF = {name: "instdiffedit" for name in METHOD_PARAMS if name.startswith("instdiffedit-")}
+VARIANT_OF.update({name: name.removesuffix("-beta1") for name in METHOD_PARAMS if "-beta1" in name})
 
 
 def load(model: str):
@@ -65,8 +80,22 @@ def load(model: str):
     return Editor.from_pretrained(model), model
 
 
+@contextmanager
+def diffusers_attention(unet):
+    """The UNet with diffusers' default attention processor, laspa's restored after."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    laspa_processors = unet.attn_processors
+    unet.set_attn_processor(AttnProcessor2_0())
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(laspa_processors)
+
+
 def diffusers_generate(editor, prompt: str, steps: int, guidance: float, size):
-    """Text-to-image with diffusers' pipeline on the editor's own components."""
+    """Text-to-image with diffusers' pipeline on the editor's own components and diffusers'
+    own attention processor (swapped in outside the timed call)."""
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
@@ -77,14 +106,27 @@ def diffusers_generate(editor, prompt: str, steps: int, guidance: float, size):
     pipe.set_progress_bar_config(disable=True)
 
     def run(seed: int) -> float:
-        start = time.perf_counter()
-        pipe(
-            prompt, height=size[1], width=size[0], num_inference_steps=steps,
-            guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
-        )  # fmt: skip
-        return time.perf_counter() - start
+        with diffusers_attention(editor.unet):
+            start = time.perf_counter()
+            pipe(
+                prompt, height=size[1], width=size[0], num_inference_steps=steps,
+                guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
+            )  # fmt: skip
+            return time.perf_counter() - start
 
     return run
+
+
+def thread_counts(text: str | None, unet) -> list[int]:
+    """``--threads 1,2`` as a list; without it, the commands' default for the model."""
+    from laspa.threads import apply_threads
+
+    if text is None:
+        return [apply_threads(None, unet)]
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--threads takes thread counts >= 1, e.g. 1,2; got {text!r}")
+    return counts
 
 
 def main() -> None:
@@ -93,15 +135,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--threads", default=None, help="thread counts, e.g. 1,2 (default: laspa's for the model)"
+    )
     parser.add_argument("--methods", default=",".join(METHOD_PARAMS))
+    parser.add_argument("--batches", default="1,4,8", help="edit_many sizes timed ('' for none)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
     from laspa.cli import quiet_libraries
 
     quiet_libraries()
     editor, name = load(args.model)
+    counts = thread_counts(args.threads, editor.unet)
     from laspa.world import apply_edit, render, sample_edit, sample_scene
 
     rng = np.random.default_rng(0)
@@ -129,63 +174,82 @@ def main() -> None:
     timed = ["generate", "loop-generate", *methods]
     if "fpe" in methods:  # the second edit of an image reuses its cached inversion
         timed.insert(timed.index("fpe") + 1, "fpe-warm-cache")
-    timings: dict[str, list[float]] = {m: [] for m in timed}
+    timings: dict[tuple[int, str], list[float]] = {(n, m): [] for n in counts for m in timed}
     evals: dict[str, float] = {"generate": 2 * args.steps}
-    generate(0)  # warm-up: first calls pay for allocations
-    editor.edit(image, prompt, method="laspa-x0", **common)
-    if diffedit is not None:
-        diffedit.run(image, prompt, 0, diffedit_params)
+    for threads in counts:  # warm-up: first calls pay for allocations
+        torch.set_num_threads(threads)
+        generate(0)
+        editor.edit(image, prompt, method="laspa-x0", **common)
+        if diffedit is not None:
+            diffedit.run(image, prompt, 0, diffedit_params)
     for round_index in range(args.rounds):
         order = [m for m in timed if m != "fpe-warm-cache"]
+        thread_order = list(counts)
         if round_index % 2:
             order.reverse()
-        for method in order:
-            if method == "generate":
-                timings[method].append(generate(round_index))
-                continue
-            if method == "peer-diffedit":
-                output = diffedit.run(image, prompt, round_index, diffedit_params)
-                timings[method].append(output.seconds)
-                evals[method] = output.unet_evals
-                continue
-            params = dict(METHOD_PARAMS.get(method, {}), **common)
-            method_name = "generate" if method == "loop-generate" else method
-            method_name = VARIANT_OF.get(method_name, method_name)
-            editor.clear_inversion_cache()  # every FPE / inversion edit pays its inversion
-            result = editor.edit(image, prompt, method=method_name, seed=round_index, **params)
-            timings[method].append(result.seconds)
-            evals[method] = result.unet_evals
-            if method == "fpe":
-                warm = editor.edit(image, prompt, method="fpe", seed=round_index, **params)
-                timings["fpe-warm-cache"].append(warm.seconds)
-                evals["fpe-warm-cache"] = warm.unet_evals
+            thread_order.reverse()
+        for threads in thread_order:
+            torch.set_num_threads(threads)
+            for method in order:
+                seconds = time_method(
+                    method, editor, image, prompt, round_index, common, evals,
+                    generate, diffedit, diffedit and diffedit_params,
+                )  # fmt: skip
+                for timed_name, value in seconds.items():
+                    timings[threads, timed_name].append(value)
 
-    reference = statistics.median(timings["generate"])
-    medians = {method: statistics.median(values) for method, values in timings.items()}
-    for method, seconds in medians.items():
-        row = {
-            "method": method, "model": name, "steps": args.steps, "threads": args.threads,
-            "seconds": round(seconds, 4), "unet_evals": evals[method],
-            "ratio_to_generate": round(seconds / reference, 3),
-        }  # fmt: skip
-        if method.startswith("instdiffedit") and "peer-diffedit" in medians:
-            row["ratio_to_peer_diffedit"] = round(seconds / medians["peer-diffedit"], 3)
-        print(json.dumps(row))
+    for threads in counts:
+        medians = {m: statistics.median(timings[threads, m]) for m in timed}
+        reference = medians["generate"]
+        for method, seconds in medians.items():
+            row = {
+                "method": method, "model": name, "steps": args.steps, "threads": threads,
+                "seconds": round(seconds, 4), "unet_evals": evals[method],
+                "ratio_to_generate": round(seconds / reference, 3),
+            }  # fmt: skip
+            if method.startswith("instdiffedit") and "peer-diffedit" in medians:
+                row["ratio_to_peer_diffedit"] = round(seconds / medians["peer-diffedit"], 3)
+            print(json.dumps(row), flush=True)
 
-    per_edit = {}
-    for batch in (1, 4, 8):
-        variants = [{"prompt": prompt, "seed": s, **common} for s in range(batch)]
-        samples = []
-        for _ in range(max(1, args.rounds // 2)):
-            start = time.perf_counter()
-            editor.edit_many(image, variants, method="laspa-x0")
-            samples.append((time.perf_counter() - start) / batch)
-        per_edit[batch] = statistics.median(samples)
-    for batch, seconds in per_edit.items():
-        print(json.dumps({
-            "method": "laspa-x0", "batch": batch, "seconds_per_edit": round(seconds, 4),
-            "speedup_vs_batch_1": round(per_edit[1] / seconds, 2),
-        }))  # fmt: skip
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    for threads in counts:
+        torch.set_num_threads(threads)
+        per_edit = {}
+        for batch in batches:
+            variants = [{"prompt": prompt, "seed": s, **common} for s in range(batch)]
+            samples = []
+            for _ in range(max(1, args.rounds // 2)):
+                start = time.perf_counter()
+                editor.edit_many(image, variants, method="laspa-x0")
+                samples.append((time.perf_counter() - start) / batch)
+            per_edit[batch] = statistics.median(samples)
+        for batch, seconds in per_edit.items():
+            print(json.dumps({
+                "method": "laspa-x0", "batch": batch, "threads": threads,
+                "seconds_per_edit": round(seconds, 4),
+                "speedup_vs_batch_1": round(per_edit[batches[0]] / seconds, 2),
+            }), flush=True)  # fmt: skip
+
+
+def time_method(method, editor, image, prompt, seed, common, evals, generate, diffedit, peer):
+    """One timed edit (two for FPE: cold, then with its inversion cached): row -> seconds."""
+    if method == "generate":
+        return {method: generate(seed)}
+    if method == "peer-diffedit":
+        output = diffedit.run(image, prompt, seed, peer)
+        evals[method] = output.unet_evals
+        return {method: output.seconds}
+    params = dict(METHOD_PARAMS.get(method, {}), **common)
+    method_name = "generate" if method == "loop-generate" else method
+    method_name = VARIANT_OF.get(method_name, method_name)
+    editor.clear_inversion_cache()  # every FPE / inversion edit pays its inversion
+    result = editor.edit(image, prompt, method=method_name, seed=seed, **params)
+    evals[method] = result.unet_evals
+    if method != "fpe":
+        return {method: result.seconds}
+    warm = editor.edit(image, prompt, method="fpe", seed=seed, **params)
+    evals["fpe-warm-cache"] = warm.unet_evals
+    return {method: result.seconds, "fpe-warm-cache": warm.seconds}
 
 
 if __name__ == "__main__":

@@ -73,18 +73,17 @@ def test_the_second_device_catches_a_flag_tensor_left_on_the_cpu(elsewhere):
             super().__init__(reference, weight, direction)
             self.consistent = torch.tensor([d == "consistent" for d in direction]).view(-1, 1, 1, 1)
 
+    directions = ["consistent", "asymmetric"]  # mixed rows: the flags select per row
     with SecondDevice() as device:
-        reference = torch.zeros(1, 4, 16, 16, device=device)
-        x = torch.randn(1, 4, 16, 16, device=device)
-        weight = lambda t: torch.full((1, 1, 1, 1), 0.5, device=device)  # noqa: E731
+        reference = torch.zeros(2, 4, 16, 16, device=device)
+        x = torch.randn(2, 4, 16, 16, device=device)
+        weight = lambda t: torch.full((2, 1, 1, 1), 0.5, device=device)  # noqa: E731
         steps = elsewhere.denoiser.steps(2)
-        conditioning = Conditioning(elsewhere.text_embeddings(["a cat"]))
-        fixed = X0Alignment(reference, weight, ["consistent"])
+        conditioning = Conditioning(elsewhere.text_embeddings(["a cat", "a dog"]))
+        fixed = X0Alignment(reference, weight, directions)
         assert elsewhere.engine.sample(x, steps, conditioning, fixed).device == device
         with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
-            elsewhere.engine.sample(
-                x, steps, conditioning, CpuFlags(reference, weight, ["consistent"])
-            )
+            elsewhere.engine.sample(x, steps, conditioning, CpuFlags(reference, weight, directions))
         # what it lets through, as PyTorch does: 0-dim CPU tensors, copies, CPU indices
         assert (x * torch.tensor(2.0)).device == device
         assert x.cpu().device.type == "cpu" and x[torch.tensor([0])].device == device

@@ -21,6 +21,7 @@ import typer
 
 from .console import Interrupted, exit_interrupted, signals_as_exceptions
 from .errors import LaspaError, ModelError
+from .threads import THREADS_HELP
 
 app = typer.Typer(
     add_completion=False,
@@ -86,10 +87,13 @@ def library_warnings_silenced() -> Iterator[None]:
             logging.disable(disabled)
 
 
-def load_editor(model: str | None, device: str | None = None):
-    """The Editor for --model, or the bundled miniature when none is named."""
+def load_editor(model: str | None, device: str | None = None, threads: int | None = None):
+    """The Editor for --model, or the bundled miniature when none is named, with torch's
+    thread count set for it (laspa.threads: --threads, else the model size's default)."""
     from .editor import Editor
+    from .threads import apply_threads, check_threads
 
+    check_threads(threads)
     quiet_libraries()
     if model is None:
         editor = Editor.mini(device=device)
@@ -97,6 +101,7 @@ def load_editor(model: str | None, device: str | None = None):
     else:
         editor = Editor.from_pretrained(model, device=device)
         editor.description = f"model {model}"
+    apply_threads(threads, editor.unet, editor.device.type)
     return editor
 
 
@@ -177,6 +182,7 @@ ModelOption = typer.Option(
     None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
 )
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)")
+ThreadsOption = typer.Option(None, "--threads", min=1, help=THREADS_HELP)
 SetOption = typer.Option(
     [], "--set", help="any method option as NAME=VALUE (repeatable), e.g. --set phi=0.3"
 )
@@ -226,6 +232,7 @@ def edit(
     seed: int = typer.Option(0, "--seed", help="random seed"),
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
+    threads: int | None = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
@@ -255,7 +262,7 @@ def edit(
             raise LaspaError(f"method {method} makes no mask (--mask-out)")
         mask_out = images.check_output_path(mask_out, inputs=(image, output))
     picture = images.load_image(image)
-    editor = load_editor(model, device)
+    editor = load_editor(model, device, threads)
     result = run_with_progress(
         editor, quiet, lambda: editor.edit(picture, prompt, method=method, seed=seed, **options)
     )
@@ -307,6 +314,7 @@ def attention(
     seed: int = typer.Option(0, "--seed", help="random seed"),
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
+    threads: int | None = ThreadsOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Cross-attention map of prompt words on IMAGE, from one aligned pass (no inversion)."""
@@ -328,7 +336,7 @@ def attention(
             raise LaspaError(f"the word {phrase!r} does not occur in the prompt {prompt!r}")
     output = images.check_output_path(output, inputs=(image,))
     picture = images.load_image(image)
-    editor = load_editor(model, device)
+    editor = load_editor(model, device, threads)
     words = None if all_words else word
     maps = run_with_progress(
         editor, quiet,
@@ -355,6 +363,7 @@ def sweep(
     settings: list[str] = SetOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
+    threads: int | None = ThreadsOption,
     batch_size: int | None = typer.Option(None, "--batch-size", help="UNet rows per batch"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON line per cell"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -393,7 +402,7 @@ def sweep(
         check_seed(variant.get("seed", 0))
     output = images.check_output_path(output, inputs=(image,))
     picture = images.load_image(image)
-    editor = load_editor(model, device)
+    editor = load_editor(model, device, threads)
     results = run_with_progress(
         editor, quiet, lambda: editor.edit_many(picture, variants, method, batch_size)
     )

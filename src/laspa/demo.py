@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from .cli import DeviceOption, ModelOption, done, load_editor
+from .cli import DeviceOption, ModelOption, ThreadsOption, done, load_editor
 from .errors import LaspaError, OutputError
 from .files import check_writable, output_checks
 
@@ -31,6 +31,7 @@ def demo(
     methods: str | None = typer.Option(None, "--methods", help="comma-separated (default: all)"),
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
+    threads: int | None = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON lines"),
 ) -> None:
     """Edit a generated scene with every method; write a labelled grid and print a table."""
@@ -58,7 +59,7 @@ def demo(
     if unknown:
         raise LaspaError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
 
-    editor = load_editor(model, device)
+    editor = load_editor(model, device, threads)
     rng = np.random.default_rng(seed)
     scene = sample_scene(rng)
     while kind is not None:  # a scene on which the requested kind is possible

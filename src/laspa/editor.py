@@ -205,6 +205,10 @@ class Editor:
         """Latents -> images in [-1, 1]."""
         return self.engine.decode(latents)
 
+    def latent_shape(self, pixels: torch.Tensor) -> tuple[int, int, int, int]:
+        """The (1, C, h, w) shape of the latent of (1, 3, H, W) ``pixels``."""
+        return self.engine.latent_shape(pixels)
+
     def model_size(self, image: Image.Image) -> tuple[int, int]:
         return images.fit_size(*image.size, self.resolution, self.size_multiple)
 
@@ -300,7 +304,8 @@ class Editor:
         picture = images.load_image(image)
         model_size = self.model_size(picture)
         pixels = images.to_tensor(picture, model_size)
-        reference = self.encode(pixels)
+        reference = self.encode(pixels) if plugin.reads_image else None
+        latent_size = self.latent_shape(pixels)[-2:]
 
         results: list[EditResult | None] = [None] * len(rows)
         for indices in _batches(rows, plugin.batch_key, batch_size):
@@ -327,9 +332,8 @@ class Editor:
                 if output.token_maps is not None:
                     token_maps = output.token_maps[position].cpu()
                     prompts = output.map_prompts or [r.prompt for r in batch.rows]
-                    size = tuple(reference.shape[-2:])
                     result = results[index]
-                    result.attention = self.word_maps(token_maps, prompts[position], size)
+                    result.attention = self.word_maps(token_maps, prompts[position], latent_size)
                     result.extras["token_maps"] = token_maps
         # encoding and image conversion are shared: spread them over the edits
         overhead = (time.perf_counter() - start - sum(r.seconds for r in results)) / len(rows)

@@ -17,8 +17,8 @@ sampler plugs in behind these members, and every method keeps working unchanged:
 - ``pipeline(cls, model, ...)``: a diffusers pipeline from another checkpoint, for a
   method that needs one (InstDiffEdit's inpainting checkpoint);
 - ``num_train_timesteps``, ``device``, ``dtype``, ``unet_evals``;
-- ``encode``, ``decode``, ``text_embeddings``: a model family's own autoencoder and text
-  encoder (the Editor's, rather than the methods').
+- ``encode``, ``decode``, ``latent_shape``, ``text_embeddings``: a model family's own
+  autoencoder and text encoder (the Editor's, rather than the methods').
 
 :data:`METHOD_INTERFACE` names exactly these members (the tests hold every method to
 them). The :class:`~laspa.editor.Editor` builds one Engine per model and keeps the
@@ -60,7 +60,7 @@ METHOD_INTERFACE = frozenset((
     "attention_store", "self_attention_store", "layers",
     "word_tokens", "positions_of", "token_alignment", "pipeline",
     "num_train_timesteps", "device", "dtype", "unet_evals",
-    "encode", "decode", "text_embeddings",
+    "encode", "decode", "latent_shape", "text_embeddings",
 ))  # fmt: skip
 
 
@@ -105,6 +105,13 @@ class Engine:
         with torch.no_grad():
             posterior = self._vae.encode(pixels.to(self.device, self.dtype)).latent_dist
         return posterior.mean.float() * self._vae.config.scaling_factor
+
+    def latent_shape(self, pixels: torch.Tensor) -> tuple[int, int, int, int]:
+        """The (1, C, h, w) shape of the latent of (1, 3, H, W) ``pixels``."""
+        height, width = pixels.shape[-2:]
+        factor = 2 ** (len(self._vae.config.block_out_channels) - 1)
+        channels = int(self.denoiser.unet.config.in_channels)
+        return (1, channels, height // factor, width // factor)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [-1, 1]."""

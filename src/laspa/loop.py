@@ -5,6 +5,7 @@
     for t in timesteps:
         x    -> before_unet          input alignment, latent mixing, masked blending
         eps  =  UNet(x, t, text)     attention hooks run inside the processors
+                                     (skipped when needs_unet says its output is discarded)
         eps  -> after_eps            error alignment
         x0   -> after_x0             x0 alignment
         callback(step, x, x0, eps)   watching only (optional)
@@ -54,6 +55,16 @@ StepCallback = Callable[[Step, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 class SamplerHooks:
     """Named hook points of the loop; the defaults are plain DDIM."""
+
+    def needs_unet(self, step: Step, next_step: Step | None) -> bool:
+        """Whether this step's result depends on the UNet's eps in any row.
+
+        A method returns False only where its hooks replace everything eps feeds (the
+        x0, the direction, or the whole step's result, which ``next_step``'s
+        ``before_unet`` or this last step's ``after_step`` may overwrite): the loop then
+        hands the hooks a NaN eps instead of evaluating the UNet, so a wrong answer shows.
+        """
+        return True
 
     def before_unet(self, step: Step, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -196,15 +207,22 @@ def sample(
     """Run DDIM from ``x`` (at ``steps[0].t``) through ``steps``; return the final latents.
 
     ``hooks`` change the latents at the loop's hook points, ``attention`` hooks act inside
-    the UNet's attention layers during this run, ``callback`` only watches.
+    the UNet's attention layers during this run, ``callback`` only watches (at a step
+    whose UNet output every row discards, see ``SamplerHooks.needs_unet``, its eps is NaN).
     """
     hooks = hooks or SamplerHooks()
     denoiser.attention.hooks = list(attention)
     try:
-        for step in steps:
+        for position, step in enumerate(steps):
             x = hooks.before_unet(step, x)
-            info = StepInfo(index=step.index, num_steps=step.num_steps, timestep=step.t)
-            eps = hooks.after_eps(step, x, denoiser.eps(x, step.t, conditioning, info))
+            next_step = steps[position + 1] if position + 1 < len(steps) else None
+            # attention hooks read the UNet's attention: a step they see must run it
+            if attention or hooks.needs_unet(step, next_step):
+                info = StepInfo(index=step.index, num_steps=step.num_steps, timestep=step.t)
+                eps = denoiser.eps(x, step.t, conditioning, info)
+            else:
+                eps = torch.full_like(x, float("nan"))
+            eps = hooks.after_eps(step, x, eps)
             x0 = hooks.after_x0(step, x, eps, ddim.predict_x0(x, eps, step.alpha))
             if callback is not None:
                 callback(step, x, x0, eps)

@@ -155,6 +155,8 @@ _CROSS_DEVICE_OPS = {"aten::_to_copy", "aten::copy_", "aten::_local_scalar_dense
 _INDEX_OPS = {"aten::index", "aten::index_put_", "aten::index_put", "aten::_index_put_impl_"}
 _FACTORIES_FROM_DATA = (torch.tensor, torch.as_tensor, torch.asarray)
 _INDEXING = (torch.Tensor.__getitem__, torch.Tensor.__setitem__)
+#: reads of a device tensor's values into Python (a GPU copies them to the host)
+_HOST_READS = (torch.Tensor.tolist,)
 
 
 def _index_lists_as_tensors(index):
@@ -197,6 +199,8 @@ class SecondDevice:
                     return _Elsewhere(func(*args, **{**kwargs, "device": "cpu"}))
                 if func in _INDEXING and isinstance(args[0], _Elsewhere):
                     args = (args[0], _index_lists_as_tensors(args[1]), *args[2:])
+                if func in _HOST_READS and isinstance(args[0], _Elsewhere):
+                    return func(args[0].inner, *args[1:], **kwargs)
                 return func(*args, **kwargs)
 
         class Operations(TorchDispatchMode):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from ..threads import THREADS_HELP
+
 DEFAULT_METHODS = "laspa-x0,sdedit,peer-sdedit,peer-diffedit"
 DEFAULT_SWEEP_METHODS = "laspa-input,laspa-eps,laspa-x0,sdedit"
 DEFAULT_K = "0,100,200,300,500,700"
@@ -109,6 +111,7 @@ def bench(
         None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     json_out: Path | None = typer.Option(None, "--json", help="write the results as JSON"),
     plots: Path | None = typer.Option(None, "--plots", help="folder for tradeoff.png, samples.png"),
     sweep: bool = typer.Option(False, "--sweep", help="run the trade-off sweeps too"),
@@ -184,7 +187,7 @@ def bench(
             else:
                 learned[key] = function
 
-    editor = load_editor(model, device)
+    editor = load_editor(model, device, threads)
     if loaded is None:
         loaded = case_sources.load_cases(
             suite, size=editor.resolution, n=cases, seed=seed, cases_file=cases_file,

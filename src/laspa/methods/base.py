@@ -135,7 +135,7 @@ class EditRow:
 class EditBatch:
     """Edits of one image that share one UNet batch."""
 
-    reference: torch.Tensor  # (1, C, h, w): enc(I), scaled like diffusers does
+    reference: torch.Tensor | None  # (1, C, h, w): enc(I), scaled like diffusers does
     rows: list[EditRow]
     record_attention: bool = False  # return each row's cross-attention token maps
     pixels: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1]: the input at model size
@@ -184,6 +184,9 @@ class Method:
     makes_mask: ClassVar[bool] = False
     #: whether it can return cross-attention maps (``Editor.attention_maps``)
     records_attention: ClassVar[bool] = False
+    #: whether the method reads the image's latent enc(I) (batch.reference); when not, the
+    #: image is not encoded and batch.reference is None
+    reads_image: ClassVar[bool] = True
     #: parameters a benchmark case may fill from what it knows (the source caption, the
     #: subject word); opt-in, because a same-named option can mean something else (FPE's
     #: ``source_prompt`` switches it to generated-image mode)

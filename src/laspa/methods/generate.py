@@ -10,9 +10,10 @@ class Generate(Method):
     name = "generate"
     summary = "text-to-image with the prompt, ignoring the input (the speed reference)"
     Params = CommonParams
+    reads_image = False  # text to image: the input only sets the size
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
-        shape = (batch.size, *batch.reference.shape[1:])
+        shape = (batch.size, *engine.latent_shape(batch.pixels)[1:])
         x_T = engine.noise(engine.generators(batch), shape)
         steps = engine.steps(batch.shared("steps"))
         return MethodOutput(engine.sample(x_T, steps, engine.conditioning(batch)))

@@ -68,16 +68,61 @@ class X0Params(PredictionParams):
     )
 
 
-def weight_schedule(batch: EditBatch, num_train_timesteps: int, device) -> WeightFn:
-    """Per-row b_t as a function of the timestep, from the rows' K, beta and schedule."""
+def weight_schedule(
+    batch: EditBatch, num_train_timesteps: int, device, timesteps: list[int] = ()
+) -> AlignmentWeights:
+    """Per-row b_t by timestep, from the rows' K, beta and schedule; the weights of
+    ``timesteps`` (the steps' and the final one) are computed at once up front."""
     beta = batch.column("beta", device)
     K = batch.column("K", device)
     linear = torch.tensor([s == "linear" for s in batch.param("beta_schedule")], device=device)
 
-    def weight(t: int) -> torch.Tensor:
+    def weight(t: int | torch.Tensor) -> torch.Tensor:
         return ddim.alignment_weight(t, beta, K, linear, num_train_timesteps)
 
-    return weight
+    weights = AlignmentWeights(weight)
+    if timesteps:
+        column = torch.tensor(timesteps, dtype=beta.dtype, device=device)[:, None]
+        weights.fill(timesteps, weight(column).view(len(timesteps), -1, 1, 1, 1))
+    return weights
+
+
+class AlignmentWeights:
+    """``weight(t)`` with whether any row, and every row, is aligned at t, each worked out
+    once per timestep: on a small model the few tensor ops and host reads behind them,
+    repeated by every hook of every step, are a measurable part of the step."""
+
+    def __init__(self, weight: WeightFn):
+        self.weight = weight
+        self._known: dict[int, tuple[torch.Tensor, bool, bool]] = {}
+
+    def fill(self, timesteps: list[int], weights: torch.Tensor) -> None:
+        """Record the weights of ``timesteps`` (one row of ``weights`` per timestep)."""
+        values = weights.flatten(1).tolist()
+        for t, weight, row in zip(timesteps, weights, values, strict=True):
+            self._known[t] = (weight, any(v != 0 for v in row), all(v == 1 for v in row))
+
+    def _facts(self, t: int) -> tuple[torch.Tensor, bool, bool]:
+        if t not in self._known:
+            self.fill([t], self.weight(t)[None])
+        return self._known[t]
+
+    def __call__(self, t: int) -> torch.Tensor:
+        return self._facts(t)[0]
+
+    def any(self, t: int) -> bool:
+        """Whether some row is aligned at t (weight above 0)."""
+        return self._facts(t)[1]
+
+    def full(self, t: int) -> bool:
+        """Whether every row's weight is 1 at t: the blend then returns the aligned value
+        alone, and whatever it blends with is discarded."""
+        return self._facts(t)[2]
+
+
+def step_weights(weight: WeightFn) -> AlignmentWeights:
+    """``weight`` as AlignmentWeights (hooks accept any function of t)."""
+    return weight if isinstance(weight, AlignmentWeights) else AlignmentWeights(weight)
 
 
 class InputAlignment(SamplerHooks):
@@ -92,15 +137,19 @@ class InputAlignment(SamplerHooks):
         self, reference: torch.Tensor, weight: WeightFn, noise: Callable[[], torch.Tensor]
     ):
         self.reference = reference
-        self.weight = weight
+        self.weight = step_weights(weight)
         self.noise = noise  # the z of s_t; called once per step (returns the same z if fixed)
 
     def _align(self, t: int, alpha: float, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight(t)
-        if not bool(weight.any()):
+        if not self.weight.any(t):
             return x
         target = ddim.forward_noise(self.reference, self.noise(), alpha)
-        return ddim.blend(target, x, weight)
+        return target if self.weight.full(t) else ddim.blend(target, x, self.weight(t))
+
+    def needs_unet(self, step: Step, next_step: Step | None) -> bool:
+        # this step's result is what the next alignment (or the final one) blends with
+        t_next = step.t_prev if next_step is None else next_step.t
+        return not self.weight.full(t_next)
 
     def before_unet(self, step: Step, x: torch.Tensor) -> torch.Tensor:
         return self._align(step.t, step.alpha, x)
@@ -114,17 +163,24 @@ class EpsAlignment(SamplerHooks):
 
     def __init__(self, reference: torch.Tensor, weight: WeightFn, form: list[str]):
         self.reference = reference
-        self.weight = weight
+        self.weight = step_weights(weight)
+        self.forms = set(form)
         literal = [f == "literal" for f in form]
         self.literal = torch.tensor(literal, device=reference.device).view(-1, 1, 1, 1)
 
+    def needs_unet(self, step: Step, next_step: Step | None) -> bool:
+        return not self.weight.full(step.t)
+
     def after_eps(self, step: Step, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        weight = self.weight(step.t)
-        if not bool(weight.any()):
+        if not self.weight.any(step.t):
             return eps
-        exact = ddim.reconstruction_eps(x, self.reference, step.alpha, "exact")
-        literal = ddim.reconstruction_eps(x, self.reference, step.alpha, "literal")
-        return ddim.blend(torch.where(self.literal, literal, exact), eps, weight)
+        if len(self.forms) == 1:  # one form for every row: no need to compute both
+            e_rec = ddim.reconstruction_eps(x, self.reference, step.alpha, *self.forms)
+        else:
+            exact = ddim.reconstruction_eps(x, self.reference, step.alpha, "exact")
+            literal = ddim.reconstruction_eps(x, self.reference, step.alpha, "literal")
+            e_rec = torch.where(self.literal, literal, exact)
+        return e_rec if self.weight.full(step.t) else ddim.blend(e_rec, eps, self.weight(step.t))
 
 
 class X0Alignment(SamplerHooks):
@@ -133,15 +189,25 @@ class X0Alignment(SamplerHooks):
 
     def __init__(self, reference: torch.Tensor, weight: WeightFn, direction: list[str]):
         self.reference = reference
-        self.weight = weight
+        self.weight = step_weights(weight)
         consistent = [d == "consistent" for d in direction]
         self.consistent = torch.tensor(consistent, device=reference.device).view(-1, 1, 1, 1)
+        self.all_consistent = all(consistent)
+
+    def needs_unet(self, step: Step, next_step: Step | None) -> bool:
+        # the asymmetric direction term is the UNet's eps itself
+        return not (self.all_consistent and self.weight.full(step.t))
 
     def after_x0(self, step: Step, x, eps, x0):
-        weight = self.weight(step.t)
-        return ddim.blend(self.reference, x0, weight) if bool(weight.any()) else x0
+        if not self.weight.any(step.t):
+            return x0
+        if self.weight.full(step.t):
+            return self.reference.expand_as(x0)
+        return ddim.blend(self.reference, x0, self.weight(step.t))
 
     def direction(self, step: Step, x, eps, x0):
+        if self.all_consistent:
+            return ddim.eps_from_x0(x, x0, step.alpha)
         if not bool(self.consistent.any()):
             return eps
         return torch.where(self.consistent, ddim.eps_from_x0(x, x0, step.alpha), eps)
@@ -160,7 +226,8 @@ class _Laspa(Method):
         reference = batch.reference.expand(batch.size, -1, -1, -1)
         generators = engine.generators(batch)
         x_T = engine.noise(generators, reference.shape)
-        weight = weight_schedule(batch, engine.num_train_timesteps, reference.device)
+        timesteps = [step.t for step in steps] + [steps[-1].t_prev]
+        weight = weight_schedule(batch, engine.num_train_timesteps, reference.device, timesteps)
         hooks = self.hooks(batch, reference, weight, generators)
         store = engine.attention_store() if batch.record_attention else None
         attention = [store] if store else []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import LaspaError
+from ..threads import THREADS_HELP
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -44,6 +45,7 @@ def serve(
         None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest upload accepted"),
 ) -> None:
     """Serve the web UI (edit, sweep, attention maps) on HOST:PORT."""
@@ -55,7 +57,7 @@ def serve(
         raise LaspaError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
     _require_gradio()
     _check_address(host, port)  # before loading a model that may take minutes
-    editor = load_editor(model, device)
+    editor = load_editor(model, device, threads)
     from .app import build_app as build
     from .app import launch
 
