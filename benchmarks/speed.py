@@ -23,9 +23,8 @@ the per-edit seconds of ``laspa-x0`` when 1, 4 and 8 edits of one image share a 
     python benchmarks/speed.py --threads 1,2 --methods laspa-x0,laspa-input,laspa-eps
     python benchmarks/speed.py --model tiny --rounds 3
 
-Without ``--threads``, the thread count is the commands' default for the model
-(laspa.threads: one thread for a small model such as the bundled one, unless
-OMP_NUM_THREADS or MKL_NUM_THREADS say otherwise).
+Without ``--threads``, the thread count is torch's own, the commands' default
+(laspa.threads: one per core, or OMP_NUM_THREADS / MKL_NUM_THREADS when set).
 """
 
 from __future__ import annotations
@@ -118,11 +117,11 @@ def diffusers_generate(editor, prompt: str, steps: int, guidance: float, size):
 
 
 def thread_counts(text: str | None, unet) -> list[int]:
-    """``--threads 1,2`` as a list; without it, the commands' default for the model."""
+    """``--threads 1,2`` as a list; without it, torch's own count (the commands' default)."""
     from laspa.threads import apply_threads
 
     if text is None:
-        return [apply_threads(None, unet)]
+        return [apply_threads(None)]
     counts = [int(part) for part in text.split(",") if part.strip()]
     if not counts or min(counts) < 1:
         raise SystemExit(f"--threads takes thread counts >= 1, e.g. 1,2; got {text!r}")
@@ -136,7 +135,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
-        "--threads", default=None, help="thread counts, e.g. 1,2 (default: laspa's for the model)"
+        "--threads", default=None, help="thread counts, e.g. 1,2 (default: torch's own)"
     )
     parser.add_argument("--methods", default=",".join(METHOD_PARAMS))
     parser.add_argument("--batches", default="1,4,8", help="edit_many sizes timed ('' for none)")

@@ -89,7 +89,7 @@ def library_warnings_silenced() -> Iterator[None]:
 
 def load_editor(model: str | None, device: str | None = None, threads: int | None = None):
     """The Editor for --model, or the bundled miniature when none is named, with torch's
-    thread count set for it (laspa.threads: --threads, else the model size's default)."""
+    thread count set by --threads (laspa.threads; None keeps torch's own)."""
     from .editor import Editor
     from .threads import apply_threads, check_threads
 
@@ -101,7 +101,7 @@ def load_editor(model: str | None, device: str | None = None, threads: int | Non
     else:
         editor = Editor.from_pretrained(model, device=device)
         editor.description = f"model {model}"
-    apply_threads(threads, editor.unet, editor.device.type)
+    apply_threads(threads)
     return editor
 
 

@@ -13,7 +13,7 @@ from laspa import METHODS
 
 
 def gpu_smoke():
-    path = Path(__file__).parents[1] / "benchmarks" / "gpu_smoke.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "gpu_smoke.py"
     spec = importlib.util.spec_from_file_location("gpu_smoke", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

@@ -26,8 +26,11 @@ def test_anchor_drift_is_zero_for_the_same_vae_and_grows_when_weights_move():
     vae = tiny_components()[0]
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     assert anchor_drift(vae, vae, images) == 0.0
-    moved = tiny_components()[0]
-    with torch.no_grad():
-        for param in moved.encoder.parameters():
-            param.add_(0.05)
-    assert anchor_drift(moved, vae, images) > 0.0
+    drifts = []
+    for shift in (0.02, 0.05, 0.1):
+        moved = tiny_components()[0]
+        with torch.no_grad():
+            for param in moved.encoder.parameters():
+                param.add_(shift)
+        drifts.append(anchor_drift(moved, vae, images))
+    assert 0.0 < drifts[0] < drifts[1] < drifts[2]  # the further the weights, the larger

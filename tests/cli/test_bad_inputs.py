@@ -688,7 +688,7 @@ def test_a_100000x1_image_is_edited_at_a_bounded_size(place, capfd, monkeypatch)
 
 # ------------------------------------------------------------------ signals
 def _env() -> dict[str, str]:
-    source = str(Path(__file__).resolve().parents[1] / "src")
+    source = str(Path(__file__).resolve().parents[2] / "src")
     return {**os.environ, "PYTHONPATH": source, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -901,7 +901,7 @@ def test_web_demo_scene_refuses_bad_numbers_visibly(web_client):
 
 def test_the_corpus_holds_what_the_readme_says():
     """README: "The bad-input corpus ... holds N cases"; keep the count honest."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     cases = (
         len(CLI_BEFORE_LOAD) + len(MODELS) + len(AFTER_LOAD) + len(WEB) + len(SIGNAL_MOMENTS)
         + 5  # hub id offline, full disk, two read-only folders, demo scene

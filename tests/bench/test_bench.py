@@ -462,7 +462,7 @@ def _bench_targets():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "benchmarks" / "bench_targets.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "bench_targets.py"
     spec = importlib.util.spec_from_file_location("bench_targets", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
