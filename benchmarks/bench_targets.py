@@ -1,11 +1,11 @@
 """Check three claims about LASPA x0 on a `laspa bench --sweep --json` result.
 
-    laspa bench --cases 24 --steps 25 --sweep --json out.json --plots plots/
+    laspa bench --suite shapes-brief --cases 24 --steps 25 --sweep --json out.json --plots plots/
     python benchmarks/bench_targets.py out.json
 
 or run the standard command first (same options as above, model optional):
 
-    python benchmarks/bench_targets.py --run out.json [--model FOLDER] [--cases 24]
+    python benchmarks/bench_targets.py --run out.json [--suite S] [--model FOLDER] [--cases 24]
 
 Checks read off the JSON (results: docs/results.md, "LASPA alignments"):
 1. LASPA x0 at its defaults against diffusers' img2img (peer-sdedit) at its default
@@ -83,7 +83,7 @@ def check(data: dict) -> list[str]:
             f"success {peer['edit_success']:.2f}"
         )
     else:
-        lines.append("[SKIP] defaults: needs laspa-x0 and peer-sdedit on the shapes suite")
+        lines.append("[SKIP] defaults: needs laspa-x0 and peer-sdedit in the result")
     ours, theirs = points(sweeps, "laspa-x0", ("K", "beta")), points(sweeps, "sdedit")
     if ours and theirs:
         beaten = [p for p in theirs if dominated(p, ours)]
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("json", type=Path, help="result of laspa bench --sweep --json")
     parser.add_argument("--run", action="store_true", help="run the standard command first")
     parser.add_argument("--model", help="model folder (default: the bundled miniature)")
+    parser.add_argument("--suite", default="shapes-brief", help="suite for --run")
     parser.add_argument("--cases", type=int, default=24)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--plots", type=Path, help="plots folder for --run")
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.run:
         from laspa.cli import main as laspa
 
-        command = ["bench", "--cases", str(args.cases), "--steps", str(args.steps), "--sweep"]
+        command = ["bench", "--suite", args.suite, "--cases", str(args.cases)]
+        command += ["--steps", str(args.steps), "--sweep"]
         command += ["--json", str(args.json)]
         command += ["--model", args.model] if args.model else []
         command += ["--plots", str(args.plots)] if args.plots else []
