@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ModelError, ParameterError
+from ..errors import ModelError, ParameterError, first_line
 from ..methods.base import CommonParams, option, validate
 
 
@@ -146,8 +146,9 @@ def _from_pretrained(cls, source: str, device, dtype):
             torch_dtype=dtype,
         )
     except Exception as error:  # diffusers raises many types; the user needs one line
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ModelError(f"cannot load {source} into {cls.__name__}: {reason}") from None
+        raise ModelError(
+            f"cannot load {source} into {cls.__name__}: {first_line(error)}"
+        ) from None
     return pipe.to(device)  # DDIM, like the engine's, is set in Peer.__init__
 
 
