@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperOption
 
 from .console import Interrupted, exit_interrupted, signals_as_exceptions
 from .errors import LaspaError, ModelError
@@ -185,11 +184,11 @@ class SchemaHelp(TyperCommand):
 
     completed = False  # help can be shown more than once in one process (tests)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         from .methods.options import option_help
 
         for param in [] if self.completed else self.params:
-            extra = option_help(param.name) if isinstance(param, click.Option) else ""
+            extra = option_help(param.name) if isinstance(param, TyperOption) else ""
             if extra:
                 param.help = f"{param.help} ({extra})"
         self.completed = True
