@@ -142,17 +142,11 @@ def _spec(field: dataclasses.Field, annotation: Any) -> OptionSpec:
     else:
         kind = "text"
     return OptionSpec(
-        name=field.name,
-        kind=kind,
-        default=default,
-        python_type=python_type,
-        low=low,
-        high=high,
-        low_open=bool(meta.get("low_open")),
-        choices=tuple(choices) if choices else None,
-        help=meta.get("help", ""),
+        name=field.name, kind=kind, default=default, python_type=python_type, low=low,
+        high=high, low_open=bool(meta.get("low_open")),
+        choices=tuple(choices) if choices else None, help=meta.get("help", ""),
         optional=optional,
-    )
+    )  # fmt: skip
 
 
 def describe(params_cls: type) -> list[OptionSpec]:
