@@ -55,3 +55,20 @@ def test_mix_words_rule():
     assert mix_words("laspa-x0", None, "sky") == {"change": "sky"}  # refused by the method
     with pytest.raises(ParameterError, match="not both"):
         mix_words("laspa-mix", "cat", "sky")
+
+
+def test_cli_help_states_the_schemas_defaults_and_ranges(monkeypatch):
+    """The numbers in ``laspa edit --help`` come from the Params: change a default there
+    and the help follows (no copy of it in the CLI)."""
+    from typer.testing import CliRunner
+
+    from laspa.cli import app
+    from laspa.methods.laspa import LaspaParams
+
+    def help_text() -> str:
+        return CliRunner().invoke(app, ["edit", "--help"], terminal_width=300).output
+
+    assert "LASPA: align while t > K ([0, 1000]; default 200)" in help_text()
+    field = LaspaParams.__dataclass_fields__["K"]
+    monkeypatch.setattr(field, "default", 300)
+    assert "LASPA: align while t > K ([0, 1000]; default 300)" in help_text()
