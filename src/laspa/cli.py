@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
 from .console import Interrupted, exit_interrupted, signals_as_exceptions
 from .errors import LaspaError, ModelError
@@ -157,7 +158,8 @@ def method_options(method: str, given: dict[str, Any], settings: list[str] = ())
 
 def parse_setting(method: str, setting: str) -> tuple[str, Any]:
     """``NAME=VALUE`` -> (name, value typed like the method's option)."""
-    from .methods.base import METHODS, parse_option
+    from .methods.base import METHODS
+    from .methods.options import parse_option
 
     name, sep, text = setting.partition("=")
     name = name.strip().replace("-", "_")
@@ -168,13 +170,29 @@ def parse_setting(method: str, setting: str) -> tuple[str, Any]:
     return name, parse_option(fields[name], text, f"--set {name}")
 
 
-def parse_list(text: str | None, cast, name: str) -> list | None:
-    if text is None:
-        return None
-    try:
-        return [cast(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise LaspaError(f"--{name} takes comma-separated numbers, got {text!r}") from None
+def parse_list(text: str | None, cast, name: str) -> list:
+    """``--K 100,200`` -> [100, 200]; none given -> []."""
+    from .methods.options import parse_values
+
+    return parse_values(text, cast, f"--{name} takes comma-separated numbers, got {{text!r}}")
+
+
+class SchemaHelp(TyperCommand):
+    """A command whose ``--help`` completes each method option's words with its range and
+    each method's default, read from the method schema when help is shown (so that the
+    numbers are written once, in the methods, and the plain commands need no torch)."""
+
+    completed = False  # help can be shown more than once in one process (tests)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .methods.options import option_help
+
+        for param in [] if self.completed else self.params:
+            extra = option_help(param.name) if isinstance(param, TyperOption) else ""
+            if extra:
+                param.help = f"{param.help} ({extra})"
+        self.completed = True
+        super().format_help(ctx, formatter)
 
 
 # Options shared by the editing commands, declared once.
@@ -188,16 +206,14 @@ SetOption = typer.Option(
 )
 
 
-@app.command()
+@app.command(cls=SchemaHelp)
 def edit(
     image: Path = typer.Argument(..., help="input image (any format PIL reads)"),
     prompt: str = typer.Argument(..., help="text describing the wanted result"),
     output: Path = typer.Option(..., "-o", "--output", help="output image (.png, .jpg, .webp)"),
     method: str = typer.Option("laspa-x0", "--method", "-m", help="editing method (laspa methods)"),
-    K: int | None = typer.Option(None, "--K", help="LASPA: align while t > K [0, 1000] (200)"),
-    beta: float | None = typer.Option(
-        None, "--beta", help="LASPA: alignment strength [0, 1] (x0/eps 0.9, input 0.7)"
-    ),
+    K: int | None = typer.Option(None, "--K", help="LASPA: align while t > K"),
+    beta: float | None = typer.Option(None, "--beta", help="LASPA: alignment strength"),
     beta_schedule: str | None = typer.Option(
         None, "--beta-schedule", help="LASPA: constant (b=beta) or linear (b=beta*t/T)"
     ),
@@ -210,10 +226,10 @@ def edit(
     change: str | None = typer.Option(
         None, "--change", help="laspa-mix: the word of the region to redo; keep all else"
     ),
-    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (50)"),
+    steps: int | None = typer.Option(None, "--steps", help="DDIM steps"),
     guidance: float | None = typer.Option(None, "--guidance", help="guidance scale"),
     strength: float | None = typer.Option(
-        None, "--strength", help="sdedit (0.8), instdiffedit r (0.5): (0, 1]"
+        None, "--strength", help="sdedit: re-noised fraction; instdiffedit: r"
     ),
     source_prompt: str | None = typer.Option(
         None, "--source-prompt", help="ddim-inversion: inversion prompt; fpe: generated mode"
@@ -240,17 +256,15 @@ def edit(
     from . import images
     from .editor import check_model_source
     from .methods.base import METHODS, check_prompt, check_seed
+    from .methods.options import mix_words
 
     given = {
         "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
-        "direction": direction, "noise": noise, "subject": subject, "change": change,
-        "keep": "rest" if change is not None and method == "laspa-mix" else None,
+        "direction": direction, "noise": noise, **mix_words(method, subject, change),
         "steps": steps,
         "guidance": guidance, "strength": strength, "source_prompt": source_prompt,
         "replace_fraction": replace_fraction, "layers": layers, "inpaint_model": inpaint_model,
     }  # fmt: skip
-    if subject is not None and change is not None:
-        raise LaspaError("laspa-mix takes --subject (keep it) or --change (redo it), not both")
     options = method_options(method, given, settings)
     check_prompt(prompt)
     check_seed(seed)
@@ -297,7 +311,7 @@ def mask_image(mask, size: tuple[int, int]):
     return Image.fromarray(array, mode="L").resize(size, Image.NEAREST)
 
 
-@app.command()
+@app.command(cls=SchemaHelp)
 def attention(
     image: Path = typer.Argument(..., help="input image"),
     prompt: str = typer.Argument(..., help="prompt whose words' maps to read"),
@@ -348,7 +362,7 @@ def attention(
     done(editor, f"wrote {output} ({', '.join(maps)})")
 
 
-@app.command()
+@app.command(cls=SchemaHelp)
 def sweep(
     image: Path = typer.Argument(..., help="input image"),
     prompt: str = typer.Argument(..., help="edit prompt"),
@@ -372,6 +386,7 @@ def sweep(
     every cell of it from one batched run."""
     from . import images
     from .methods.base import check_prompt, check_seed
+    from .methods.options import sweep_grid
     from .visual import labelled_grid
 
     check_prompt(prompt)
@@ -390,13 +405,7 @@ def sweep(
     fixed = method_options(method, {"steps": steps}, settings)
     (row_name, row_values), *rest = axes.items()
     column_name, column_values = rest[0] if rest else ("", [None])
-    variants = []
-    for row_value in row_values:
-        for column_value in column_values:
-            variant = {"prompt": prompt, **fixed, row_name: row_value}
-            if column_name:
-                variant[column_name] = column_value
-            variants.append(variant)
+    variants = sweep_grid({"prompt": prompt, **fixed}, *axes.items())
     for variant in variants:  # every cell validated before any work
         method_options(method, {k: v for k, v in variant.items() if k not in ("prompt", "seed")})
         check_seed(variant.get("seed", 0))

@@ -16,7 +16,7 @@ from PIL import Image
 from . import images, methods
 from . import maps as maps_lib
 from .engine import Engine, Progress
-from .errors import ModelError, ParameterError
+from .errors import ModelError, ParameterError, first_line
 from .methods.base import (
     METHODS,
     EditBatch,
@@ -27,7 +27,7 @@ from .methods.base import (
     get_method,
     make_params,
 )
-from .models import _first_line, check_components, check_model_source, check_unet_config
+from .models import check_components, check_model_source, check_unet_config
 from .tokens import phrase_occurs, positions_of, word_tokens
 
 DEFAULT_METHOD = "laspa-x0"
@@ -170,7 +170,7 @@ class Editor:
             tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
         except Exception as error:  # diffusers/hub raise many types; the user needs one line
-            raise ModelError(f"cannot load model {source}: {_first_line(error)}") from None
+            raise ModelError(f"cannot load model {source}: {first_line(error)}") from None
         # a hub id's configs are only known now; a folder's were read before loading
         check_unet_config(dict(unet.config), source)
         check_components(vae.config, text_encoder.config, unet.config, source)
@@ -181,7 +181,7 @@ class Editor:
             )  # fmt: skip
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             # a config the checks above do not cover, caught where the Editor reads it
-            raise ModelError(f"cannot use model {source}: {_first_line(error)}") from None
+            raise ModelError(f"cannot use model {source}: {first_line(error)}") from None
         editor.source = source
         return editor
 

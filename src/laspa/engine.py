@@ -45,10 +45,10 @@ from .attention import (
     install_processors,
     self_attention_level,
 )
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
 from .methods.base import EditBatch
-from .models import _first_line, check_model_source
+from .models import check_model_source
 from .tokens import WordTokens, positions_of, token_alignment, word_tokens
 
 #: A progress callback receives (phase, steps done, steps in the phase).
@@ -279,7 +279,7 @@ class Engine:
                 )
             except Exception as error:  # one line for the user, as in Editor.from_pretrained
                 raise ModelError(
-                    f"cannot load {purpose} model {model}: {_first_line(error)}"
+                    f"cannot load {purpose} model {model}: {first_line(error)}"
                 ) from None
             pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
             pipe.set_progress_bar_config(disable=True)

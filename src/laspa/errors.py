@@ -19,3 +19,10 @@ class ModelError(LaspaError):
 
 class OutputError(LaspaError):
     """An output path that would clash with the input or cannot be written."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none:
+    what a one-line refusal quotes of a library's (often multi-line) error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

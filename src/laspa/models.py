@@ -10,12 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ModelError
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+from .errors import ModelError, first_line
 
 
 def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
@@ -92,7 +87,7 @@ def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"cannot read {path}: {_first_line(error)}") from None
+        raise ModelError(f"cannot read {path}: {first_line(error)}") from None
     if not isinstance(data, dict):
         raise ModelError(f"cannot read {path}: not a JSON object")
     return data

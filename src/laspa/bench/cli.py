@@ -6,6 +6,7 @@ command, so ``laspa --help`` stays fast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -23,22 +24,19 @@ def number_list(text: str, option: str) -> list[str]:
     """'0.1,0.2' -> ['0.1', '0.2'] after checking each is a number (kept as text, so that
     each parameter converts it to its own type: K=100 is an int, beta=0.3 a float)."""
     from ..errors import ParameterError
+    from ..methods.options import parse_values
 
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            float(part)
-        except ValueError:
-            raise ParameterError(
-                f"{option} must be numbers separated by commas, got {part!r}"
-            ) from None
-        values.append(part)
+    values = parse_values(
+        text, _number_text, f"{option} must be numbers separated by commas, got {{item!r}}"
+    )
     if not values:
         raise ParameterError(f"{option} needs at least one value")
     return values
+
+
+def _number_text(item: str) -> str:
+    float(item)  # a ValueError if it is not a number
+    return item
 
 
 def check_outputs(
@@ -128,14 +126,50 @@ def bench(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Benchmark editing methods: quality against exact targets, speed, trade-off plots."""
-    import sys
+    request = check_request(
+        suite, cases, seed, kinds, cases_file, data, methods, param, steps, json_out, plots,
+        sweep, sweep_methods, {"K": sweep_k, "beta": sweep_beta, "strength": sweep_strength},
+        samples,
+    )  # fmt: skip
+    editor, learned, skipped = load_inputs(request, model, device, threads, clip_model)
+    result = run_request(request, editor, learned, skipped, quiet)
+    write_outputs(result, json_out, plots)
 
-    from ..cli import load_editor, note
+
+@dataclass
+class BenchRequest:
+    """What the user asked for, checked: the methods as specs, the sweep plan, the cases
+    (real images already loaded; scene cases once the model's size is known)."""
+
+    suite: str
+    seed: int
+    steps: int
+    samples: int
+    specs: dict
+    sweep_specs: dict
+    plan: dict
+    scene_suite: bool
+    cases: list | None  # scene cases: None until load_inputs renders them at the model's size
+    count: int | None
+    cases_file: Path | None
+    edit_kinds: tuple[str, ...]
+    sweep: bool
+
+    @property
+    def sweep_edits(self) -> int:
+        return sum(len(variants) for variants in self.plan.values())
+
+
+def check_request(
+    suite, cases, seed, kinds, cases_file, data, methods, param, steps, json_out, plots,
+    sweep, sweep_methods, sweep_values, samples,
+) -> BenchRequest:  # fmt: skip
+    """Everything the user typed, checked before the model loads."""
     from ..errors import ParameterError
+    from ..methods.options import split_list
     from . import cases as case_sources
-    from . import report, runner
+    from . import runner
 
-    # ---- everything the user typed is checked before the model loads
     if steps < 1:
         raise ParameterError(f"--steps must be >= 1, got {steps}")
     if samples < 0:
@@ -151,13 +185,8 @@ def bench(
     overrides = runner.parse_params(param, list(dict.fromkeys(names + swept)))
     specs = runner.make_specs(names, overrides, steps)
     sweep_specs = runner.make_specs(swept, overrides, steps)
-    grids = {
-        "K": number_list(sweep_k, "--sweep-K"),
-        "beta": number_list(sweep_beta, "--sweep-beta"),
-        "strength": number_list(sweep_strength, "--sweep-strength"),
-    }
+    grids = {axis: number_list(values, f"--sweep-{axis}") for axis, values in sweep_values.items()}
     plan = runner.plan_sweeps(sweep_specs, grids)
-    sweep_edits = sum(len(variants) for variants in plan.values())
     check_outputs(json_out, plots, cases_file, data)
     scene_suite = suite in case_sources.SCENE_SUITES
     if scene_suite and data is not None:
@@ -170,14 +199,26 @@ def bench(
             raise case_sources.BenchDataError(f"--kinds is for the shapes suites, not {suite}")
         if cases_file is not None:
             raise case_sources.BenchDataError("--kinds samples cases; a --cases-file has its own")
-        edit_kinds = tuple(k.strip() for k in kinds.split(",") if k.strip())
+        edit_kinds = tuple(split_list(kinds))
         case_sources.sample_specs(1, seed, edit_kinds)  # a bad kind fails here
     loaded = None
     if not scene_suite:  # real images: no render size needed, load (and check) them now
         loaded = case_sources.load_cases(suite, size=0, n=cases, data=data)
+    return BenchRequest(
+        suite=suite, seed=seed, steps=steps, samples=samples, specs=specs,
+        sweep_specs=sweep_specs, plan=plan, scene_suite=scene_suite, cases=loaded,
+        count=cases, cases_file=cases_file, edit_kinds=edit_kinds, sweep=sweep,
+    )  # fmt: skip
+
+
+def load_inputs(request: BenchRequest, model, device, threads, clip_model: str):
+    """The learned metrics a real-image suite uses (each one skipped, with a note, when it
+    cannot load), the editor, and the scene cases at the model's size."""
+    from ..cli import load_editor, note
+    from . import cases as case_sources
 
     learned, skipped = {}, {}
-    if not scene_suite:
+    if not request.scene_suite:
         from .learned import load_clip, load_lpips
 
         for key, (function, reason) in (("lpips", load_lpips()), ("clip", load_clip(clip_model))):
@@ -188,28 +229,44 @@ def bench(
                 learned[key] = function
 
     editor = load_editor(model, device, threads)
-    if loaded is None:
-        loaded = case_sources.load_cases(
-            suite, size=editor.resolution, n=cases, seed=seed, cases_file=cases_file,
-            kinds=edit_kinds,
+    if request.scene_suite:
+        request.cases = case_sources.load_cases(
+            request.suite, size=editor.resolution, n=request.count, seed=request.seed,
+            cases_file=request.cases_file, kinds=request.edit_kinds,
         )  # fmt: skip
+    return editor, learned, skipped
+
+
+def run_request(request: BenchRequest, editor, learned: dict, skipped: dict, quiet: bool):
+    """Every case through every method (and the sweeps), under one progress bar."""
+    import sys
 
     from tqdm import tqdm
 
-    total = len(loaded) * (len(specs) + sweep_edits)
+    from . import runner
+
+    total = len(request.cases) * (len(request.specs) + request.sweep_edits)
     bar = tqdm(total=total, desc="bench", unit="edit", file=sys.stderr, disable=quiet)
     try:
         result = runner.run_bench(
-            editor, loaded, specs, suite=suite, seed=seed, steps=steps, progress=bar.update,
-            learned=learned, skipped=skipped, samples=samples,
+            editor, request.cases, request.specs, suite=request.suite, seed=request.seed,
+            steps=request.steps, progress=bar.update, learned=learned, skipped=skipped,
+            samples=request.samples,
         )  # fmt: skip
-        if sweep:
-            sweeps = runner.run_sweeps(
-                editor, loaded, sweep_specs, plan, seed=seed, progress=bar.update
-            )
-            result.sweeps = sweeps
+        if request.sweep:
+            result.sweeps = runner.run_sweeps(
+                editor, request.cases, request.sweep_specs, request.plan, seed=request.seed,
+                progress=bar.update,
+            )  # fmt: skip
     finally:
         bar.close()
+    return result
+
+
+def write_outputs(result, json_out: Path | None, plots: Path | None) -> None:
+    """The JSON, the plots and the table on stdout."""
+    from ..cli import note
+    from . import report
 
     data_out = result.to_json()
     if json_out is not None:

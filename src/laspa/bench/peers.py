@@ -19,7 +19,6 @@ one image counts 2).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ModelError, ParameterError
-from ..methods.base import CommonParams, option, validate
+from ..errors import ModelError, first_line
+from ..methods.base import CommonParams, make_params, option
 
 
 @dataclass
@@ -146,8 +145,7 @@ def _from_pretrained(cls, source: str, device, dtype):
             torch_dtype=dtype,
         )
     except Exception as error:  # diffusers raises many types; the user needs one line
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ModelError(f"cannot load {source} into {cls.__name__}: {reason}") from None
+        raise ModelError(f"cannot load {source} into {cls.__name__}: {first_line(error)}") from None
     return pipe.to(device)  # DDIM, like the engine's, is set in Peer.__init__
 
 
@@ -229,15 +227,5 @@ PEERS: dict[str, type[Peer]] = {cls.name: cls for cls in (SDEditPeer, DiffEditPe
 
 
 def make_peer_params(name: str, overrides: dict[str, Any]) -> Any:
-    """The peer's Params with ``overrides`` applied and validated (like make_params)."""
-    params_cls = PEERS[name].Params
-    names = {spec.name for spec in dataclasses.fields(params_cls)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        takes = ", ".join(sorted(names))
-        raise ParameterError(
-            f"method {name} does not take {', '.join(unknown)} (it takes: {takes})"
-        )
-    params = params_cls(**overrides)
-    validate(params)
-    return params
+    """The peer's Params with ``overrides`` applied and validated."""
+    return make_params(name, overrides, PEERS[name].Params)

@@ -21,10 +21,11 @@ from PIL import Image
 
 from .. import images
 from ..errors import ParameterError
-from ..methods.base import METHODS, make_params, parse_option
+from ..methods.base import METHODS, check_option_names, make_params
+from ..methods.options import parse_option, split_list
 from . import metrics
 from .cases import BenchCase
-from .peers import PEERS, make_peer_params
+from .peers import PEERS
 
 #: The reference row every run includes: plain text-to-image, for ratio_to_generate.
 REFERENCE = "generate"
@@ -80,9 +81,7 @@ class MethodSpec:
 
     def build(self, params: dict[str, Any]) -> Any:
         """The validated Params dataclass (raises ParameterError)."""
-        if self.is_peer:
-            return make_peer_params(self.method, params)
-        return make_params(self.method, params)
+        return make_params(self.method, params, self.params_cls)
 
     def effective(self, hints: dict[str, Any] | None = None) -> dict[str, Any]:
         """The full parameter set as run, without per-case hint values (for the JSON)."""
@@ -101,7 +100,7 @@ def known_methods() -> list[str]:
 def parse_methods(text: str) -> list[str]:
     """``a,b,c`` -> names, each a registered method or a peer (optionally ``@label``), no
     duplicates."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = split_list(text)
     if not names:
         raise ParameterError("--methods needs at least one method")
     for name in names:
@@ -132,11 +131,9 @@ def parse_params(items: Iterable[str], methods: Sequence[str]) -> dict[str, dict
                 f"--param {item!r} names method {method!r}, which this run does not use "
                 f"(methods: {', '.join(methods)})"
             )
-        fields = MethodSpec(method).fields
-        if name not in fields:
-            raise ParameterError(
-                f"method {method} does not take {name} (it takes: {', '.join(sorted(fields))})"
-            )
+        spec = MethodSpec(method)
+        check_option_names(method, [name], spec.params_cls)
+        fields = spec.fields
         result[method][name] = parse_option(fields[name], raw.strip(), f"--param {method}.{name}")
     return result
 

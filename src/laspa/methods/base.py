@@ -212,30 +212,10 @@ def get_method(name: str) -> Method:
         raise ParameterError(f"unknown method {name!r}; choose one of: {known}") from None
 
 
-def parse_option(spec: dataclasses.Field, raw: str, where: str) -> Any:
-    """A textual option value (CLI, bench) typed like the Params field ``spec``. The type
-    comes from the annotation, so optional fields (default None) parse too."""
-    kind = str(spec.type)
-    if "bool" in kind:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ParameterError(f"{where} must be true or false, got {raw!r}")
-    try:
-        if "int" in kind:
-            return int(raw)
-        if "float" in kind:
-            return float(raw)
-    except ValueError:
-        number = "an integer" if "int" in kind else "a number"
-        raise ParameterError(f"{where} must be {number}; {raw!r} is not a number") from None
-    return raw
-
-
-def check_option_names(method: str, names) -> None:
-    """Refuse option names ``method`` does not take, listing those it does."""
-    known = {spec.name for spec in dataclasses.fields(METHODS[method].Params)}
+def check_option_names(method: str, names, params_cls: type | None = None) -> None:
+    """Refuse option names ``method`` does not take, listing those it does.
+    ``params_cls``: its Params, when it is not a registered method (a bench peer)."""
+    known = {spec.name for spec in dataclasses.fields(params_cls or METHODS[method].Params)}
     unknown = sorted(set(names) - known, key=str)
     if unknown:
         raise ParameterError(
@@ -251,10 +231,11 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
-def make_params(method: str, overrides: dict[str, Any]) -> Any:
-    """The method's Params with ``overrides`` applied and validated."""
-    params_cls = METHODS[method].Params
-    check_option_names(method, overrides)
+def make_params(method: str, overrides: dict[str, Any], params_cls: type | None = None) -> Any:
+    """The method's Params with ``overrides`` applied and validated. ``params_cls``: its
+    Params, when it is not a registered method (a bench peer)."""
+    params_cls = params_cls or METHODS[method].Params
+    check_option_names(method, overrides, params_cls)
     params = params_cls(**overrides)
     validate(params)
     return params

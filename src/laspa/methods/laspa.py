@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -25,10 +26,15 @@ from .base import CommonParams, EditBatch, Method, MethodOutput, option, registe
 WeightFn = Callable[[int], torch.Tensor]
 
 
+def beta_option(default: float) -> Any:
+    """The alignment strength, with the range every LASPA alignment shares."""
+    return option(default, low=0.0, high=1.0, help="alignment strength")
+
+
 @dataclass
 class LaspaParams(CommonParams):
     K: int = option(200, low=0, high=1000, help="align while t > K (lower K: more preservation)")
-    beta: float = option(0.3, low=0.0, high=1.0, help="alignment strength")
+    beta: float = beta_option(0.3)
     beta_schedule: str = option(
         "constant", choices=("constant", "linear"), help="b_t = beta, or beta * t / T"
     )
@@ -37,7 +43,7 @@ class LaspaParams(CommonParams):
 @dataclass
 class InputParams(LaspaParams):
     # beta 0.7 rather than the paper's 0.3: measured (docs/methods.md, "LASPA")
-    beta: float = option(0.7, low=0.0, high=1.0, help="alignment strength")
+    beta: float = beta_option(0.7)
     noise: str = option(
         "fixed", choices=("fixed", "fresh"), help="z of s_t: fixed for the edit, or fresh per step"
     )
@@ -47,8 +53,7 @@ class InputParams(LaspaParams):
 # (docs/methods.md, "LASPA"; docs/results.md, "LASPA alignments")
 @dataclass
 class PredictionParams(LaspaParams):
-    K: int = option(200, low=0, high=1000, help="align while t > K (lower K: more preservation)")
-    beta: float = option(0.9, low=0.0, high=1.0, help="alignment strength")
+    beta: float = beta_option(0.9)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ..errors import LaspaError
+from ..errors import LaspaError, first_line
 from ..threads import THREADS_HELP
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def serve(
     try:
         launch(demo, host, port, max_upload_bytes=limit, block=False)
     except OSError as error:  # taken since the check, or an address gradio cannot use
-        raise LaspaError(f"cannot serve on {host}:{port}: {_first_line(error)}") from None
+        raise LaspaError(f"cannot serve on {host}:{port}: {first_line(error)}") from None
     try:
         while True:  # until Ctrl-C or SIGTERM, which the CLI reports in one line
             time.sleep(0.5)
@@ -82,7 +82,7 @@ def _check_address(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
-        raise LaspaError(f"cannot serve on {host}:{port}: {_first_line(error)}") from None
+        raise LaspaError(f"cannot serve on {host}:{port}: {first_line(error)}") from None
     family, kind, _, _, address = infos[0]
     with socket.socket(family, kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
@@ -93,11 +93,6 @@ def _check_address(host: str, port: int) -> None:
             raise LaspaError(
                 f"cannot serve on {host}:{port}: {reason}; choose another with --port"
             ) from None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ from PIL import Image
 from .. import images
 from ..errors import ImageError, ParameterError
 from ..methods.base import check_prompt
+from ..methods.options import split_list, sweep_grid
 from ..visual import enlarge, labelled_grid, map_overlay
 from . import options as opts
 
@@ -144,9 +145,7 @@ class WebSession:
             )
         seed = _seed(seed)
         picture = self.load_upload(path)
-        variants = [
-            {**base, "prompt": prompt, "seed": seed, x_name: x, y_name: y} for y in ys for x in xs
-        ]
+        variants = sweep_grid({**base, "prompt": prompt, "seed": seed}, (y_name, ys), (x_name, xs))
         results = self._run(
             progress, lambda: self.editor.edit_many(picture, variants, method=method)
         )
@@ -174,7 +173,7 @@ class WebSession:
         empty for every word of the prompt."""
         check_prompt(prompt)
         options = opts.pick_options(method, values)
-        chosen = [w.strip() for w in (words or "").split(",") if w.strip()] or None
+        chosen = split_list(words) or None
         seed = _seed(seed)
         picture = self.load_upload(path)
         start = time.perf_counter()
