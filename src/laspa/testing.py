@@ -258,3 +258,17 @@ def _run_elsewhere(func, args, kwargs):
         return inner_of[id(t)] if id(t) in inner_of else _Elsewhere(t)  # in-place: the input
 
     return tree_map(wrap, out)
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run the ``laspa`` command in-process (``capsys``: pytest's capture fixture) and
+    return its exit status, standard output and standard error."""
+    from .cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -11,8 +11,8 @@ from PIL import Image
 from laspa.bench import cases as bench_cases
 from laspa.bench import metrics, runner
 from laspa.bench.cases import BenchCase, BenchDataError
-from laspa.cli import main
 from laspa.errors import ParameterError
+from laspa.testing import run_cli
 from laspa.world import EDIT_KINDS, Edit, Scene, SceneObject, apply_edit, read_scene, render
 
 SCENE = Scene(
@@ -369,14 +369,6 @@ def test_results_are_deterministic(editor):
 
 
 # ------------------------------------------------------------------ the command
-def run_cli(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_bench_smoke_run(capsys, tiny_model_dir, tmp_path):

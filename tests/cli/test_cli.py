@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from laspa.cli import main
+from laspa.testing import run_cli
 
 
 def run(capsys, *args):
@@ -16,16 +17,6 @@ def run(capsys, *args):
         main([str(a) for a in args])
     captured = capsys.readouterr()
     return stop.value.code, captured.out, captured.err
-
-
-def run_ok(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture()
@@ -50,7 +41,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 def test_edit_writes_the_image_and_prints_json(capsys, image_path, tiny_model_dir, tmp_path):
     out = tmp_path / "out.png"
-    code, stdout, stderr = run_ok(
+    code, stdout, stderr = run_cli(
         capsys, "edit", image_path, "a red cat", "-o", out, "--model", tiny_model_dir,
         "--steps", 4, "--json", "--K", 300, "--beta", 0.5,
     )  # fmt: skip
@@ -73,7 +64,7 @@ def test_every_method_runs_from_the_cli(
     capsys, image_path, tiny_model_dir, tmp_path, method, extra
 ):
     out = tmp_path / "out.jpg"
-    code, stdout, stderr = run_ok(
+    code, stdout, stderr = run_cli(
         capsys, "edit", image_path, "a dog", "-o", out, "--model", tiny_model_dir,
         "--steps", 3, "--method", method, "--json", *extra,
     )  # fmt: skip
@@ -148,7 +139,7 @@ def test_every_bad_input_is_one_line_and_exit_2(capsys, tmp_path, image_path, ti
 
 def test_sweep_writes_a_grid_from_one_batched_run(capsys, image_path, tiny_model_dir, tmp_path):
     out = tmp_path / "grid.png"
-    code, stdout, stderr = run_ok(
+    code, stdout, stderr = run_cli(
         capsys, "sweep", image_path, "a red cat", "--K", "100,300", "--beta", "0.2,0.5,0.9",
         "-o", out, "--model", tiny_model_dir, "--steps", 3, "--json", "-q",
     )  # fmt: skip
@@ -170,12 +161,12 @@ def test_sweep_writes_a_grid_from_one_batched_run(capsys, image_path, tiny_model
 def test_attention_writes_a_word_map_and_a_grid(capsys, image_path, tiny_model_dir, tmp_path):
     one, grid = tmp_path / "cat.png", tmp_path / "all.png"
     base = ["--model", tiny_model_dir, "--steps", 3, "-q"]
-    code, _, stderr = run_ok(
+    code, _, stderr = run_cli(
         capsys, "attention", image_path, "a red cat", "--word", "cat", "-o", one, *base
     )
     assert code == 0, stderr
     assert Image.open(one).size == Image.open(image_path).size
-    code, _, stderr = run_ok(
+    code, _, stderr = run_cli(
         capsys, "attention", image_path, "a red cat", "--all-words", "-o", grid, *base
     )
     assert code == 0, stderr
@@ -188,7 +179,7 @@ def test_attention_writes_a_word_map_and_a_grid(capsys, image_path, tiny_model_d
 
 def test_mask_out_for_methods_with_a_mask(capsys, image_path, tiny_model_dir, tmp_path):
     out, mask = tmp_path / "out.png", tmp_path / "mask.png"
-    code, stdout, stderr = run_ok(
+    code, stdout, stderr = run_cli(
         capsys, "edit", image_path, "a red cat", "-o", out, "--method", "instdiffedit",
         "--mask-out", mask, "--set", "noise_seeds=2", "--model", tiny_model_dir, "--steps", 4,
         "--json", "-q",
@@ -210,7 +201,7 @@ def test_mask_out_for_methods_with_a_mask(capsys, image_path, tiny_model_dir, tm
 
 def test_demo_writes_the_grid_and_prints_the_table(capsys, tmp_path):
     out = tmp_path / "demo"
-    code, stdout, stderr = run_ok(
+    code, stdout, stderr = run_cli(
         capsys, "demo", "-o", out, "--steps", 3, "--methods", "laspa-x0,sdedit", "--json",
         "--kind", "recolor",
     )  # fmt: skip
