@@ -1,4 +1,5 @@
-"""The Editor: one Stable Diffusion model, every editing method, batched edits of one image."""
+"""The Editor: one Stable Diffusion model (1.x/2.x or SDXL), every editing method, batched
+edits of one image."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from . import images, methods
 from . import maps as maps_lib
 from .engine import Engine, Progress
 from .errors import ModelError, ParameterError, first_line
+from .families import StableDiffusionXLText
 from .methods.base import (
     METHODS,
     EditBatch,
@@ -27,7 +29,7 @@ from .methods.base import (
     get_method,
     make_params,
 )
-from .models import check_components, check_model_source, check_unet_config
+from .models import check_components, check_model_source, check_unet_config, is_sdxl
 from .tokens import phrase_occurs, positions_of, word_tokens
 
 DEFAULT_METHOD = "laspa-x0"
@@ -96,16 +98,31 @@ class Editor:
         name: str = "in-memory model",
         inversion_cache_size: int = 8,
         final_step: str = "clean",
+        text_encoder_2=None,
+        tokenizer_2=None,
+        force_zeros_for_empty_prompt: bool = True,
     ):
+        """SDXL: also ``text_encoder_2`` (CLIPTextModelWithProjection) and ``tokenizer_2``;
+        ``force_zeros_for_empty_prompt`` is its pipeline's rule for the empty prompt."""
         self.device, self.dtype = default_device_and_dtype(device, dtype)
-        self.vae = _place(vae, self.device, self.dtype)
+        sdxl = text_encoder_2 is not None
+        # SDXL's VAE overflows in float16; its config says so (force_upcast)
+        vae_dtype = torch.float32 if sdxl and vae.config.force_upcast else self.dtype
+        self.vae = _place(vae, self.device, vae_dtype)
         self.text_encoder = _place(text_encoder, self.device, self.dtype)
         self.unet = _place(unet, self.device, self.dtype)
         self.tokenizer = tokenizer
+        text = None
+        if sdxl:
+            self.text_encoder_2 = _place(text_encoder_2, self.device, self.dtype)
+            text = StableDiffusionXLText(
+                (self.text_encoder, self.text_encoder_2), (tokenizer, tokenizer_2),
+                self.device, force_zeros_for_empty_prompt,
+            )  # fmt: skip
         self.engine = Engine(
             self.vae, self.text_encoder, tokenizer, self.unet, scheduler,
             device=self.device, dtype=self.dtype, final_step=final_step,
-            inversion_cache_size=inversion_cache_size,
+            inversion_cache_size=inversion_cache_size, text=text,
         )  # fmt: skip
         self.scheduler = self.engine.scheduler  # DDIM, from the checkpoint's config
         self.attention = self.engine.attention
@@ -147,16 +164,17 @@ class Editor:
         dtype: torch.dtype | None = None,
         **kwargs,
     ) -> Editor:
-        """Load a diffusers Stable Diffusion 1.x/2.x checkpoint by folder or hub id.
+        """Load a diffusers Stable Diffusion 1.x/2.x or SDXL checkpoint by folder or hub id.
 
         Only safetensors weights are accepted: pickle files can run code when loaded.
         """
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
         check_model_source(model)
         _, torch_dtype = default_device_and_dtype(device, dtype)
         source = str(model)
+        sdxl: dict[str, Any] = {}
         try:
             vae = AutoencoderKL.from_pretrained(
                 source, subfolder="vae", use_safetensors=True, torch_dtype=torch_dtype
@@ -169,15 +187,24 @@ class Editor:
             )
             tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+            if is_sdxl(dict(unet.config)):
+                sdxl["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
+                    source, subfolder="text_encoder_2", use_safetensors=True, dtype=torch_dtype
+                )
+                sdxl["tokenizer_2"] = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2")
         except Exception as error:  # diffusers/hub raise many types; the user needs one line
             raise ModelError(f"cannot load model {source}: {first_line(error)}") from None
         # a hub id's configs are only known now; a folder's were read before loading
         check_unet_config(dict(unet.config), source)
-        check_components(vae.config, text_encoder.config, unet.config, source)
+        text_configs = [text_encoder.config]
+        if sdxl:
+            text_configs.append(sdxl["text_encoder_2"].config)
+            sdxl["force_zeros_for_empty_prompt"] = _force_zeros_for_empty_prompt(source)
+        check_components(vae.config, text_configs, unet.config, source)
         try:
             editor = cls(
                 vae, text_encoder, tokenizer, unet, scheduler,
-                device=device, dtype=dtype, name=source, **kwargs,
+                device=device, dtype=dtype, name=source, **sdxl, **kwargs,
             )  # fmt: skip
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             # a config the checks above do not cover, caught where the Editor reads it
@@ -347,6 +374,18 @@ class Editor:
         check_prompt(prompt)
         seed = check_seed(variant.pop("seed", 0))
         return EditRow(prompt, seed, make_params(method, variant))
+
+
+def _force_zeros_for_empty_prompt(source: str) -> bool:
+    """An SDXL pipeline's rule for the empty prompt, from its model_index.json (a hub id's
+    is in the hub cache); diffusers' default, True, when it cannot be read."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        config = DiffusionPipeline.load_config(source)
+    except Exception:  # no model_index.json: the default, as diffusers uses
+        return True
+    return bool(config.get("force_zeros_for_empty_prompt", True))
 
 
 def _place(module, device: torch.device, dtype: torch.dtype):

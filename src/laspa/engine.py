@@ -46,6 +46,7 @@ from .attention import (
     self_attention_level,
 )
 from .errors import ModelError, first_line
+from .families import StableDiffusionText, StableDiffusionXLText
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
 from .methods.base import EditBatch
 from .models import check_model_source
@@ -65,22 +66,28 @@ METHOD_INTERFACE = frozenset((
 
 
 class Engine:
-    """A Stable Diffusion 1.x/2.x model with the DDIM loop, as methods see it.
+    """A Stable Diffusion model (1.x/2.x or SDXL) with the DDIM loop, as methods see it.
 
-    The components must already sit on ``device`` in ``dtype``; the loop is DDIM
-    whatever scheduler the checkpoint names, with the noise schedule, prediction type
-    and timestep spacing of the model's own config.
+    The components must already sit on ``device`` in ``dtype`` (the VAE may be kept in
+    float32, see ``force_upcast``); the loop is DDIM whatever scheduler the checkpoint
+    names, with the noise schedule, prediction type and timestep spacing of the model's
+    own config. ``text`` is the model family's prompt encoder (laspa.families); by
+    default SD 1.x/2.x's, from ``text_encoder`` and ``tokenizer``.
     """
 
     def __init__(
         self, vae, text_encoder, tokenizer, unet, scheduler, *, device: torch.device,
         dtype: torch.dtype, final_step: str = "clean", inversion_cache_size: int = 8,
+        text: StableDiffusionText | StableDiffusionXLText | None = None,
     ):  # fmt: skip
         from diffusers import DDIMScheduler
 
         self.device, self.dtype = device, dtype
         # the components stay behind the interface; the loop's parts are the Editor's too
-        self._vae, self._text_encoder, self._tokenizer = vae, text_encoder, tokenizer
+        self._vae, self._tokenizer = vae, tokenizer
+        self._vae_dtype = vae.dtype
+        self._text = text or StableDiffusionText(text_encoder, tokenizer, device)
+        self._vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scheduler = DDIMScheduler.from_config(scheduler.config)
         self.attention = install_processors(unet)
         self.denoiser = Denoiser(unet, self.scheduler, self.attention, final_step)
@@ -88,7 +95,7 @@ class Engine:
         self.layers: dict[str, LayerInfo] = describe_layers(unet)
         self.num_train_timesteps = self.denoiser.num_train_timesteps
         self.progress: Progress | None = None
-        self._embeddings: dict[str, torch.Tensor] = {}
+        self._embeddings: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
         self._inversions: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
         self.inversion_cache_size = inversion_cache_size
         self.inversion_cache_hits = 0
@@ -103,13 +110,13 @@ class Engine:
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """enc(I): the VAE posterior mean (deterministic), scaled as diffusers does."""
         with torch.no_grad():
-            posterior = self._vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+            posterior = self._vae.encode(pixels.to(self.device, self._vae_dtype)).latent_dist
         return posterior.mean.float() * self._vae.config.scaling_factor
 
     def latent_shape(self, pixels: torch.Tensor) -> tuple[int, int, int, int]:
         """The (1, C, h, w) shape of the latent of (1, 3, H, W) ``pixels``."""
         height, width = pixels.shape[-2:]
-        factor = 2 ** (len(self._vae.config.block_out_channels) - 1)
+        factor = self._vae_scale_factor
         channels = int(self.denoiser.unet.config.in_channels)
         return (1, channels, height // factor, width // factor)
 
@@ -117,7 +124,7 @@ class Engine:
         """Latents -> images in [-1, 1]."""
         scaled = latents / self._vae.config.scaling_factor
         with torch.no_grad():
-            return self._vae.decode(scaled.to(self.device, self.dtype)).sample.float()
+            return self._vae.decode(scaled.to(self.device, self._vae_dtype)).sample.float()
 
     @staticmethod
     def generators(batch: EditBatch) -> list[torch.Generator]:
@@ -133,21 +140,39 @@ class Engine:
     # --------------------------------------------------------------------- text
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
         """CLIP text embeddings, cached per prompt (sweeps repeat a few prompts many times)."""
+        return self._encoded(prompts)[0]
+
+    def _encoded(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The family's embeddings and per-prompt extra UNet inputs, one row per prompt."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._embeddings]
         if missing:
-            tokens = self._tokenizer(
-                missing,
-                padding="max_length",
-                max_length=self._tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            )
-            with torch.no_grad():
-                encoded = self._text_encoder(tokens.input_ids.to(self.device))[0].float()
+            encoded, added = self._text.encode(missing)
             if len(self._embeddings) > 256:
                 self._embeddings.clear()
-            self._embeddings.update(zip(missing, encoded, strict=True))
-        return torch.stack([self._embeddings[p] for p in prompts])
+            for index, prompt in enumerate(missing):
+                row_added = {name: value[index] for name, value in added.items()}
+                self._embeddings[prompt] = (encoded[index], row_added)
+        rows = [self._embeddings[p] for p in prompts]
+        names = rows[0][1]
+        added = {name: torch.stack([row[1][name] for row in rows]) for name in names}
+        return torch.stack([row[0] for row in rows]), added
+
+    def _text_conditioning(
+        self, prompts: Sequence[str], pixel_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Embeddings and every extra UNet input of latent rows on ``prompts`` for an
+        image of ``pixel_hw``."""
+        embeddings, added = self._encoded(prompts)
+        return embeddings, {**added, **self._text.size_inputs(len(prompts), pixel_hw)}
+
+    def _pixel_hw(self, batch: EditBatch) -> tuple[int, int]:
+        """The batch's image size in pixels (from its input, else the model's own size)."""
+        if batch.pixels is not None:
+            return tuple(batch.pixels.shape[-2:])
+        if batch.reference is not None:
+            return tuple(s * self._vae_scale_factor for s in batch.reference.shape[-2:])
+        side = int(self.denoiser.unet.config.sample_size) * self._vae_scale_factor
+        return side, side
 
     def conditioning(
         self,
@@ -164,14 +189,17 @@ class Engine:
         The first ``unguided_rows`` rows run their conditional pass only.
         """
         prompts = [row.prompt for row in batch.rows] if prompts is None else prompts
-        cond = self.text_embeddings(prompts)
+        pixel_hw = self._pixel_hw(batch)
+        cond, added = self._text_conditioning(prompts, pixel_hw)
         if not guided:
-            return Conditioning(cond)
-        uncond = self.text_embeddings([""]).expand_as(cond)
+            return Conditioning(cond, added=added)
+        uncond, uncond_added = self._text_conditioning([""] * len(prompts), pixel_hw)
         if guidance is None:
             guidance = batch.column("guidance").repeat(len(prompts) // batch.size)
         guidance = guidance.to(self.device).view(-1, 1, 1, 1)
-        return Conditioning(cond, uncond, guidance, unguided_rows)
+        return Conditioning(
+            cond, uncond, guidance, unguided_rows, added=added, uncond_added=uncond_added
+        )
 
     def word_tokens(self, prompt: str) -> list[WordTokens]:
         """The prompt's words with their token positions (see laspa.tokens.word_tokens)."""
@@ -222,9 +250,9 @@ class Engine:
             self.inversion_cache_hits += 1
             self._inversions.move_to_end(key)
             return self._inversions[key]
-        conditioning = Conditioning(
-            self.text_embeddings([prompt]).expand(reference.shape[0], -1, -1)
-        )
+        pixel_hw = tuple(s * self._vae_scale_factor for s in reference.shape[-2:])
+        cond, added = self._text_conditioning([prompt] * reference.shape[0], pixel_hw)
+        conditioning = Conditioning(cond, added=added)
         steps = self.steps(num_steps)
         trajectory = loop.invert(
             self.denoiser, reference, steps, conditioning, self._progress("invert")

@@ -21,7 +21,7 @@ float32 whatever the UNet's dtype.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -100,6 +100,10 @@ class Conditioning:
     uncond: torch.Tensor | None = None  # (rows, tokens, dim); rows < unguided_rows unused
     guidance: torch.Tensor | float = 7.5  # scalar or (rows, 1, 1, 1)
     unguided_rows: int = 0
+    #: a model family's extra UNet inputs (``added_cond_kwargs``, e.g. SDXL's pooled
+    #: ``text_embeds`` and ``time_ids``), each (rows, ...), for ``cond`` and ``uncond``
+    added: dict[str, torch.Tensor] = field(default_factory=dict)
+    uncond_added: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -168,18 +172,24 @@ class Denoiser:
         v-prediction becomes eps with it, as diffusers' DDIMInverseScheduler converts."""
         skip = x.shape[0] if conditioning.uncond is None else conditioning.unguided_rows
         guided = x[skip:]  # the rows that also need an unconditional prediction
-        embeddings, model_input = conditioning.cond, x
+        embeddings, model_input, added = conditioning.cond, x, conditioning.added
         if len(guided):
             embeddings = torch.cat([conditioning.uncond[skip:], conditioning.cond])
             model_input = torch.cat([guided, x])
+            added = {
+                name: torch.cat([conditioning.uncond_added[name][skip:], value])
+                for name, value in added.items()
+            }
         step.rows, step.uncond_rows = x.shape[0], len(guided)
         step.latent_hw = (x.shape[-2], x.shape[-1])
         self.attention.step = step
         dtype = self.dtype
         with torch.no_grad():
+            extra = {name: value.to(dtype) for name, value in added.items()}
             out = self.unet(
-                model_input.to(dtype), t, encoder_hidden_states=embeddings.to(dtype)
-            ).sample.float()
+                model_input.to(dtype), t, encoder_hidden_states=embeddings.to(dtype),
+                added_cond_kwargs=extra or None,
+            ).sample.float()  # fmt: skip
         self.unet_evals += model_input.shape[0]
         if self.prediction_type == "v_prediction":
             out = ddim.v_to_eps(model_input, out, self.alpha(t) if alpha is None else alpha)

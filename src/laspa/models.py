@@ -1,8 +1,9 @@
 """Checks of a model folder, from its files and configs, before any weight loads.
 
 Each refusal is one line (:class:`~laspa.errors.ModelError`) naming what is wrong: a
-missing folder, pickle-only weights, a family the engine does not run (SDXL, SD3,
-FLUX, ...), a broken UNet config, components that do not fit together.
+missing folder, pickle-only weights, a family the engine does not run (SD3, FLUX, ...),
+an SDXL folder without its second text encoder, a broken UNet config, components that do
+not fit together.
 """
 
 from __future__ import annotations
@@ -45,7 +46,16 @@ def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
         raise ModelError(
             f"{text} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)"
         )
-    for sub in ("unet", "vae", "text_encoder"):
+    weighted = ["unet", "vae", "text_encoder"]
+    if is_sdxl(unet_config or {}):
+        missing = [sub for sub in ("text_encoder_2", "tokenizer_2") if not (path / sub).is_dir()]
+        if missing:
+            raise ModelError(
+                f"{text} is an SDXL checkpoint without {' and '.join(m + '/' for m in missing)}"
+                "; SDXL needs both of its text encoders and tokenizers"
+            )
+        weighted.append("text_encoder_2")
+    for sub in weighted:
         if not any((path / sub).glob("*.safetensors")):
             pickles = [
                 p.name
@@ -62,7 +72,6 @@ def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
 
 #: pipeline classes of families the engine does not run, by the start of their name
 _OTHER_FAMILIES = {
-    "StableDiffusionXL": "SDXL",
     "StableDiffusion3": "Stable Diffusion 3",
     "Flux": "FLUX",
     "Kandinsky": "Kandinsky",
@@ -77,7 +86,12 @@ _OTHER_FAMILIES = {
     "CogView": "CogView",
 }
 
-_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x checkpoints"
+_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x and SDXL checkpoints"
+
+
+def is_sdxl(unet_config: dict) -> bool:
+    """Whether a UNet config is SDXL's: pooled text and size conditions (``text_time``)."""
+    return unet_config.get("addition_embed_type") == "text_time"
 
 
 def _read_json(path: Path) -> dict | None:
@@ -95,15 +109,17 @@ def _read_json(path: Path) -> dict | None:
 
 def check_model_family(path: Path) -> None:
     """Refuse, from its configs and before any weight loads, a model folder of a family
-    the engine does not run (SDXL, SD3, FLUX, ...), naming the family."""
+    the engine does not run (SD3, FLUX, ...), naming the family."""
     index = _read_json(path / "model_index.json") or {}
     pipeline = str(index.get("_class_name", ""))
     family = next(
         (name for prefix, name in _OTHER_FAMILIES.items() if pipeline.startswith(prefix)),
         None,
     )
-    if family is None and ("text_encoder_2" in index or (path / "text_encoder_2").is_dir()):
-        family = "SDXL-like (two text encoders)"
+    two_encoders = "text_encoder_2" in index or (path / "text_encoder_2").is_dir()
+    sdxl_unet = is_sdxl(_read_json(path / "unet" / "config.json") or {})
+    if family is None and two_encoders and not sdxl_unet:
+        family = "SDXL-like (two text encoders, but a UNet without text_time conditions)"
     if family is None and ("transformer" in index or (path / "transformer").is_dir()):
         family = f"a diffusion transformer ({pipeline or 'transformer/ instead of unet/'})"
     if family is not None:
@@ -114,9 +130,10 @@ def check_model_family(path: Path) -> None:
 def check_unet_config(config: dict, source: str, channels: int = 4) -> None:
     """Refuse a UNet config the engine cannot run, in one line naming what is wrong;
     ``channels`` is the input the UNet must take (4 text-to-image, 9 inpainting)."""
-    if config.get("addition_embed_type") == "text_time":
-        raise ModelError(f"{source} is a checkpoint of SDXL (its UNet takes text_time "
-                         f"embeddings); {_SUPPORTED} only")  # fmt: skip
+    embed_type = config.get("addition_embed_type")
+    if embed_type is not None and embed_type != "text_time":
+        raise ModelError(f"{source}: the UNet takes {embed_type!r} added conditions; "
+                         f"{_SUPPORTED} only")  # fmt: skip
     if config.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
         raise ModelError(f"{source}: the unet is a {config['_class_name']}; {_SUPPORTED} only")
     for key in ("sample_size", "in_channels", "out_channels"):
@@ -136,15 +153,16 @@ def check_unet_config(config: dict, source: str, channels: int = 4) -> None:
         )
 
 
-def check_components(vae_config, text_config, unet_config, source: str) -> None:
+def check_components(vae_config, text_configs: list, unet_config, source: str) -> None:
     """The loaded components must fit together: the UNet reads the VAE's latents and
-    attends to the text encoder's features."""
+    attends to the text encoders' features (SDXL's two side by side)."""
     latent = getattr(vae_config, "latent_channels", None)
     if latent is not None and latent != unet_config.in_channels:
         raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the UNet "
                          f"takes {unet_config.in_channels}")  # fmt: skip
-    width = getattr(text_config, "hidden_size", None)
+    widths = [getattr(config, "hidden_size", None) for config in text_configs]
+    width = None if None in widths else sum(widths)
     cross = unet_config.cross_attention_dim
     if width is not None and isinstance(cross, int) and cross != width:
-        raise ModelError(f"{source}: the text encoder's features have {width} channels but "
+        raise ModelError(f"{source}: the text encoders' features have {width} channels but "
                          f"the UNet attends to {cross}")  # fmt: skip

@@ -115,6 +115,87 @@ def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
+def tiny_sdxl_components(seed: int = 0) -> dict:
+    """Tiny random SDXL components by pipeline name (vae, text_encoder, text_encoder_2,
+    tokenizer, tokenizer_2, unet, scheduler), as diffusers' SDXL tests build them: a UNet
+    with ``text_time`` added conditions, two transformer blocks per attention at its
+    coarser level, attending to both encoders' features side by side; 32 px images."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    tokenizer_2 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    time_dim, projection_dim = 8, 32
+    text_config = CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        projection_dim=projection_dim,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=projection_dim + 6 * time_dim,
+        cross_attention_dim=64,
+        norm_num_groups=8,
+    )
+    return {
+        "vae": AutoencoderKL(
+            block_out_channels=(8, 16),
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=32,
+            scaling_factor=0.13025,
+        ),
+        "text_encoder": CLIPTextModel(text_config),
+        "text_encoder_2": CLIPTextModelWithProjection(text_config),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer_2,
+        "unet": unet,
+        "scheduler": DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        ),
+    }
+
+
+def save_tiny_sdxl_model(folder: str | Path, seed: int = 0) -> Path:
+    """Write tiny random SDXL components as a diffusers StableDiffusionXLPipeline folder."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline(**tiny_sdxl_components(seed))
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return Path(folder)
+
+
 # ------------------------------------------------------------------ a second device
 
 

@@ -1,0 +1,82 @@
+"""Model families: how a checkpoint turns prompts into what its UNet is conditioned on.
+
+A family encodes prompts into the per-token embeddings the cross-attention layers read,
+plus any extra per-row UNet inputs (``added_cond_kwargs``) its UNet takes. The
+:class:`~laspa.engine.Engine` stacks both the same way for guidance rows, so methods never
+see which family runs:
+
+- :class:`StableDiffusionText`: SD 1.x/2.x, one CLIP text encoder, no extra inputs;
+- :class:`StableDiffusionXLText`: SDXL, two CLIP text encoders (penultimate hidden states
+  concatenated), the second one's pooled projection as ``text_embeds``, and the
+  ``text_time`` micro-conditioning ``time_ids`` (original size, crop corner, target size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+#: per-row extra UNet inputs, each (rows, ...)
+Added = dict[str, torch.Tensor]
+
+
+def _token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+    return tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+class StableDiffusionText:
+    """One CLIP text encoder's last hidden states; the UNet takes nothing else."""
+
+    def __init__(self, text_encoder, tokenizer, device: torch.device):
+        self.text_encoder, self.tokenizer, self.device = text_encoder, tokenizer, device
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:
+        """(embeddings (n, tokens, dim), per-prompt extra inputs) in float32."""
+        with torch.no_grad():
+            ids = _token_ids(self.tokenizer, prompts).to(self.device)
+            return self.text_encoder(ids)[0].float(), {}
+
+    def size_inputs(self, rows: int, pixel_hw: tuple[int, int]) -> Added:
+        """Extra inputs that depend on the image size, not the prompt: none here."""
+        return {}
+
+
+class StableDiffusionXLText:
+    """SDXL's two text encoders, pooled embeddings and size micro-conditioning, encoded
+    as diffusers' StableDiffusionXLPipeline does (no clip skip, crop corner (0, 0),
+    original size = target size = the image's size)."""
+
+    def __init__(
+        self, text_encoders: Sequence, tokenizers: Sequence, device: torch.device,
+        force_zeros_for_empty_prompt: bool = True,
+    ):  # fmt: skip
+        self.text_encoders, self.tokenizers, self.device = text_encoders, tokenizers, device
+        # SDXL checkpoints define the empty prompt's condition as zeros, not its encoding
+        self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:
+        hidden, pooled = [], None
+        with torch.no_grad():
+            for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
+                ids = _token_ids(tokenizer, prompts).to(self.device)
+                out = encoder(ids, output_hidden_states=True)
+                hidden.append(out.hidden_states[-2].float())
+                pooled = out[0].float()  # the last encoder's projection (text_embeds)
+        embeddings = torch.cat(hidden, dim=-1)
+        if self.force_zeros_for_empty_prompt:
+            empty = torch.tensor([p == "" for p in prompts], device=embeddings.device)
+            embeddings = torch.where(empty.view(-1, 1, 1), 0.0, embeddings)
+            pooled = torch.where(empty.view(-1, 1), 0.0, pooled)
+        return embeddings, {"text_embeds": pooled}
+
+    def size_inputs(self, rows: int, pixel_hw: tuple[int, int]) -> Added:
+        height, width = pixel_hw
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+        return {"time_ids": time_ids.to(self.device).expand(rows, -1)}
