@@ -420,24 +420,22 @@ def _models():
     def a_file(p):
         return p.file("model.safetensors", b"\0" * 16)
 
-    def sdxl(p):
-        return config_only_model(
-            p,
-            "sdxl",
-            {
-                "_class_name": "StableDiffusionXLPipeline",
-                "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
-            },
-            {
-                "unet": {"addition_embed_type": "text_time"},
-                "vae": {},
-                "text_encoder": {},
-                "text_encoder_2": {},
-                "tokenizer": None,
-                "tokenizer_2": None,
-                "scheduler": {},
-            },
-        )
+    def sdxl(*left_out):
+        folders = {
+            "unet": {"addition_embed_type": "text_time"},
+            "vae": {},
+            "text_encoder": {},
+            "text_encoder_2": {},
+            "tokenizer": None,
+            "tokenizer_2": None,
+            "scheduler": {},
+        }
+        index = {
+            "_class_name": "StableDiffusionXLPipeline",
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        }
+        kept = {name: config for name, config in folders.items() if name not in left_out}
+        return lambda p: config_only_model(p, "sdxl", index, kept)
 
     def sdxl_unet_only(p):
         return unet(addition_embed_type="text_time", projection_class_embeddings_input_dim=2816)(p)
@@ -487,8 +485,11 @@ def _models():
         "model: unet sample_size 0": (unet(sample_size=0), "sample_size must be a positive integer"),
         "model: unet config not JSON": (broken_json, "cannot read"),
         "model: inpainting unet": (unet(in_channels=9), "an inpainting checkpoint"),
-        "model: SDXL": (sdxl, "SDXL"),
-        "model: SDXL unet in an SD folder": (sdxl_unet_only, "checkpoint of SDXL"),
+        "model: SDXL without weights": (sdxl(), "no safetensors weights in"),
+        "model: SDXL without text_encoder_2": (sdxl("text_encoder_2"), "SDXL checkpoint without text_encoder_2/;"),
+        "model: SDXL without tokenizer_2": (sdxl("tokenizer_2"), "SDXL checkpoint without tokenizer_2/;"),
+        "model: SDXL unet in an SD folder": (sdxl_unet_only, "without text_encoder_2/ and tokenizer_2/"),
+        "model: unet with other added conditions": (unet(addition_embed_type="image"), "'image' added conditions"),
         "model: SD3": (sd3, "Stable Diffusion 3"),
         "model: FLUX": (flux, "FLUX"),
         "model: other transformer": (unknown_transformer, "diffusion transformer"),
@@ -532,12 +533,18 @@ def test_refused_in_one_line_once_the_model_is_read(name, place, capfd):
 
 
 def test_families_are_named_before_any_weight_loads(place, monkeypatch):
-    """SDXL is refused from its configs: the UNet never runs (the folder has no weights)."""
+    """Other families are refused from their configs (the folders have no weights)."""
     from laspa.editor import Editor
     from laspa.errors import ModelError
 
-    model = MODELS["model: SDXL"][0](place)
-    with pytest.raises(ModelError, match=r"is a checkpoint of SDXL \(StableDiffusionXLPipeline\)"):
+    model = MODELS["model: SD3"][0](place)
+    with pytest.raises(
+        ModelError, match=r"is a checkpoint of Stable Diffusion 3 \(StableDiffusion3Pipeline\); "
+        r"laspa runs Stable Diffusion 1.x/2.x and SDXL checkpoints only$"
+    ):  # fmt: skip
+        Editor.from_pretrained(model)
+    model = MODELS["model: SDXL without text_encoder_2"][0](place)
+    with pytest.raises(ModelError, match=r"SDXL checkpoint without text_encoder_2/; SDXL needs"):
         Editor.from_pretrained(model)
 
 
