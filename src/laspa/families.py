@@ -21,7 +21,8 @@ import torch
 Added = dict[str, torch.Tensor]
 
 
-def _token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+def token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+    """Token ids padded to the tokenizer's length, as Stable Diffusion pipelines encode."""
     return tokenizer(
         list(prompts),
         padding="max_length",
@@ -40,7 +41,7 @@ class StableDiffusionText:
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:
         """(embeddings (n, tokens, dim), per-prompt extra inputs) in float32."""
         with torch.no_grad():
-            ids = _token_ids(self.tokenizer, prompts).to(self.device)
+            ids = token_ids(self.tokenizer, prompts).to(self.device)
             return self.text_encoder(ids)[0].float(), {}
 
     def size_inputs(self, rows: int, pixel_hw: tuple[int, int]) -> Added:
@@ -65,7 +66,7 @@ class StableDiffusionXLText:
         hidden, pooled = [], None
         with torch.no_grad():
             for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
-                ids = _token_ids(tokenizer, prompts).to(self.device)
+                ids = token_ids(tokenizer, prompts).to(self.device)
                 out = encoder(ids, output_hidden_states=True)
                 hidden.append(out.hidden_states[-2].float())
                 pooled = out[0].float()  # the last encoder's projection (text_embeds)

@@ -34,33 +34,13 @@ def tiny_components(
 ):
     """(vae, text_encoder, tokenizer, unet, scheduler), random but seeded; 32 px images.
     ``upcast_attention`` computes attention scores in float32, as SD 2.1's UNet does."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(_tokenizer_folder())
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            projection_dim=32,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    vae = _tiny_vae()
+    text_encoder = CLIPTextModel(_tiny_text_config(tokenizer))
     unet = UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
@@ -74,16 +54,56 @@ def tiny_components(
         norm_num_groups=8,
         upcast_attention=upcast_attention,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=set_alpha_to_one,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = _tiny_scheduler(set_alpha_to_one=set_alpha_to_one, prediction_type=prediction_type)
     return vae, text_encoder, tokenizer, unet, scheduler
+
+
+def _tiny_vae(**config):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+        **config,
+    )
+
+
+def _tiny_text_config(tokenizer):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        projection_dim=32,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _tiny_scheduler(**config):
+    """SD's DDIM schedule (scaled linear betas, steps_offset 1)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        **{
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "clip_sample": False,
+            "set_alpha_to_one": False,
+            "steps_offset": 1,
+            **config,
+        }
+    )
 
 
 def tiny_editor(final_step: str = "clean", **kwargs):
@@ -120,9 +140,8 @@ def tiny_sdxl_components(seed: int = 0) -> dict:
     tokenizer, tokenizer_2, unet, scheduler), as diffusers' SDXL tests build them: a UNet
     with ``text_time`` added conditions, two transformer blocks per attention at its
     coarser level, attending to both encoders' features side by side; 32 px images."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import (
-        CLIPTextConfig,
         CLIPTextModel,
         CLIPTextModelWithProjection,
         CLIPTokenizer,
@@ -131,19 +150,8 @@ def tiny_sdxl_components(seed: int = 0) -> dict:
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(_tokenizer_folder())
     tokenizer_2 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
-    time_dim, projection_dim = 8, 32
-    text_config = CLIPTextConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        projection_dim=projection_dim,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text_config = _tiny_text_config(tokenizer)
+    time_dim, projection_dim = 8, text_config.projection_dim
     unet = UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
@@ -162,28 +170,13 @@ def tiny_sdxl_components(seed: int = 0) -> dict:
         norm_num_groups=8,
     )
     return {
-        "vae": AutoencoderKL(
-            block_out_channels=(8, 16),
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            latent_channels=4,
-            norm_num_groups=8,
-            sample_size=32,
-            scaling_factor=0.13025,
-        ),
+        "vae": _tiny_vae(scaling_factor=0.13025),
         "text_encoder": CLIPTextModel(text_config),
         "text_encoder_2": CLIPTextModelWithProjection(text_config),
         "tokenizer": tokenizer,
         "tokenizer_2": tokenizer_2,
         "unet": unet,
-        "scheduler": DDIMScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-        ),
+        "scheduler": _tiny_scheduler(),
     }
 
 

@@ -102,3 +102,14 @@ def test_the_cli_edits_with_an_sdxl_folder(sdxl_folder, tmp_path, capsys):
     code, _, err = run_cli(capsys, *args)
     assert code == 0, err
     assert Image.open(out).size == (32, 32)
+
+
+def test_half_precision_keeps_the_sdxl_vae_in_float32_as_its_config_asks():
+    from laspa.testing import tiny_sdxl_components
+
+    components = tiny_sdxl_components()
+    assert components["vae"].config.force_upcast
+    editor = Editor(**components, device="cpu", dtype=torch.float16)
+    assert editor.vae.dtype == torch.float32 and editor.unet.dtype == torch.float16
+    result = editor.edit(picture(), PROMPT, method="laspa-x0", steps=3)
+    assert torch.isfinite(result.latent).all()

@@ -69,6 +69,7 @@ from laspa.attention import (
     install_processors,
     query_grid,
 )
+from laspa.families import token_ids as tokenize
 from laspa.mini import WEIGHTS_DIR
 from laspa.mini.tokenizer import write_tokenizer
 from laspa.tokens import word_tokens
@@ -144,16 +145,6 @@ def warmup_lr(step: int, base: float, warmup: int) -> float:
 def build_tokenizer(folder: Path) -> CLIPTokenizer:
     write_tokenizer(VOCABULARY, folder, MAX_LENGTH)
     return CLIPTokenizer.from_pretrained(str(folder))
-
-
-def tokenize(tokenizer: CLIPTokenizer, texts: Sequence[str]) -> torch.Tensor:
-    return tokenizer(
-        list(texts),
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
 
 
 def export(folder: Path, vae, text_encoder, tokenizer, unet) -> None:
