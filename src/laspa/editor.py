@@ -131,8 +131,8 @@ class Editor:
         #: the folder or hub id the model was loaded from (None for in-memory components),
         #: so that diffusers' own pipelines can load the same model as peers
         self.source: str | None = None
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
+        self.vae_scale_factor = self.engine.vae_scale_factor
+        self.resolution = self.engine.resolution
         # a side must survive the VAE's and the UNet's downsampling without remainder
         unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale_factor * unet_factor

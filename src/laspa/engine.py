@@ -87,7 +87,9 @@ class Engine:
         self._vae, self._tokenizer = vae, tokenizer
         self._vae_dtype = vae.dtype
         self._text = text or StableDiffusionText(text_encoder, tokenizer, device)
-        self._vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        #: pixels per latent pixel, and the model's native image side in pixels
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.resolution = int(unet.config.sample_size) * self.vae_scale_factor
         self.scheduler = DDIMScheduler.from_config(scheduler.config)
         self.attention = install_processors(unet)
         self.denoiser = Denoiser(unet, self.scheduler, self.attention, final_step)
@@ -116,7 +118,7 @@ class Engine:
     def latent_shape(self, pixels: torch.Tensor) -> tuple[int, int, int, int]:
         """The (1, C, h, w) shape of the latent of (1, 3, H, W) ``pixels``."""
         height, width = pixels.shape[-2:]
-        factor = self._vae_scale_factor
+        factor = self.vae_scale_factor
         channels = int(self.denoiser.unet.config.in_channels)
         return (1, channels, height // factor, width // factor)
 
@@ -170,9 +172,12 @@ class Engine:
         if batch.pixels is not None:
             return tuple(batch.pixels.shape[-2:])
         if batch.reference is not None:
-            return tuple(s * self._vae_scale_factor for s in batch.reference.shape[-2:])
-        side = int(self.denoiser.unet.config.sample_size) * self._vae_scale_factor
-        return side, side
+            return self._pixels_of(batch.reference)
+        return self.resolution, self.resolution
+
+    def _pixels_of(self, latents: torch.Tensor) -> tuple[int, int]:
+        """The image size in pixels that ``latents`` decode to."""
+        return tuple(s * self.vae_scale_factor for s in latents.shape[-2:])
 
     def conditioning(
         self,
@@ -250,8 +255,8 @@ class Engine:
             self.inversion_cache_hits += 1
             self._inversions.move_to_end(key)
             return self._inversions[key]
-        pixel_hw = tuple(s * self._vae_scale_factor for s in reference.shape[-2:])
-        cond, added = self._text_conditioning([prompt] * reference.shape[0], pixel_hw)
+        pixels = self._pixels_of(reference)
+        cond, added = self._text_conditioning([prompt] * reference.shape[0], pixels)
         conditioning = Conditioning(cond, added=added)
         steps = self.steps(num_steps)
         trajectory = loop.invert(

@@ -104,10 +104,35 @@ class Conditioning:
     #: ``text_embeds`` and ``time_ids``), each (rows, ...), for ``cond`` and ``uncond``
     added: dict[str, torch.Tensor] = field(default_factory=dict)
     uncond_added: dict[str, torch.Tensor] = field(default_factory=dict)
+    _inputs: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def rows(self) -> int:
         return self.cond.shape[0]
+
+    @property
+    def guided_from(self) -> int:
+        """The first row that is guided (all rows are unguided without ``uncond``)."""
+        return self.rows if self.uncond is None else self.unguided_rows
+
+    def unet_inputs(self, dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The UNet batch's text inputs in ``dtype``: unconditional rows of the guided rows,
+        then every row's conditional ones. The same at every step of a run, so they are
+        stacked once."""
+        if self._inputs is None or self._inputs[0].dtype != dtype:
+            skip = self.guided_from
+            embeddings, added = self.cond, self.added
+            if skip < self.rows:
+                embeddings = torch.cat([self.uncond[skip:], self.cond])
+                added = {
+                    name: torch.cat([self.uncond_added[name][skip:], value])
+                    for name, value in added.items()
+                }
+            extra = {name: value.to(dtype) for name, value in added.items()}
+            self._inputs = (embeddings.to(dtype), extra)
+        return self._inputs
 
 
 class Denoiser:
@@ -170,24 +195,16 @@ class Denoiser:
 
         ``alpha`` is the noise level of ``x`` where it is not ``t``'s (DDIM inversion): a
         v-prediction becomes eps with it, as diffusers' DDIMInverseScheduler converts."""
-        skip = x.shape[0] if conditioning.uncond is None else conditioning.unguided_rows
+        skip = conditioning.guided_from
         guided = x[skip:]  # the rows that also need an unconditional prediction
-        embeddings, model_input, added = conditioning.cond, x, conditioning.added
-        if len(guided):
-            embeddings = torch.cat([conditioning.uncond[skip:], conditioning.cond])
-            model_input = torch.cat([guided, x])
-            added = {
-                name: torch.cat([conditioning.uncond_added[name][skip:], value])
-                for name, value in added.items()
-            }
+        model_input = torch.cat([guided, x]) if len(guided) else x
+        embeddings, extra = conditioning.unet_inputs(self.dtype)
         step.rows, step.uncond_rows = x.shape[0], len(guided)
         step.latent_hw = (x.shape[-2], x.shape[-1])
         self.attention.step = step
-        dtype = self.dtype
         with torch.no_grad():
-            extra = {name: value.to(dtype) for name, value in added.items()}
             out = self.unet(
-                model_input.to(dtype), t, encoder_hidden_states=embeddings.to(dtype),
+                model_input.to(self.dtype), t, encoder_hidden_states=embeddings,
                 added_cond_kwargs=extra or None,
             ).sample.float()  # fmt: skip
         self.unet_evals += model_input.shape[0]

@@ -81,6 +81,12 @@ def save_checkpoint(
     save_file(_cast(moments, low), str(tmp / "optim.safetensors"))
     full_state = {**state, "rng": _rng_state(rng), "compact": compact}
     (tmp / "state.json").write_text(json.dumps(full_state), encoding="utf-8")
+    replace_folder(tmp, folder)
+
+
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """Put the finished folder ``tmp`` in the place of ``folder``, so that an interrupted
+    write never leaves a half-written folder there (the old one is removed only after)."""
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

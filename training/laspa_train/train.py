@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shutil
 import signal
 import time
@@ -74,7 +73,12 @@ from laspa.mini import WEIGHTS_DIR
 from laspa.mini.tokenizer import write_tokenizer
 from laspa.tokens import word_tokens
 from laspa.world import VOCABULARY, Scene, SceneObject, caption, named_caption
-from laspa_train.checkpoint import load_checkpoint, named_params, save_checkpoint
+from laspa_train.checkpoint import (
+    load_checkpoint,
+    named_params,
+    replace_folder,
+    save_checkpoint,
+)
 from laspa_train.components import (
     assemble_pipeline,
     count_params,
@@ -163,12 +167,7 @@ def export(folder: Path, vae, text_encoder, tokenizer, unet) -> None:
     card = folder / "README.md"
     if card.exists():
         shutil.copy(card, tmp / "README.md")
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, folder)
 
 
 def save_image_grid(rows: list[list[Image.Image]], path: Path) -> None:
