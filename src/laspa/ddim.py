@@ -93,3 +93,17 @@ def alignment_weight(
     ramp = torch.where(schedule.bool(), t / num_train_timesteps, torch.ones_like(beta))
     weight = torch.where(t > K, beta * ramp, torch.zeros_like(beta))
     return weight.view(-1, 1, 1, 1)
+
+
+def guidance_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """LCM's embedding of the guidance scale ``w`` (one per row) as a UNet input
+    (``timestep_cond``): sinusoids of ``1000 w`` (Luo et al. 2023; VDM's timestep embedding).
+    """
+    half = dim // 2
+    frequencies = torch.exp(
+        torch.arange(half, dtype=torch.float32, device=w.device)
+        * -(torch.log(torch.tensor(10000.0)) / (half - 1))
+    )
+    angles = w.float()[:, None] * 1000.0 * frequencies[None, :]
+    embedding = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return torch.nn.functional.pad(embedding, (0, dim % 2))

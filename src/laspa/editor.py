@@ -20,10 +20,12 @@ from .engine import Engine, Progress
 from .errors import ModelError, ParameterError, first_line
 from .families import StableDiffusionXLText
 from .methods.base import (
+    COMMON_BATCH_KEY,
     METHODS,
     EditBatch,
     EditRow,
     check_prompt,
+    check_sampler,
     check_seed,
     check_text,
     get_method,
@@ -335,7 +337,12 @@ class Editor:
         latent_size = self.latent_shape(pixels)[-2:]
 
         results: list[EditResult | None] = [None] * len(rows)
-        for indices in _batches(rows, plugin.batch_key, batch_size):
+        if plugin.needs_deterministic_sampler:  # "auto" resolves to the model's sampler
+            for row in rows:
+                if row.params.sampler == "auto":
+                    check_sampler(method, self.engine.sampler())
+        key = (*plugin.batch_key, *COMMON_BATCH_KEY)
+        for indices in _batches(rows, key, batch_size):
             batch_start, evals_before = time.perf_counter(), self.denoiser.unet_evals
             batch = EditBatch(reference, [rows[i] for i in indices], record_attention, pixels)
             output = plugin.run(self.engine, batch)

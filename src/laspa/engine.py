@@ -6,7 +6,10 @@ it never sees the UNet, the tokenizer, the text encoder or the scheduler. A new
 model family (another text encoder, latent size or prediction type) or a new
 sampler plugs in behind these members, and every method keeps working unchanged:
 
-- ``steps(num_steps)``: the sampler's steps, each with its timestep and alphas;
+- ``sampler(batch)``: the name of the sampler the batch runs;
+- ``steps(batch)``: the batch's sampler's steps (DDIM, ancestral or LCM, laspa.samplers),
+  each with its timesteps and update coefficients; ``step_noise(batch, generators)`` the
+  noise a stochastic sampler adds;
 - ``generators(batch)``, ``noise(generators, shape)``: each row's noise from its seed;
 - ``conditioning(batch, ...)``: text conditioning of latent rows, with guidance;
 - ``sample(x, steps, conditioning, hooks, attention=..., callback=...)``: the loop;
@@ -34,7 +37,7 @@ from typing import Any
 
 import torch
 
-from . import loop
+from . import ddim, loop
 from .attention import (
     AttentionHook,
     CrossAttentionStore,
@@ -45,11 +48,12 @@ from .attention import (
     install_processors,
     self_attention_level,
 )
-from .errors import ModelError, first_line
+from .errors import ModelError, ParameterError, first_line
 from .families import StableDiffusionText, StableDiffusionXLText
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
 from .methods.base import EditBatch
 from .models import check_model_source
+from .samplers import SAMPLERS, RowNoise, sampler_for_scheduler, step_noise_kind
 from .tokens import WordTokens, positions_of, token_alignment, word_tokens
 
 #: A progress callback receives (phase, steps done, steps in the phase).
@@ -57,7 +61,7 @@ Progress = Callable[[str, int, int], None]
 
 #: The members of an Engine that editing methods may use.
 METHOD_INTERFACE = frozenset((
-    "steps", "generators", "noise", "conditioning", "sample", "invert",
+    "sampler", "steps", "step_noise", "generators", "noise", "conditioning", "sample", "invert",
     "attention_store", "self_attention_store", "layers",
     "word_tokens", "positions_of", "token_alignment", "pipeline",
     "num_train_timesteps", "device", "dtype", "unet_evals",
@@ -66,13 +70,14 @@ METHOD_INTERFACE = frozenset((
 
 
 class Engine:
-    """A Stable Diffusion model (1.x/2.x or SDXL) with the DDIM loop, as methods see it.
+    """A Stable Diffusion model (1.x/2.x or SDXL) with the sampler loop, as methods see it.
 
     The components must already sit on ``device`` in ``dtype`` (the VAE may be kept in
-    float32, see ``force_upcast``); the loop is DDIM whatever scheduler the checkpoint
-    names, with the noise schedule, prediction type and timestep spacing of the model's
-    own config. ``text`` is the model family's prompt encoder (laspa.families); by
-    default SD 1.x/2.x's, from ``text_encoder`` and ``tokenizer``.
+    float32, see ``force_upcast``). The sampler follows the checkpoint's scheduler class
+    unless an edit names one (laspa.samplers.sampler_for_scheduler), on the noise
+    schedule, prediction type and timestep spacing of the model's own config. ``text`` is
+    the model family's prompt encoder (laspa.families); by default SD 1.x/2.x's, from
+    ``text_encoder`` and ``tokenizer``.
     """
 
     def __init__(
@@ -91,8 +96,14 @@ class Engine:
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.resolution = int(unet.config.sample_size) * self.vae_scale_factor
         self.scheduler = DDIMScheduler.from_config(scheduler.config)
+        #: the sampler "auto" means: the one the checkpoint's scheduler class names
+        self.default_sampler = sampler_for_scheduler(type(scheduler).__name__)
+        #: a UNet distilled with a guidance embedding (LCM) takes guidance as an input
+        self.guidance_embedding_dim = unet.config.get("time_cond_proj_dim")
         self.attention = install_processors(unet)
-        self.denoiser = Denoiser(unet, self.scheduler, self.attention, final_step)
+        self.denoiser = Denoiser(
+            unet, self.scheduler, self.attention, final_step, scheduler_config=scheduler.config
+        )
         #: the UNet's attention layers by processor name, in forward order
         self.layers: dict[str, LayerInfo] = describe_layers(unet)
         self.num_train_timesteps = self.denoiser.num_train_timesteps
@@ -187,24 +198,49 @@ class Engine:
         guidance: torch.Tensor | None = None,
         unguided_rows: int = 0,
     ) -> Conditioning:
-        """Conditioning of latent rows on ``prompts`` (default: the rows' prompts), with CFG.
+        """Conditioning of latent rows on ``prompts`` (default: the rows' prompts), guided.
 
         Methods with several latent rows per edit pass their own per-row ``guidance``;
         by default rows stack branch after branch (edit rows, then edit rows again).
-        The first ``unguided_rows`` rows run their conditional pass only.
+        The first ``unguided_rows`` rows run their conditional pass only. As in diffusers'
+        pipelines, a guidance scale of at most 1 means no guidance (the conditional
+        prediction alone: what few-step models such as SD-Turbo are run with). A UNet
+        with a guidance embedding takes the scale w as ``timestep_cond`` (LCM's
+        w - 1 convention) instead of an unconditional row, unless the batch asks for
+        ``guidance_mode="cfg"``.
         """
         prompts = [row.prompt for row in batch.rows] if prompts is None else prompts
         pixel_hw = self._pixel_hw(batch)
         cond, added = self._text_conditioning(prompts, pixel_hw)
-        if not guided:
-            return Conditioning(cond, added=added)
-        uncond, uncond_added = self._text_conditioning([""] * len(prompts), pixel_hw)
         if guidance is None:
             guidance = batch.column("guidance").repeat(len(prompts) // batch.size)
         guidance = guidance.to(self.device).view(-1, 1, 1, 1)
+        if not guided:
+            guidance = torch.ones_like(guidance)
+        guidance[:unguided_rows] = 1.0
+        if self.guidance_mode(batch) == "embedding":
+            w = (guidance.flatten() - 1).clamp(min=0)
+            embedding = ddim.guidance_embedding(w, self.guidance_embedding_dim)
+            return Conditioning(cond, added=added, timestep_cond=embedding)
+        if bool((guidance <= 1).all()):
+            return Conditioning(cond, added=added)
+        uncond, uncond_added = self._text_conditioning([""] * len(prompts), pixel_hw)
         return Conditioning(
-            cond, uncond, guidance, unguided_rows, added=added, uncond_added=uncond_added
-        )
+            cond, uncond, guidance.clamp(min=1), unguided_rows, added=added,
+            uncond_added=uncond_added,
+        )  # fmt: skip
+
+    def guidance_mode(self, batch: EditBatch) -> str:
+        """ "embedding" or "cfg": the batch's choice, by default what the UNet takes."""
+        mode = batch.shared("guidance_mode") if batch.rows else "auto"
+        if mode == "auto":
+            return "embedding" if self.guidance_embedding_dim else "cfg"
+        if mode == "embedding" and not self.guidance_embedding_dim:
+            raise ParameterError(
+                "guidance_mode embedding needs a UNet distilled with a guidance embedding "
+                "(time_cond_proj_dim); this one has none: use cfg or auto"
+            )
+        return mode
 
     def word_tokens(self, prompt: str) -> list[WordTokens]:
         """The prompt's words with their token positions (see laspa.tokens.word_tokens)."""
@@ -220,9 +256,34 @@ class Engine:
         return token_alignment(self._tokenizer, source, target)
 
     # ------------------------------------------------------------------ sampling
-    def steps(self, num_steps: int) -> list[Step]:
-        """The sampler's steps for ``num_steps``, in sampling order."""
-        return self.denoiser.steps(num_steps)
+    def sampler(self, batch: EditBatch | None = None) -> str:
+        """The sampler the batch runs: its ``sampler`` option, or the model's own."""
+        requested = batch.shared("sampler") if batch is not None and batch.rows else "auto"
+        return self.default_sampler if requested == "auto" else requested
+
+    def steps(self, batch: EditBatch | int) -> list[Step]:
+        """The steps of the batch's sampler and step count, in sampling order (a bare
+        count: the model's own sampler)."""
+        if isinstance(batch, int):
+            return SAMPLERS[self.default_sampler].steps(self.denoiser, batch)
+        return SAMPLERS[self.sampler(batch)].steps(self.denoiser, batch.shared("steps"))
+
+    def step_noise(
+        self,
+        batch: EditBatch,
+        generators: Sequence[torch.Generator],
+        like: torch.Tensor,
+        branches: int = 1,
+    ) -> RowNoise | None:
+        """The noise a stochastic sampler adds to the rows of ``like``, drawn from each
+        row's generator (one per row of ``like``): one draw per edit
+        (``step_noise="fixed"``) or a fresh one per step, stacked ``branches`` times.
+        None for a deterministic sampler."""
+        sampler = self.sampler(batch)
+        if SAMPLERS[sampler].deterministic:
+            return None
+        kind = step_noise_kind(batch.shared("step_noise"), sampler)
+        return RowNoise(generators, like, kind == "fresh", branches)
 
     def sample(
         self,
@@ -234,12 +295,14 @@ class Engine:
         attention: Sequence[AttentionHook] = (),
         callback: StepCallback | None = None,
         phase: str = "edit",
+        noise: RowNoise | None = None,
     ) -> torch.Tensor:
         """Run the loop from ``x`` through ``steps`` (see laspa.loop.sample); ``phase``
-        names the run for progress reports."""
+        names the run for progress reports, ``noise`` is ``step_noise``'s for a
+        stochastic sampler."""
         return loop.sample(
             self.denoiser, x, steps, conditioning, hooks, self._progress(phase),
-            attention=attention, callback=callback,
+            attention=attention, callback=callback, noise=noise,
         )  # fmt: skip
 
     def invert(self, reference: torch.Tensor, prompt: str, num_steps: int) -> list[torch.Tensor]:
@@ -258,7 +321,10 @@ class Engine:
         pixels = self._pixels_of(reference)
         cond, added = self._text_conditioning([prompt] * reference.shape[0], pixels)
         conditioning = Conditioning(cond, added=added)
-        steps = self.steps(num_steps)
+        if self.guidance_embedding_dim:  # unguided: w = 0
+            zero = torch.zeros(reference.shape[0], device=self.device)
+            conditioning.timestep_cond = ddim.guidance_embedding(zero, self.guidance_embedding_dim)
+        steps = self.denoiser.steps(num_steps)
         trajectory = loop.invert(
             self.denoiser, reference, steps, conditioning, self._progress("invert")
         )

@@ -1,21 +1,23 @@
-"""The one DDIM sampler loop, with named hook points.
+"""The one sampler loop, with named hook points.
 
 ::
 
-    for t in timesteps:
+    for step in steps:
         x    -> before_unet          input alignment, latent mixing, masked blending
-        eps  =  UNet(x, t, text)     attention hooks run inside the processors
+        eps  =  denoiser(x, t, text) attention hooks run inside the processors
                                      (skipped when needs_unet says its output is discarded)
         eps  -> after_eps            error alignment
-        x0   -> after_x0             x0 alignment
+        x0   =  step.x0(x, eps)      -> after_x0    x0 alignment
         callback(step, x, x0, eps)   watching only (optional)
         dir  -> direction            the eps of the direction term (default: eps)
-        x    =  ddim_step(x0, dir)   -> after_step
+        x    =  step.update(x0, dir, noise)         -> after_step
 
-Every editing method is a :class:`SamplerHooks` subclass that overrides the points
-it needs; its attention hooks are handed to :func:`sample` beside it, and a
-``callback(step, x, x0, eps)`` watches a run without changing it. Latents are kept in
-float32 whatever the UNet's dtype.
+A sampler (laspa.samplers) is the list of :class:`Step` the loop walks: each step's
+timesteps, alphas and the coefficients of one generalised DDIM update, so DDIM, DDPM /
+ancestral and LCM sampling share this loop and its hooks. Every editing method is a
+:class:`SamplerHooks` subclass that overrides the points it needs; its attention hooks
+are handed to :func:`sample` beside it, and a ``callback(step, x, x0, eps)`` watches a
+run without changing it. Latents are kept in float32 whatever the UNet's dtype.
 """
 
 from __future__ import annotations
@@ -27,14 +29,22 @@ import torch
 
 from . import ddim
 from .attention import AttentionHook, AttentionState, StepInfo
-from .errors import ParameterError
 
 ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One DDIM step from timestep ``t`` to ``t_prev`` (negative after the last step)."""
+    """One step from timestep ``t`` to ``t_prev`` (negative after the last step).
+
+    The step rule is DDIM's generalised update (Song et al. 2021, eq. 12) with the
+    consistency boundary conditions of LCM (Luo et al. 2023)::
+
+        x0     = c_skip * x + c_out * (x - sqrt(1 - alpha) * eps) / sqrt(alpha)
+        x_prev = sqrt(alpha_prev) * x0 + sqrt(1 - alpha_prev - sigma**2) * dir + sigma * n
+
+    DDIM is ``c_skip = 0, c_out = 1, sigma = 0``; laspa.samplers sets the others.
+    """
 
     index: int
     num_steps: int
@@ -42,10 +52,38 @@ class Step:
     t_prev: int
     alpha: float
     alpha_prev: float
+    c_skip: float = 0.0
+    c_out: float = 1.0
+    #: standard deviation of the fresh noise n the update adds (0: deterministic)
+    sigma: float = 0.0
 
     @property
     def is_last(self) -> bool:
         return self.index == self.num_steps - 1
+
+    def x0(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The clean latent this step predicts from the noise prediction ``eps`` at ``x``."""
+        x0 = ddim.predict_x0(x, eps, self.alpha)
+        if self.c_skip == 0.0 and self.c_out == 1.0:
+            return x0
+        return self.c_skip * x + self.c_out * x0
+
+    def eps_for(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The noise prediction under which :meth:`x0` returns ``x0`` (its inverse)."""
+        if self.c_skip != 0.0 or self.c_out != 1.0:
+            x0 = (x0 - self.c_skip * x) / self.c_out
+        return ddim.eps_from_x0(x, x0, self.alpha)
+
+    def update(
+        self, x0: torch.Tensor, eps_dir: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The next latent from the predicted ``x0``, the direction's eps and, where
+        ``sigma > 0``, fresh standard normal ``noise``."""
+        if self.sigma == 0.0:
+            return ddim.ddim_step(x0, eps_dir, self.alpha_prev)
+        direction = max(1.0 - self.alpha_prev - self.sigma**2, 0.0) ** 0.5
+        out = self.alpha_prev**0.5 * x0 + self.sigma * noise
+        return out + direction * eps_dir if direction else out
 
 
 #: Watches a run: called once per step with the step, the latent the UNet saw, the
@@ -104,6 +142,9 @@ class Conditioning:
     #: ``text_embeds`` and ``time_ids``), each (rows, ...), for ``cond`` and ``uncond``
     added: dict[str, torch.Tensor] = field(default_factory=dict)
     uncond_added: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: (rows, dim): the guidance embedding of a UNet distilled with it (LCM's w-embedding,
+    #: ``time_cond_proj_dim``), which then guides in place of an unconditional row
+    timestep_cond: torch.Tensor | None = None
     _inputs: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -119,8 +160,11 @@ class Conditioning:
 
     def unet_inputs(self, dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The UNet batch's text inputs in ``dtype``: unconditional rows of the guided rows,
-        then every row's conditional ones. The same at every step of a run, so they are
-        stacked once."""
+        then every row's conditional ones, and the extra inputs (``added_cond_kwargs``
+        and, under its own name, ``timestep_cond``). The same at every step of a run,
+        so they are stacked once."""
+        if self.timestep_cond is not None and self.guided_from < self.rows:
+            raise ValueError("a guidance embedding replaces the unconditional rows")
         if self._inputs is None or self._inputs[0].dtype != dtype:
             skip = self.guided_from
             embeddings, added = self.cond, self.added
@@ -131,15 +175,26 @@ class Conditioning:
                     for name, value in added.items()
                 }
             extra = {name: value.to(dtype) for name, value in added.items()}
+            if self.timestep_cond is not None:
+                extra["timestep_cond"] = self.timestep_cond.to(dtype)
             self._inputs = (embeddings.to(dtype), extra)
         return self._inputs
 
 
 class Denoiser:
-    """A UNet with its noise schedule: guided noise predictions and DDIM timesteps."""
+    """A UNet with its noise schedule: guided noise predictions and the alphas samplers read.
 
-    def __init__(self, unet, scheduler, attention: AttentionState, final_step: str = "clean"):
+    ``scheduler`` is a DDIMScheduler on the model's schedule; ``scheduler_config`` the
+    checkpoint's own scheduler config (default: ``scheduler``'s), which names the sampler
+    the model was made for and holds LCM's settings.
+    """
+
+    def __init__(
+        self, unet, scheduler, attention: AttentionState, final_step: str = "clean",
+        scheduler_config=None,
+    ):  # fmt: skip
         self.unet = unet
+        self.scheduler_config = scheduler.config if scheduler_config is None else scheduler_config
         # Read once: ModelMixin.dtype walks every module, a measurable cost per step on
         # a small UNet. The Editor places the UNet before building its Denoiser.
         self.dtype = next(unet.parameters()).dtype
@@ -164,24 +219,10 @@ class Denoiser:
         return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha
 
     def steps(self, num_steps: int) -> list[Step]:
-        """The DDIM steps the model's scheduler visits, with DDIMScheduler's ``t_prev`` rule.
-        A count the model's schedule cannot take (SD's ``steps_offset`` 1 moves the last
-        of 1000 steps past the schedule's end) is a ParameterError."""
-        try:
-            self.scheduler.set_timesteps(num_steps)
-        except ValueError as error:
-            raise ParameterError(f"steps: {error}") from None
-        ratio = self.num_train_timesteps // num_steps
-        timesteps = [int(t) for t in self.scheduler.timesteps]
-        if max(timesteps) >= self.num_train_timesteps:
-            raise ParameterError(
-                f"steps must be below {num_steps} for this model: its schedule would pass "
-                f"timestep {self.num_train_timesteps - 1}"
-            )
-        return [
-            Step(i, num_steps, t, t - ratio, self.alpha(t), self.alpha(t - ratio))
-            for i, t in enumerate(timesteps)
-        ]
+        """The DDIM steps of ``num_steps`` on the model's schedule (laspa.samplers)."""
+        from .samplers import SAMPLERS
+
+        return SAMPLERS["ddim"].steps(self, num_steps)
 
     def eps(
         self,
@@ -199,13 +240,15 @@ class Denoiser:
         guided = x[skip:]  # the rows that also need an unconditional prediction
         model_input = torch.cat([guided, x]) if len(guided) else x
         embeddings, extra = conditioning.unet_inputs(self.dtype)
+        timestep_cond = extra.get("timestep_cond")
+        added = {name: value for name, value in extra.items() if name != "timestep_cond"}
         step.rows, step.uncond_rows = x.shape[0], len(guided)
         step.latent_hw = (x.shape[-2], x.shape[-1])
         self.attention.step = step
         with torch.no_grad():
             out = self.unet(
                 model_input.to(self.dtype), t, encoder_hidden_states=embeddings,
-                added_cond_kwargs=extra or None,
+                timestep_cond=timestep_cond, added_cond_kwargs=added or None,
             ).sample.float()  # fmt: skip
         self.unet_evals += model_input.shape[0]
         if self.prediction_type == "v_prediction":
@@ -230,14 +273,18 @@ def sample(
     *,
     attention: Sequence[AttentionHook] = (),
     callback: StepCallback | None = None,
+    noise: Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Run DDIM from ``x`` (at ``steps[0].t``) through ``steps``; return the final latents.
+    """Run the sampler's ``steps`` from ``x`` (at ``steps[0].t``); return the final latents.
 
     ``hooks`` change the latents at the loop's hook points, ``attention`` hooks act inside
     the UNet's attention layers during this run, ``callback`` only watches (at a step
     whose UNet output every row discards, see ``SamplerHooks.needs_unet``, its eps is NaN).
+    ``noise()`` returns the fresh noise of a step whose update adds some (``sigma > 0``).
     """
     hooks = hooks or SamplerHooks()
+    if noise is None and any(step.sigma for step in steps):
+        raise ValueError("these steps add noise: pass the rows' noise source")
     denoiser.attention.hooks = list(attention)
     try:
         for position, step in enumerate(steps):
@@ -250,11 +297,12 @@ def sample(
             else:
                 eps = torch.full_like(x, float("nan"))
             eps = hooks.after_eps(step, x, eps)
-            x0 = hooks.after_x0(step, x, eps, ddim.predict_x0(x, eps, step.alpha))
+            x0 = hooks.after_x0(step, x, eps, step.x0(x, eps))
             if callback is not None:
                 callback(step, x, x0, eps)
             eps_dir = hooks.direction(step, x, eps, x0)
-            x = hooks.after_step(step, ddim.ddim_step(x0, eps_dir, step.alpha_prev))
+            fresh = noise() if step.sigma else None
+            x = hooks.after_step(step, step.update(x0, eps_dir, fresh))
             if progress is not None:
                 progress(step.index + 1, step.num_steps)
     finally:

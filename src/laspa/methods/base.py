@@ -60,12 +60,33 @@ def guidance_option(default: float) -> Any:
     )
 
 
+#: the samplers an edit may name (laspa.samplers); "auto" follows the model's scheduler
+SAMPLER_CHOICES = ("auto", "ddim", "ancestral", "lcm")
+DETERMINISTIC_SAMPLERS = ("ddim",)
+#: common options that every row of one batch shares (they shape the whole run)
+COMMON_BATCH_KEY = ("sampler", "step_noise", "guidance_mode")
+
+
 @dataclass
 class CommonParams:
     """Options every method takes."""
 
-    steps: int = option(50, low=1, high=1000, help="DDIM steps")
+    steps: int = option(50, low=1, high=1000, help="sampler steps")
     guidance: float = guidance_option(10.0)
+    sampler: str = option(
+        "auto", choices=SAMPLER_CHOICES,
+        help="step rule: ddim, ancestral (DDPM) or lcm; auto follows the model's scheduler",
+    )  # fmt: skip
+    step_noise: str = option(
+        "auto", choices=("auto", "fixed", "fresh"),
+        help="noise of ancestral / lcm steps: one draw per edit or one per step (auto: fixed "
+        "for lcm, fresh for ancestral)",
+    )  # fmt: skip
+    guidance_mode: str = option(
+        "auto", choices=("auto", "cfg", "embedding"),
+        help="classifier-free guidance, or the UNet's guidance embedding (LCM); auto: the "
+        "embedding where the UNet has one",
+    )  # fmt: skip
 
 
 def check_text(name: str, text: str) -> None:
@@ -180,6 +201,8 @@ class Method:
     Params: ClassVar[type]
     #: parameters that must be equal within one batch; rows differing in them run apart
     batch_key: ClassVar[tuple[str, ...]] = ("steps",)
+    #: whether it inverts the image, which only a deterministic sampler (DDIM) can do
+    needs_deterministic_sampler: ClassVar[bool] = False
     #: whether results carry a mask (EditResult.mask)
     makes_mask: ClassVar[bool] = False
     #: whether it can return cross-attention maps (``Editor.attention_maps``)
@@ -238,4 +261,18 @@ def make_params(method: str, overrides: dict[str, Any], params_cls: type | None 
     check_option_names(method, overrides, params_cls)
     params = params_cls(**overrides)
     validate(params)
+    if method in METHODS:
+        check_sampler(method, getattr(params, "sampler", "auto"))
     return params
+
+
+def check_sampler(method: str, sampler: str) -> None:
+    """Refuse a stochastic sampler for a method that inverts the image."""
+    if METHODS[method].needs_deterministic_sampler and sampler not in (
+        "auto",
+        *DETERMINISTIC_SAMPLERS,
+    ):
+        raise ParameterError(
+            f"{method} inverts the image, which needs a deterministic sampler: "
+            f"use --sampler ddim, not {sampler}"
+        )

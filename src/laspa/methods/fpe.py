@@ -73,6 +73,8 @@ class FPE(Method):
     summary = "Free-Prompt-Editing: self-attention maps of the source replace the target's"
     Params = FPEParams
     batch_key = ("steps", "replace_fraction", "layers", "source_prompt")
+    # the source row follows the inversion (or shares the target's path): no step noise
+    needs_deterministic_sampler = True
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps, n = batch.shared("steps"), batch.size
@@ -81,7 +83,7 @@ class FPE(Method):
         fraction = batch.shared("replace_fraction")
         if fraction is None:
             fraction = GENERATED_REPLACE_FRACTION if generated else REAL_REPLACE_FRACTION
-        steps = engine.steps(num_steps)
+        steps = engine.steps(batch)
         targets = [row.prompt for row in batch.rows]
         guidance = batch.column("guidance")
         if generated:  # one source row per edit: each seed draws its own noise

@@ -14,6 +14,8 @@ class Generate(Method):
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         shape = (batch.size, *engine.latent_shape(batch.pixels)[1:])
-        x_T = engine.noise(engine.generators(batch), shape)
-        steps = engine.steps(batch.shared("steps"))
-        return MethodOutput(engine.sample(x_T, steps, engine.conditioning(batch)))
+        generators = engine.generators(batch)
+        x_T = engine.noise(generators, shape)
+        steps = engine.steps(batch)
+        noise = engine.step_noise(batch, generators, x_T)
+        return MethodOutput(engine.sample(x_T, steps, engine.conditioning(batch), noise=noise))

@@ -154,7 +154,7 @@ class InstDiffEdit(Method):
 
     def run(self, engine: Engine, batch: EditBatch) -> MethodOutput:
         num_steps, seeds = batch.shared("steps"), batch.shared("noise_seeds")
-        steps = engine.steps(num_steps)[start_index(num_steps, batch.shared("strength")) :]
+        steps = engine.steps(batch)[start_index(num_steps, batch.shared("strength")) :]
         if not steps:
             raise ParameterError("strength x steps leaves no mask step; raise strength or steps")
         words = [engine.word_tokens(row.prompt) for row in batch.rows]
@@ -174,7 +174,11 @@ class InstDiffEdit(Method):
         guidance = batch.column("guidance").repeat_interleave(seeds)
         conditioning = engine.conditioning(batch, prompts=prompts, guidance=guidance)
         x = ddim.forward_noise(reference, noise, steps[0].alpha)
-        looped = engine.sample(x, steps, conditioning, hooks, attention=stores, phase="mask")
+        per_row = [g for g in generators for _ in range(seeds)]
+        step_noise = engine.step_noise(batch, per_row, x)
+        looped = engine.sample(
+            x, steps, conditioning, hooks, attention=stores, phase="mask", noise=step_noise
+        )
         if batch.shared("inpaint_model"):
             latents = inpaint_with_checkpoint(engine, batch, hooks.masks, generators)
         elif batch.shared("final_pass") == "inpaint":
@@ -197,12 +201,14 @@ def inpaint(engine: Engine, batch: EditBatch, masks, generators) -> torch.Tensor
     """The final pass on the base model: blended latent diffusion inside ``masks``."""
     num_steps = batch.shared("steps")
     start = start_index(num_steps, batch.shared("inpaint_strength"))
-    steps = engine.steps(num_steps)[start:]
+    steps = engine.steps(batch)[start:]
     reference = batch.reference.expand(batch.size, -1, -1, -1)
     noise = engine.noise(generators, reference.shape)
     x = ddim.forward_noise(reference, noise, steps[0].alpha)
     hooks = MaskedDenoising(reference, noise, masks)
-    return engine.sample(x, steps, engine.conditioning(batch), hooks, phase="inpaint")
+    step_noise = engine.step_noise(batch, generators, x)
+    conditioning = engine.conditioning(batch)
+    return engine.sample(x, steps, conditioning, hooks, phase="inpaint", noise=step_noise)
 
 
 def inpaint_with_checkpoint(engine: Engine, batch: EditBatch, masks, generators) -> torch.Tensor:

@@ -19,10 +19,11 @@ class DDIMInversion(Method):
     case_inputs = ("source_prompt",)
     Params = InversionParams
     batch_key = ("steps", "source_prompt")
+    needs_deterministic_sampler = True
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps = batch.shared("steps")
         trajectory = engine.invert(batch.reference, batch.shared("source_prompt"), num_steps)
         x_T = trajectory[0].expand(batch.size, -1, -1, -1)
-        steps = engine.steps(num_steps)
+        steps = engine.steps(batch)
         return MethodOutput(engine.sample(x_T, steps, engine.conditioning(batch)))

@@ -21,6 +21,7 @@ import torch
 
 from .. import ddim
 from ..loop import SamplerHooks, Step
+from ..samplers import RowNoise
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 
 WeightFn = Callable[[int], torch.Tensor]
@@ -180,12 +181,21 @@ class EpsAlignment(SamplerHooks):
         if not self.weight.any(step.t):
             return eps
         if len(self.forms) == 1:  # one form for every row: no need to compute both
-            e_rec = ddim.reconstruction_eps(x, self.reference, step.alpha, *self.forms)
+            e_rec = reconstruction_eps(step, x, self.reference, *self.forms)
         else:
-            exact = ddim.reconstruction_eps(x, self.reference, step.alpha, "exact")
-            literal = ddim.reconstruction_eps(x, self.reference, step.alpha, "literal")
+            exact = reconstruction_eps(step, x, self.reference, "exact")
+            literal = reconstruction_eps(step, x, self.reference, "literal")
             e_rec = torch.where(self.literal, literal, exact)
         return e_rec if self.weight.full(step.t) else ddim.blend(e_rec, eps, self.weight(step.t))
+
+
+def reconstruction_eps(step: Step, x: torch.Tensor, reference: torch.Tensor, form: str):
+    """LASPA's reconstruction error on ``step``'s sampler: ``exact`` is the eps under which
+    the step's x0 is the reference (with LCM's boundary conditions where it has them),
+    ``literal`` the paper's printed ``x_t - enc(I)``."""
+    if form == "exact":
+        return step.eps_for(x, reference)
+    return ddim.reconstruction_eps(x, reference, step.alpha, form)
 
 
 class X0Alignment(SamplerHooks):
@@ -212,10 +222,10 @@ class X0Alignment(SamplerHooks):
 
     def direction(self, step: Step, x, eps, x0):
         if self.all_consistent:
-            return ddim.eps_from_x0(x, x0, step.alpha)
+            return step.eps_for(x, x0)
         if not bool(self.consistent.any()):
             return eps
-        return torch.where(self.consistent, ddim.eps_from_x0(x, x0, step.alpha), eps)
+        return torch.where(self.consistent, step.eps_for(x, x0), eps)
 
 
 class _Laspa(Method):
@@ -227,16 +237,19 @@ class _Laspa(Method):
         raise NotImplementedError
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
-        steps = engine.steps(batch.shared("steps"))
+        steps = engine.steps(batch)
         reference = batch.reference.expand(batch.size, -1, -1, -1)
         generators = engine.generators(batch)
         x_T = engine.noise(generators, reference.shape)
+        noise = engine.step_noise(batch, generators, x_T)
         timesteps = [step.t for step in steps] + [steps[-1].t_prev]
         weight = weight_schedule(batch, engine.num_train_timesteps, reference.device, timesteps)
         hooks = self.hooks(batch, reference, weight, generators)
         store = engine.attention_store() if batch.record_attention else None
         attention = [store] if store else []
-        latents = engine.sample(x_T, steps, engine.conditioning(batch), hooks, attention=attention)
+        latents = engine.sample(
+            x_T, steps, engine.conditioning(batch), hooks, attention=attention, noise=noise
+        )
         return MethodOutput(latents, token_maps=store.mean() if store else None)
 
 
@@ -249,31 +262,6 @@ class LaspaInput(_Laspa):
     def hooks(self, batch, reference, weight, generators):
         fresh = [p == "fresh" for p in batch.param("noise")]
         return InputAlignment(reference, weight, RowNoise(generators, reference, fresh))
-
-
-class RowNoise:
-    """The z of each row's stochastic inverse, drawn from the row's own generator after x_T.
-
-    Fixed rows keep their first z for the whole edit; ``fresh`` rows draw a new one per call.
-    """
-
-    def __init__(self, generators: list[torch.Generator], like: torch.Tensor, fresh: list[bool]):
-        self.generators = generators
-        self.like = like
-        self.fresh = torch.tensor(fresh, device=like.device).view(-1, 1, 1, 1)
-        self.z: torch.Tensor | None = None
-
-    def _draw(self) -> torch.Tensor:
-        shape = (1, *self.like.shape[1:])
-        draws = [torch.randn(shape, generator=g, device=g.device) for g in self.generators]
-        return torch.cat(draws).to(self.like.device)
-
-    def __call__(self) -> torch.Tensor:
-        if self.z is None:
-            self.z = self._draw()
-        elif bool(self.fresh.any()):
-            self.z = torch.where(self.fresh, self._draw(), self.z)
-        return self.z
 
 
 @register

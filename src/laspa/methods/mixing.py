@@ -105,10 +105,13 @@ class LaspaMix(_Laspa):
             except ValueError as error:
                 raise ParameterError(f"{name}: {error}") from None
 
-        steps = engine.steps(batch.shared("steps"))
+        steps = engine.steps(batch)
         device = batch.reference.device
         reference = batch.reference.expand(2 * n, -1, -1, -1)
-        x_T = engine.noise(engine.generators(batch), (n, *reference.shape[1:]))
+        generators = engine.generators(batch)
+        x_T = engine.noise(generators, (n, *reference.shape[1:]))
+        # the two branches of an edit share their step noise, as they share x_T
+        noise = engine.step_noise(batch, generators, x_T, branches=2)
         aligned_weight = weight_schedule(batch, engine.num_train_timesteps, device)
 
         def weight(t: int) -> torch.Tensor:  # the free rows are never aligned
@@ -135,7 +138,7 @@ class LaspaMix(_Laspa):
         swap = CrossAttentionSwap(list(range(n)), list(range(n, 2 * n)), token_map, swapping)
         conditioning = engine.conditioning(batch, prompts=aligned_prompts + free_prompts)
         x = torch.cat([x_T, x_T])
-        latents = engine.sample(x, steps, conditioning, hooks, attention=[store, swap])
+        latents = engine.sample(x, steps, conditioning, hooks, attention=[store, swap], noise=noise)
         return MethodOutput(
             latents[n:],
             masks=hooks.mask,

@@ -30,13 +30,15 @@ class SDEdit(Method):
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps, strength = batch.shared("steps"), batch.shared("strength")
-        steps = engine.steps(num_steps)[start_index(num_steps, strength) :]
+        steps = engine.steps(batch)[start_index(num_steps, strength) :]
         if not steps:
             raise ParameterError(
                 f"strength {strength} with {num_steps} steps leaves no denoising step; "
                 "raise strength or steps"
             )
         reference = batch.reference.expand(batch.size, -1, -1, -1)
-        noise = engine.noise(engine.generators(batch), reference.shape)
+        generators = engine.generators(batch)
+        noise = engine.noise(generators, reference.shape)
         x = ddim.forward_noise(reference, noise, steps[0].alpha)
-        return MethodOutput(engine.sample(x, steps, engine.conditioning(batch)))
+        step_noise = engine.step_noise(batch, generators, x)
+        return MethodOutput(engine.sample(x, steps, engine.conditioning(batch), noise=step_noise))
