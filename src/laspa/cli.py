@@ -22,6 +22,7 @@ from typer.core import TyperCommand, TyperOption
 
 from .console import Interrupted, exit_interrupted, signals_as_exceptions
 from .errors import LaspaError, ModelError
+from .mini import MODEL_HELP
 from .threads import THREADS_HELP
 
 app = typer.Typer(
@@ -92,6 +93,7 @@ def load_editor(model: str | None, device: str | None = None, threads: int | Non
     """The Editor for --model, or the bundled miniature when none is named, with torch's
     thread count set by --threads (laspa.threads; None keeps torch's own)."""
     from .editor import Editor
+    from .mini import MODEL_NAMES
     from .threads import apply_threads, check_threads
 
     check_threads(threads)
@@ -99,6 +101,9 @@ def load_editor(model: str | None, device: str | None = None, threads: int | Non
     if model is None:
         editor = Editor.mini(device=device)
         editor.description = "the bundled miniature model (--model selects another)"
+    elif model in MODEL_NAMES:
+        editor = Editor.mini(MODEL_NAMES[model], device=device)
+        editor.description = f"the bundled model {model}"
     else:
         editor = Editor.from_pretrained(model, device=device)
         editor.description = f"model {model}"
@@ -196,9 +201,7 @@ class SchemaHelp(TyperCommand):
 
 
 # Options shared by the editing commands, declared once.
-ModelOption = typer.Option(
-    None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
-)
+ModelOption = typer.Option(None, "--model", help=MODEL_HELP)
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)")
 ThreadsOption = typer.Option(None, "--threads", min=1, help=THREADS_HELP)
 SetOption = typer.Option(

@@ -170,7 +170,7 @@ class Editor:
 
         Only safetensors weights are accepted: pickle files can run code when loaded.
         """
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
         check_model_source(model)
@@ -188,7 +188,7 @@ class Editor:
                 source, subfolder="text_encoder", use_safetensors=True, dtype=torch_dtype
             )
             tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
-            scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+            scheduler = load_scheduler(source)
             if is_sdxl(dict(unet.config)):
                 sdxl["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
                     source, subfolder="text_encoder_2", use_safetensors=True, dtype=torch_dtype
@@ -215,15 +215,18 @@ class Editor:
         return editor
 
     @classmethod
-    def mini(cls, **kwargs) -> Editor:
-        """The bundled miniature model, trained by the project on its scene world."""
+    def mini(cls, variant: str = "base", **kwargs) -> Editor:
+        """A bundled miniature model, trained by the project on its scene world: ``"base"``
+        (DDIM, 25-50 steps) or ``"lcm"`` (mini-lcm: distilled from it, 2-8 LCM steps)."""
         from .mini import model_dir
 
         try:
-            folder = model_dir()
-        except RuntimeError as error:
+            folder = model_dir(variant)
+        except (RuntimeError, ValueError) as error:
             raise ModelError(str(error)) from None
-        return cls.from_pretrained(folder, **kwargs)
+        editor = cls.from_pretrained(folder, **kwargs)
+        editor.name = "mini" if variant == "base" else f"mini-{variant}"
+        return editor
 
     # --------------------------------------------------------------- building blocks
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -381,6 +384,21 @@ class Editor:
         check_prompt(prompt)
         seed = check_seed(variant.pop("seed", 0))
         return EditRow(prompt, seed, make_params(method, variant))
+
+
+def load_scheduler(source: str):
+    """The checkpoint's scheduler, of the class its config names (which picks the sampler
+    "auto" runs); DDIM on the same schedule where that class is not a diffusers scheduler."""
+    import diffusers
+
+    config = diffusers.DDIMScheduler.load_config(source, subfolder="scheduler")
+    scheduler_class = getattr(diffusers, str(config.get("_class_name")), None)
+    known = isinstance(scheduler_class, type) and issubclass(
+        scheduler_class, diffusers.SchedulerMixin
+    )
+    if not known:
+        scheduler_class = diffusers.DDIMScheduler
+    return scheduler_class.from_config(config)
 
 
 def _force_zeros_for_empty_prompt(source: str) -> bool:

@@ -31,9 +31,13 @@ def tiny_components(
     prediction_type: str = "epsilon",
     set_alpha_to_one: bool = False,
     upcast_attention: bool = False,
+    time_cond_proj_dim: int | None = None,
+    scheduler_class: str = "DDIMScheduler",
 ):
     """(vae, text_encoder, tokenizer, unet, scheduler), random but seeded; 32 px images.
-    ``upcast_attention`` computes attention scores in float32, as SD 2.1's UNet does."""
+    ``upcast_attention`` computes attention scores in float32, as SD 2.1's UNet does;
+    ``time_cond_proj_dim`` gives the UNet LCM's guidance embedding; ``scheduler_class``
+    is the diffusers scheduler on SD's schedule (the sampler "auto" picks follows it)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -53,8 +57,13 @@ def tiny_components(
         attention_head_dim=2,
         norm_num_groups=8,
         upcast_attention=upcast_attention,
+        time_cond_proj_dim=time_cond_proj_dim,
     )
     scheduler = _tiny_scheduler(set_alpha_to_one=set_alpha_to_one, prediction_type=prediction_type)
+    if scheduler_class != "DDIMScheduler":
+        import diffusers
+
+        scheduler = getattr(diffusers, scheduler_class).from_config(scheduler.config)
     return vae, text_encoder, tokenizer, unet, scheduler
 
 
@@ -116,11 +125,12 @@ def tiny_editor(final_step: str = "clean", **kwargs):
     )
 
 
-def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
-    """Write tiny random components as a diffusers StableDiffusionPipeline folder."""
+def save_tiny_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
+    """Write tiny random components as a diffusers StableDiffusionPipeline folder
+    (``kwargs`` as tiny_components')."""
     from diffusers import StableDiffusionPipeline
 
-    vae, text_encoder, tokenizer, unet, scheduler = tiny_components(seed)
+    vae, text_encoder, tokenizer, unet, scheduler = tiny_components(seed, **kwargs)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

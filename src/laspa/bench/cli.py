@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from ..mini import MODEL_HELP
 from ..threads import THREADS_HELP
 
 DEFAULT_METHODS = "laspa-x0,sdedit,peer-sdedit,peer-diffedit"
@@ -105,9 +106,7 @@ def bench(
         [], "--param", help="METHOD.NAME=VALUE, e.g. laspa-x0.K=300 (repeatable)"
     ),
     steps: int = typer.Option(25, "--steps", help="DDIM steps of every method"),
-    model: str | None = typer.Option(
-        None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
-    ),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     json_out: Path | None = typer.Option(None, "--json", help="write the results as JSON"),

@@ -10,23 +10,43 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: mini-lcm: the LCM-distilled UNet and LCMScheduler; vae/, text_encoder/ and tokenizer/
+#: are links to the bundled model's, so the folder is a whole diffusers checkpoint
+LCM_DIR = Path(__file__).resolve().parent / "lcm"
 _REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: the bundled models by variant, with the command that rebuilds each
+VARIANTS = {
+    "base": (
+        WEIGHTS_DIR,
+        "`PYTHONPATH=training python -m laspa_train.train --stage vae` then `--stage unet`",
+    ),
+    "lcm": (LCM_DIR, "`PYTHONPATH=training python -m laspa_train.lcd` (training/README.md)"),
+}
+#: what --model accepts for each bundled variant
+MODEL_NAMES = {"mini": "base", "mini-lcm": "lcm"}
+#: --model's help, shared by every command that loads a model
+MODEL_HELP = (
+    "diffusers SD / SDXL folder or hub id, or a bundled model: mini (the default) or "
+    "mini-lcm (few-step LCM: use --steps 4)"
+)
 
 
-def model_dir() -> Path:
-    """The bundled miniature model's diffusers folder.
+def model_dir(variant: str = "base") -> Path:
+    """The diffusers folder of a bundled miniature model (``"base"`` or ``"lcm"``).
 
     Raises RuntimeError with the command that rebuilds it if it is missing or
-    incomplete (e.g. a checkout without the weights).
+    incomplete (e.g. a checkout without the weights), ValueError for another variant.
     """
-    missing = [name for name in _REQUIRED if not (WEIGHTS_DIR / name).exists()]
+    if variant not in VARIANTS:
+        raise ValueError(f"no bundled model {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    folder, command = VARIANTS[variant]
+    missing = [name for name in _REQUIRED if not (folder / name).exists()]
     if missing:
         raise RuntimeError(
-            f"the bundled miniature model is missing or incomplete at {WEIGHTS_DIR} "
-            f"(no {', '.join(missing)}); rebuild it with "
-            "`PYTHONPATH=training python -m laspa_train.train --stage vae` then `--stage unet`"
+            f"the bundled miniature model {variant!r} is missing or incomplete at {folder} "
+            f"(no {', '.join(missing)}); rebuild it with {command}"
         )
-    return WEIGHTS_DIR
+    return folder
 
 
-__all__ = ["WEIGHTS_DIR", "model_dir"]
+__all__ = ["LCM_DIR", "MODEL_HELP", "MODEL_NAMES", "VARIANTS", "WEIGHTS_DIR", "model_dir"]

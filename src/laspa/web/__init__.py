@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import LaspaError, first_line
+from ..mini import MODEL_HELP
 from ..threads import THREADS_HELP
 
 if TYPE_CHECKING:
@@ -41,9 +42,7 @@ def build_app(editor, **kwargs) -> gr.Blocks:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (loopback by default)"),
     port: int = typer.Option(7860, "--port", help="TCP port"),
-    model: str | None = typer.Option(
-        None, "--model", help="diffusers SD folder or hub id (default: bundled miniature)"
-    ),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest upload accepted"),
