@@ -204,6 +204,9 @@ class SchemaHelp(TyperCommand):
 ModelOption = typer.Option(None, "--model", help=MODEL_HELP)
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)")
 ThreadsOption = typer.Option(None, "--threads", min=1, help=THREADS_HELP)
+SamplerOption = typer.Option(
+    None, "--sampler", help="ddim, ancestral (DDPM) or lcm (default: the model's scheduler)"
+)
 SetOption = typer.Option(
     [], "--set", help="any method option as NAME=VALUE (repeatable), e.g. --set phi=0.3"
 )
@@ -229,8 +232,15 @@ def edit(
     change: str | None = typer.Option(
         None, "--change", help="laspa-mix: the word of the region to redo; keep all else"
     ),
-    steps: int | None = typer.Option(None, "--steps", help="DDIM steps"),
+    steps: int | None = typer.Option(None, "--steps", help="sampler steps"),
+    sampler: str | None = SamplerOption,
+    step_noise: str | None = typer.Option(
+        None, "--step-noise", help="ancestral / lcm: fixed (one draw per edit) or fresh per step"
+    ),
     guidance: float | None = typer.Option(None, "--guidance", help="guidance scale"),
+    guidance_mode: str | None = typer.Option(
+        None, "--guidance-mode", help="cfg, or the UNet's guidance embedding (LCM)"
+    ),
     strength: float | None = typer.Option(
         None, "--strength", help="sdedit: re-noised fraction; instdiffedit: r"
     ),
@@ -264,8 +274,9 @@ def edit(
     given = {
         "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
         "direction": direction, "noise": noise, **mix_words(method, subject, change),
-        "steps": steps,
-        "guidance": guidance, "strength": strength, "source_prompt": source_prompt,
+        "steps": steps, "sampler": sampler, "step_noise": step_noise,
+        "guidance": guidance, "guidance_mode": guidance_mode, "strength": strength,
+        "source_prompt": source_prompt,
         "replace_fraction": replace_fraction, "layers": layers, "inpaint_model": inpaint_model,
     }  # fmt: skip
     options = method_options(method, given, settings)
@@ -326,7 +337,8 @@ def attention(
     ),
     K: int | None = typer.Option(None, "--K", help="align while t > K"),
     beta: float | None = typer.Option(None, "--beta", help="alignment strength"),
-    steps: int | None = typer.Option(None, "--steps", help="DDIM steps"),
+    steps: int | None = typer.Option(None, "--steps", help="sampler steps"),
+    sampler: str | None = SamplerOption,
     settings: list[str] = SetOption,
     seed: int = typer.Option(0, "--seed", help="random seed"),
     model: str | None = ModelOption,
@@ -342,7 +354,8 @@ def attention(
 
     if not word and not all_words:
         raise LaspaError("name a --word, or ask for --all-words")
-    options = method_options(method, {"K": K, "beta": beta, "steps": steps}, settings)
+    given = {"K": K, "beta": beta, "steps": steps, "sampler": sampler}
+    options = method_options(method, given, settings)
     if not get_method(method).records_attention:
         raise LaspaError(f"method {method} does not record attention maps")
     check_prompt(prompt)
@@ -376,7 +389,8 @@ def sweep(
     strength: str | None = typer.Option(None, "--strength", help="values of strength"),
     guidance: str | None = typer.Option(None, "--guidance", help="values of the guidance"),
     seeds: str | None = typer.Option(None, "--seeds", help="values of the seed"),
-    steps: int | None = typer.Option(None, "--steps", help="DDIM steps"),
+    steps: int | None = typer.Option(None, "--steps", help="sampler steps"),
+    sampler: str | None = SamplerOption,
     settings: list[str] = SetOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
@@ -405,7 +419,7 @@ def sweep(
     }  # fmt: skip
     if not 1 <= len(axes) <= 2:
         raise LaspaError("sweep one or two of --K, --beta, --strength, --guidance, --seeds")
-    fixed = method_options(method, {"steps": steps}, settings)
+    fixed = method_options(method, {"steps": steps, "sampler": sampler}, settings)
     (row_name, row_values), *rest = axes.items()
     column_name, column_values = rest[0] if rest else ("", [None])
     variants = sweep_grid({"prompt": prompt, **fixed}, *axes.items())

@@ -353,6 +353,14 @@ def _numbers():
             opt("-m", "instdiffedit", "--inpaint-model", "MODEL"), "needs an inpainting one"),
         "option of another method": (opt("--strength", "0.5"), "does not take strength"),
         "unknown method": (opt("-m", "imagic"), "unknown method 'imagic'"),
+        "unknown sampler": (opt("--sampler", "euler"), "sampler must be one of auto, ddim"),
+        "fpe on the LCM sampler": (
+            opt("-m", "fpe", "--sampler", "lcm"), "fpe inverts the image, which needs a deterministic sampler"),
+        "ddim-inversion on the ancestral sampler": (
+            opt("-m", "ddim-inversion", "--sampler", "ancestral"), "use --sampler ddim, not ancestral"),
+        "unknown step noise": (opt("--step-noise", "sometimes"), "step_noise must be one of"),
+        "sweep: fpe on the ancestral sampler": (
+            lambda p: sweep("-m", "fpe", "--sampler", "ancestral", "--seeds", "1,2")(p), "needs a deterministic sampler"),
         "sweep: K list with inf": (sweep("--K", "100,inf"), "comma-separated numbers"),
         "sweep: guidance list with inf": (sweep("--guidance", "5,inf"), "guidance must be a finite"),
         "sweep: negative seed": (sweep("--seeds", "1,-1"), "seed must be an integer"),
@@ -520,7 +528,24 @@ AFTER_LOAD = {
         lambda p: p.edit("--steps", 1000, "-q"), "steps must be below 1000 for this model"),
     "laspa-mix: change word not in the prompt": (
         lambda p: p.edit("-m", "laspa-mix", "--change", "sofa", "-q"), "'sofa' does not occur"),
+    "LCM: more steps than the schedule was distilled for": (
+        lambda p: p.edit("--sampler", "lcm", "--steps", 60, "-q"), "steps: "),
+    "guidance embedding asked of a UNet without one": (
+        lambda p: p.edit("--guidance-mode", "embedding", "--steps", 2, "-q"),
+        "guidance_mode embedding needs a UNet distilled with a guidance embedding"),
+    "fpe on a model whose scheduler is LCM's": (
+        lambda p: p.edit("-m", "fpe", "--steps", 2, "-q", "--model", lcm_model(p)),
+        "fpe inverts the image, which needs a deterministic sampler: use --sampler ddim, not lcm"),
 }  # fmt: skip
+
+
+def lcm_model(place: Place) -> Path:
+    """The tiny model with its scheduler config naming LCMScheduler."""
+
+    def to_lcm(folder: Path) -> None:
+        edit_json(folder / "scheduler" / "scheduler_config.json", _class_name="LCMScheduler")
+
+    return model_copy(place, "lcm", to_lcm)
 
 
 @pytest.mark.parametrize("name", list(AFTER_LOAD))

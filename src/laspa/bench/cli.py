@@ -105,7 +105,10 @@ def bench(
     param: list[str] = typer.Option(
         [], "--param", help="METHOD.NAME=VALUE, e.g. laspa-x0.K=300 (repeatable)"
     ),
-    steps: int = typer.Option(25, "--steps", help="DDIM steps of every method"),
+    steps: int = typer.Option(25, "--steps", help="sampler steps of every method"),
+    sampler: str | None = typer.Option(
+        None, "--sampler", help="ddim, ancestral or lcm for every method (default: the model's)"
+    ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
@@ -128,7 +131,7 @@ def bench(
     request = check_request(
         suite, cases, seed, kinds, cases_file, data, methods, param, steps, json_out, plots,
         sweep, sweep_methods, {"K": sweep_k, "beta": sweep_beta, "strength": sweep_strength},
-        samples,
+        samples, sampler,
     )  # fmt: skip
     editor, learned, skipped = load_inputs(request, model, device, threads, clip_model)
     result = run_request(request, editor, learned, skipped, quiet)
@@ -161,7 +164,7 @@ class BenchRequest:
 
 def check_request(
     suite, cases, seed, kinds, cases_file, data, methods, param, steps, json_out, plots,
-    sweep, sweep_methods, sweep_values, samples,
+    sweep, sweep_methods, sweep_values, samples, sampler=None,
 ) -> BenchRequest:  # fmt: skip
     """Everything the user typed, checked before the model loads."""
     from ..errors import ParameterError
@@ -182,8 +185,8 @@ def check_request(
         names.append(runner.REFERENCE)  # the time reference of ratio_to_generate
     swept = runner.parse_methods(sweep_methods) if sweep else []
     overrides = runner.parse_params(param, list(dict.fromkeys(names + swept)))
-    specs = runner.make_specs(names, overrides, steps)
-    sweep_specs = runner.make_specs(swept, overrides, steps)
+    specs = runner.make_specs(names, overrides, steps, sampler)
+    sweep_specs = runner.make_specs(swept, overrides, steps, sampler)
     grids = {axis: number_list(values, f"--sweep-{axis}") for axis, values in sweep_values.items()}
     plan = runner.plan_sweeps(sweep_specs, grids)
     check_outputs(json_out, plots, cases_file, data)

@@ -1,6 +1,7 @@
 """diffusers' own editing pipelines, run as they are, as reference rows of the benchmark.
 
-- ``peer-sdedit``: ``StableDiffusionImg2ImgPipeline`` (SDEdit), DDIM scheduler.
+- ``peer-sdedit``: ``StableDiffusionImg2ImgPipeline`` (SDEdit) with the scheduler of the
+  edit's sampler (DDIM, DDPM), or ``LatentConsistencyModelImg2ImgPipeline`` for LCM.
 - ``peer-diffedit``: ``StableDiffusionDiffEditPipeline``: ``generate_mask``, ``invert``
   and the call, with the pipeline's documented defaults (deprecated in diffusers but
   importable; a text-to-image folder has no inverse scheduler, so one is made from the
@@ -27,8 +28,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ModelError, first_line
-from ..methods.base import CommonParams, make_params, option
+from ..errors import ModelError, ParameterError, first_line
+from ..methods.base import DETERMINISTIC_SAMPLERS, CommonParams, make_params, option
+from ..samplers import sampler_for_scheduler
 
 
 @dataclass
@@ -70,6 +72,13 @@ class DiffEditPeerParams(CommonParams):
         0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule inverted"
     )
 
+    def __post_init__(self) -> None:
+        if self.sampler not in ("auto", *DETERMINISTIC_SAMPLERS):
+            raise ParameterError(
+                "peer-diffedit inverts the image with DDIM, which needs a deterministic "
+                f"sampler: use --sampler ddim, not {self.sampler}"
+            )
+
 
 class Peer:
     """Base of a diffusers pipeline wrapped like an editing method."""
@@ -92,15 +101,21 @@ class Peer:
                 f"{self.name} loads the model with diffusers: run the bench on a model "
                 "folder or hub id (--model), not on in-memory components"
             )
-        from diffusers import DDIMScheduler
+        from diffusers import DDIMScheduler, DDPMScheduler, LCMScheduler
 
         self.pipe = self._load(source, device, dtype)
         self.pipe.set_progress_bar_config(disable=True)
-        # the same final DDIM step as the engine's loop (by default it lands on the clean
-        # image, alpha 1): the comparison is of the methods, not of the last step
-        self.pipe.scheduler = DDIMScheduler.from_config(
-            self.pipe.scheduler.config, set_alpha_to_one=final_alpha_one
-        )
+        config = self.pipe.scheduler.config
+        self.default_sampler = sampler_for_scheduler(type(self.pipe.scheduler).__name__)
+        #: diffusers' scheduler for each of the engine's samplers; DDIM has the same final
+        #: step as the engine's loop (by default it lands on the clean image, alpha 1): the
+        #: comparison is of the methods, not of the last step
+        self.schedulers = {
+            "ddim": DDIMScheduler.from_config(config, set_alpha_to_one=final_alpha_one),
+            "ancestral": DDPMScheduler.from_config(config),
+            "lcm": LCMScheduler.from_config(config),
+        }
+        self.pipe.scheduler = self.schedulers["ddim"]
         self.evals = 0
         self.pipe.unet.register_forward_pre_hook(self._count)
 
@@ -129,6 +144,10 @@ class Peer:
     def wants_latent(self, params: Any) -> bool:
         return False
 
+    def sampler(self, params: Any) -> str:
+        """The edit's sampler: its ``sampler`` option, or the one the model's scheduler names."""
+        return self.default_sampler if params.sampler == "auto" else params.sampler
+
     def _edit(
         self, image, prompt, generator, params, latent
     ) -> tuple[Image.Image, np.ndarray | None]:
@@ -154,6 +173,8 @@ class SDEditPeer(Peer):
     summary = "diffusers StableDiffusionImg2ImgPipeline (SDEdit), DDIM"
     Params = SDEditPeerParams
 
+    _lcm = None
+
     def _load(self, source, device, dtype):
         from diffusers import StableDiffusionImg2ImgPipeline
 
@@ -162,11 +183,28 @@ class SDEditPeer(Peer):
     def wants_latent(self, params: Any) -> bool:
         return params.init == "latent"
 
+    def _pipeline(self, sampler: str):
+        """img2img with the sampler's scheduler; LCM's own img2img pipeline for lcm (its
+        guidance embedding, its strength rule), on the same components."""
+        if sampler != "lcm":
+            self.pipe.scheduler = self.schedulers[sampler]
+            return self.pipe
+        if self._lcm is None:
+            from diffusers import LatentConsistencyModelImg2ImgPipeline
+
+            parts = {k: getattr(self.pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet")}
+            self._lcm = LatentConsistencyModelImg2ImgPipeline(
+                **parts, scheduler=self.schedulers["lcm"], safety_checker=None,
+                feature_extractor=None, requires_safety_checker=False,
+            )  # fmt: skip
+            self._lcm.set_progress_bar_config(disable=True)
+        return self._lcm
+
     def _edit(self, image, prompt, generator, params, latent):
         if params.init == "latent" and latent is None:
             raise ValueError("init='latent' needs the image's latent")
         # img2img takes a 4-channel tensor as ready-made initial latents (no VAE sampling)
-        result = self.pipe(
+        result = self._pipeline(self.sampler(params))(
             prompt=prompt,
             image=latent if params.init == "latent" else image,
             strength=params.strength,

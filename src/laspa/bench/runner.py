@@ -139,12 +139,17 @@ def parse_params(items: Iterable[str], methods: Sequence[str]) -> dict[str, dict
 
 
 def make_specs(
-    methods: Sequence[str], params: dict[str, dict[str, Any]], steps: int
+    methods: Sequence[str],
+    params: dict[str, dict[str, Any]],
+    steps: int,
+    sampler: str | None = None,
 ) -> dict[str, MethodSpec]:
-    """Specs for ``methods`` with the bench's steps and the user's overrides, validated."""
+    """Specs for ``methods`` with the bench's steps (and sampler, when one is named) and
+    the user's overrides, validated."""
+    common = {"steps": steps} if sampler is None else {"steps": steps, "sampler": sampler}
     specs = {}
     for name in methods:
-        spec = MethodSpec(name, {"steps": steps, **params.get(name, {})})
+        spec = MethodSpec(name, {**common, **params.get(name, {})})
         spec.build(spec.params())  # raise on a bad value before any work
         specs[name] = spec
     return specs
