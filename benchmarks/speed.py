@@ -19,9 +19,14 @@ inversion is cached; InstDiffEdit rows also carry ``ratio_to_peer_diffedit``, ag
 diffusers' DiffEdit pipeline timed in the same rounds), then one line per batch size with
 the per-edit seconds of ``laspa-x0`` when 1, 4 and 8 edits of one image share a batch.
 
+``--few-step mini-lcm`` adds rows ``laspa-x0@mini-lcm-N``: LASPA x0 on that few-step model
+at each of ``--few-step-steps`` (default 2,4,8), timed in the same rounds, each with its
+ratio to ``laspa-x0`` on the main model (``--steps``) and to ``peer-diffedit``.
+
     python benchmarks/speed.py                       # bundled miniature (tiny random if missing)
     python benchmarks/speed.py --threads 1,2 --methods laspa-x0,laspa-input,laspa-eps
     python benchmarks/speed.py --model tiny --rounds 3
+    python benchmarks/speed.py --steps 25 --methods laspa-x0,peer-diffedit --few-step mini-lcm
 
 Without ``--threads``, the thread count is torch's own, the commands' default
 (laspa.threads: one per core, or OMP_NUM_THREADS / MKL_NUM_THREADS when set).
@@ -76,6 +81,10 @@ def load(model: str):
             return Editor.mini(), "bundled miniature"
         except ModelError:
             return load("tiny")
+    from laspa.mini import MODEL_NAMES
+
+    if model in MODEL_NAMES:
+        return Editor.mini(MODEL_NAMES[model]), model
     return Editor.from_pretrained(model), model
 
 
@@ -139,6 +148,8 @@ def main() -> None:
     )
     parser.add_argument("--methods", default=",".join(METHOD_PARAMS))
     parser.add_argument("--batches", default="1,4,8", help="edit_many sizes timed ('' for none)")
+    parser.add_argument("--few-step", default=None, help="a few-step model, e.g. mini-lcm")
+    parser.add_argument("--few-step-steps", default="2,4,8", help="its step counts")
     args = parser.parse_args()
 
     from laspa.cli import quiet_libraries
@@ -170,6 +181,12 @@ def main() -> None:
             diffedit_params = make_peer_params(
                 "peer-diffedit", {**common, "source_prompt": case.source_caption}
             )
+    few_step_rows = {}
+    if args.few_step:
+        few_editor, few_name = load(args.few_step)
+        for count in (int(s) for s in args.few_step_steps.split(",") if s.strip()):
+            few_step_rows[f"laspa-x0@{args.few_step}-{count}"] = (few_editor, count)
+        methods += list(few_step_rows)
     timed = ["generate", "loop-generate", *methods]
     if "fpe" in methods:  # the second edit of an image reuses its cached inversion
         timed.insert(timed.index("fpe") + 1, "fpe-warm-cache")
@@ -181,6 +198,8 @@ def main() -> None:
         editor.edit(image, prompt, method="laspa-x0", **common)
         if diffedit is not None:
             diffedit.run(image, prompt, 0, diffedit_params)
+        for few_editor, count in few_step_rows.values():
+            few_editor.edit(image, prompt, method="laspa-x0", steps=count, guidance=args.guidance)
     for round_index in range(args.rounds):
         order = [m for m in timed if m != "fpe-warm-cache"]
         thread_order = list(counts)
@@ -190,6 +209,15 @@ def main() -> None:
         for threads in thread_order:
             torch.set_num_threads(threads)
             for method in order:
+                if method in few_step_rows:
+                    few_editor, count = few_step_rows[method]
+                    result = few_editor.edit(
+                        image, prompt, method="laspa-x0", seed=round_index, steps=count,
+                        guidance=args.guidance,
+                    )  # fmt: skip
+                    evals[method] = result.unet_evals
+                    timings[threads, method].append(result.seconds)
+                    continue
                 seconds = time_method(
                     method, editor, image, prompt, round_index, common, evals,
                     generate, diffedit, diffedit and diffedit_params,
@@ -206,7 +234,13 @@ def main() -> None:
                 "seconds": round(seconds, 4), "unet_evals": evals[method],
                 "ratio_to_generate": round(seconds / reference, 3),
             }  # fmt: skip
-            if method.startswith("instdiffedit") and "peer-diffedit" in medians:
+            if method in few_step_rows:
+                row.update(model=args.few_step, steps=few_step_rows[method][1])
+                if "laspa-x0" in medians:
+                    row["ratio_to_laspa_x0"] = round(seconds / medians["laspa-x0"], 3)
+            if (method.startswith("instdiffedit") or method in few_step_rows) and (
+                "peer-diffedit" in medians
+            ):
                 row["ratio_to_peer_diffedit"] = round(seconds / medians["peer-diffedit"], 3)
             print(json.dumps(row), flush=True)
 
