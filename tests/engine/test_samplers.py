@@ -229,3 +229,33 @@ def test_lcm_refuses_more_steps_than_it_was_distilled_for(lcm):
 def test_the_guidance_embedding_needs_a_unet_that_has_one(tiny):
     with pytest.raises(ParameterError, match="guidance_mode embedding needs a UNet"):
         tiny.edit(picture(), PROMPT, steps=2, guidance_mode="embedding")
+
+
+def test_a_turbo_model_runs_unguided_and_equals_diffusers_euler_pipeline():
+    """SD-Turbo's recipe: EulerDiscreteScheduler with trailing timesteps, 1-4 steps,
+    guidance 0. DDIM is Euler on the same ODE in x / sqrt(a), so the two agree, given the
+    same start: with trailing timesteps diffusers scales x_T by sigma_max instead of
+    sqrt(sigma_max^2 + 1) = 1 / sqrt(a_T) (0.2% less noise), so its start is set here."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    vae, text_encoder, tokenizer, unet, scheduler = tiny_components()
+    turbo = EulerDiscreteScheduler.from_config(scheduler.config, timestep_spacing="trailing")
+    ed = Editor(vae, text_encoder, tokenizer, unet, turbo, device="cpu", dtype=torch.float32)
+    assert ed.engine.default_sampler == "ddim"
+    pipe = StableDiffusionPipeline(
+        vae, text_encoder, tokenizer, unet, turbo, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    x_T = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(4))
+    for steps in (1, 4):
+        turbo.set_timesteps(steps)
+        sigma = float(turbo.sigmas[0])
+        start = x_T * (sigma**2 + 1) ** 0.5 / turbo.init_noise_sigma  # the pipeline multiplies
+        theirs = pipe(
+            PROMPT, num_inference_steps=steps, guidance_scale=0.0, height=32, width=32,
+            latents=start, output_type="latent",
+        ).images  # fmt: skip
+        ours = ed.edit(picture(), PROMPT, method="generate", steps=steps, guidance=0.0, seed=4)
+        assert ours.unet_evals == steps  # no unconditional rows
+        torch.testing.assert_close(ours.latent, theirs, rtol=1e-4, atol=1e-4)
