@@ -1,5 +1,7 @@
 """SDXL through the same engine: tiny random SDXL components saved as a diffusers folder."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,17 @@ def test_half_precision_keeps_the_sdxl_vae_in_float32_as_its_config_asks():
     assert editor.vae.dtype == torch.float32 and editor.unet.dtype == torch.float16
     result = editor.edit(picture(), PROMPT, method="laspa-x0", steps=3)
     assert torch.isfinite(result.latent).all()
+
+
+def test_the_bench_runs_diffusers_sdxl_img2img_as_the_sdedit_peer(sdxl_folder, tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    args = [
+        "bench", "--model", sdxl_folder, "--cases", 1, "--steps", 2, "-q", "--json", report,
+        "--methods", "sdedit,peer-sdedit",
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    result = json.loads(report.read_text())
+    assert result["methods"]["peer-sdedit"]["unet_evals"] == 2  # strength 0.8 of 2 steps, CFG
+    # from the same latent, our sdedit is diffusers' SDXL img2img
+    assert result["checks"]["sdedit_vs_peer_sdedit"]["same_latent_min_psnr"] >= 60

@@ -1,7 +1,8 @@
 """diffusers' own editing pipelines, run as they are, as reference rows of the benchmark.
 
-- ``peer-sdedit``: ``StableDiffusionImg2ImgPipeline`` (SDEdit) with the scheduler of the
-  edit's sampler (DDIM, DDPM), or ``LatentConsistencyModelImg2ImgPipeline`` for LCM.
+- ``peer-sdedit``: ``StableDiffusionImg2ImgPipeline`` (SDEdit; its XL version for SDXL)
+  with the scheduler of the edit's sampler (DDIM, DDPM), or
+  ``LatentConsistencyModelImg2ImgPipeline`` for LCM.
 - ``peer-diffedit``: ``StableDiffusionDiffEditPipeline``: ``generate_mask``, ``invert``
   and the call, with the pipeline's documented defaults (deprecated in diffusers but
   importable; a text-to-image folder has no inverse scheduler, so one is made from the
@@ -155,17 +156,31 @@ class Peer:
 
 
 def _from_pretrained(cls, source: str, device, dtype):
+    # SDXL's pipelines have no safety checker to switch off
+    unchecked = {} if "XL" in cls.__name__ else {"safety_checker": None}
     try:
         pipe = cls.from_pretrained(
             source,
-            safety_checker=None,
             requires_safety_checker=False,
             use_safetensors=True,
             torch_dtype=dtype,
+            **unchecked,
         )
     except Exception as error:  # diffusers raises many types; the user needs one line
         raise ModelError(f"cannot load {source} into {cls.__name__}: {first_line(error)}") from None
     return pipe.to(device)  # DDIM, like the engine's, is set in Peer.__init__
+
+
+def _is_sdxl(source: str) -> bool:
+    from diffusers import UNet2DConditionModel
+
+    from ..models import is_sdxl
+
+    try:
+        config = UNet2DConditionModel.load_config(source, subfolder="unet")
+    except Exception as error:  # the engine read the same folder: rarely reached
+        raise ModelError(f"cannot read {source}'s UNet config: {first_line(error)}") from None
+    return is_sdxl(dict(config))
 
 
 class SDEditPeer(Peer):
@@ -176,9 +191,11 @@ class SDEditPeer(Peer):
     _lcm = None
 
     def _load(self, source, device, dtype):
-        from diffusers import StableDiffusionImg2ImgPipeline
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
-        return _from_pretrained(StableDiffusionImg2ImgPipeline, source, device, dtype)
+        self.sdxl = _is_sdxl(source)
+        cls = StableDiffusionXLImg2ImgPipeline if self.sdxl else StableDiffusionImg2ImgPipeline
+        return _from_pretrained(cls, source, device, dtype)
 
     def wants_latent(self, params: Any) -> bool:
         return params.init == "latent"
@@ -189,6 +206,11 @@ class SDEditPeer(Peer):
         if sampler != "lcm":
             self.pipe.scheduler = self.schedulers[sampler]
             return self.pipe
+        if self.sdxl:
+            raise ModelError(
+                "peer-sdedit runs LCM on SD 1.x/2.x only (diffusers has no SDXL "
+                "LCM img2img pipeline)"
+            )
         if self._lcm is None:
             from diffusers import LatentConsistencyModelImg2ImgPipeline
 
