@@ -16,11 +16,8 @@ LCM_DIR = Path(__file__).resolve().parent / "lcm"
 _REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 #: the bundled models by variant, with the command that rebuilds each
 VARIANTS = {
-    "base": (
-        WEIGHTS_DIR,
-        "`PYTHONPATH=training python -m laspa_train.train --stage vae` then `--stage unet`",
-    ),
-    "lcm": (LCM_DIR, "`PYTHONPATH=training python -m laspa_train.lcd` (training/README.md)"),
+    "base": "`PYTHONPATH=training python -m laspa_train.train --stage vae` then `--stage unet`",
+    "lcm": "`PYTHONPATH=training python -m laspa_train.lcd` (training/README.md)",
 }
 #: what --model accepts for each bundled variant
 MODEL_NAMES = {"mini": "base", "mini-lcm": "lcm"}
@@ -39,7 +36,9 @@ def model_dir(variant: str = "base") -> Path:
     """
     if variant not in VARIANTS:
         raise ValueError(f"no bundled model {variant!r}; choose one of: {', '.join(VARIANTS)}")
-    folder, command = VARIANTS[variant]
+    # looked up at call time so a relocated folder (tests, packagers) is honoured
+    folder = WEIGHTS_DIR if variant == "base" else LCM_DIR
+    command = VARIANTS[variant]
     missing = [name for name in _REQUIRED if not (folder / name).exists()]
     if missing:
         raise RuntimeError(
