@@ -8,7 +8,9 @@ prints one JSON line:
   faithfulness_two  each object's colour and shape) that `laspa.world.read_scene`
                     reads back from images generated for held-out one- and
                     two-object captions (diffusers StableDiffusionPipeline,
-                    50 DDIM steps, classifier-free guidance --guidance)
+                    --steps of the folder's own pipeline (50 DDIM steps for the
+                    bundled model; --model src/laspa/mini/lcm --steps 4 for
+                    mini-lcm), classifier-free guidance --guidance)
   reader_accuracy   the same score for the reader on exactly rendered scenes,
                     i.e. the ceiling the faithfulness numbers are measured against
 """
@@ -137,9 +139,11 @@ def faithfulness(
 
 
 def load_pipeline(folder: Path):
-    from diffusers import StableDiffusionPipeline
+    """The folder's own pipeline class (model_index.json): Stable Diffusion for the bundled
+    model, LatentConsistencyModelPipeline (LCM sampling, guidance embedded) for mini-lcm."""
+    from diffusers import DiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(
+    pipe = DiffusionPipeline.from_pretrained(
         str(folder), safety_checker=None, requires_safety_checker=False
     )
     pipe.set_progress_bar_config(disable=True)
@@ -177,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--n", type=int, default=50, help="captions per one/two-object set")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument(
+        "--steps", type=int, default=50, help="sampling steps (the folder's scheduler)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
