@@ -205,7 +205,7 @@ ModelOption = typer.Option(None, "--model", help=MODEL_HELP)
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)")
 ThreadsOption = typer.Option(None, "--threads", min=1, help=THREADS_HELP)
 SamplerOption = typer.Option(
-    None, "--sampler", help="ddim, ancestral (DDPM) or lcm (default: the model's scheduler)"
+    None, "--sampler", help="ddim, ancestral (DDPM), lcm or tcd (default: the model's scheduler)"
 )
 SetOption = typer.Option(
     [], "--set", help="any method option as NAME=VALUE (repeatable), e.g. --set phi=0.3"
@@ -236,6 +236,9 @@ def edit(
     sampler: str | None = SamplerOption,
     step_noise: str | None = typer.Option(
         None, "--step-noise", help="ancestral / lcm: fixed (one draw per edit) or fresh per step"
+    ),
+    gamma: float | None = typer.Option(
+        None, "--gamma", help="tcd: stochasticity, 0 deterministic to 1 (= lcm)"
     ),
     guidance: float | None = typer.Option(None, "--guidance", help="guidance scale"),
     guidance_mode: str | None = typer.Option(
@@ -274,7 +277,7 @@ def edit(
     given = {
         "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
         "direction": direction, "noise": noise, **mix_words(method, subject, change),
-        "steps": steps, "sampler": sampler, "step_noise": step_noise,
+        "steps": steps, "sampler": sampler, "step_noise": step_noise, "gamma": gamma,
         "guidance": guidance, "guidance_mode": guidance_mode, "strength": strength,
         "source_prompt": source_prompt,
         "replace_fraction": replace_fraction, "layers": layers, "inpaint_model": inpaint_model,

@@ -266,7 +266,9 @@ class Engine:
         count: the model's own sampler)."""
         if isinstance(batch, int):
             return SAMPLERS[self.default_sampler].steps(self.denoiser, batch)
-        return SAMPLERS[self.sampler(batch)].steps(self.denoiser, batch.shared("steps"))
+        return SAMPLERS[self.sampler(batch)].steps(
+            self.denoiser, batch.shared("steps"), gamma=batch.shared("gamma")
+        )
 
     def step_noise(
         self,
@@ -280,7 +282,7 @@ class Engine:
         (``step_noise="fixed"``) or a fresh one per step, stacked ``branches`` times.
         None for a deterministic sampler."""
         sampler = self.sampler(batch)
-        if SAMPLERS[sampler].deterministic:
+        if SAMPLERS[sampler].is_deterministic(batch.shared("gamma")):
             return None
         kind = step_noise_kind(batch.shared("step_noise"), sampler)
         return RowNoise(generators, like, kind == "fresh", branches)

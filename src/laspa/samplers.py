@@ -12,6 +12,12 @@ coefficients, so every method's hooks (which act on x_t, eps and x0) run unchang
   skipping-step timesteps, the boundary conditions ``c_skip = s_d^2 / ((t s)^2 + s_d^2)``,
   ``c_out = t s / sqrt((t s)^2 + s_d^2)`` (s = ``timestep_scaling``, s_d = 0.5), and the
   consistency estimate re-noised to the next timestep: ``sigma^2 = 1 - a'``.
+- ``tcd``: Trajectory Consistency Distillation's strategic stochastic sampling (Zheng et
+  al. 2024; diffusers' ``TCDScheduler``) on LCM's timesteps: the estimate is taken to the
+  intermediate timestep ``s = floor((1 - gamma) t')`` along the model's own eps and
+  re-noised from there, i.e. ``sigma^2 = 1 - a' / a_s``. ``gamma`` 1 is ``lcm``, 0 is
+  deterministic (DDIM with consistency estimates), which lets a few-step model keep what
+  earlier steps decided, as DDIM does.
 
 (a, a' are alphas_cumprod at t and at the next timestep.) The last step of every sampler
 lands on the clean latent (a' = 1, sigma = 0) unless the engine keeps the model's final
@@ -20,6 +26,7 @@ alpha (``final_step="scheduler"``) on DDIM and ancestral.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
@@ -42,8 +49,12 @@ class Sampler:
     #: the step noise when the user leaves it to the sampler: "fixed" or "fresh"
     default_noise: ClassVar[str] = "fixed"
 
-    def steps(self, denoiser: Denoiser, num_steps: int) -> list[Step]:
+    def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
+        """``gamma``: the stochasticity of samplers that have one (tcd); others ignore it."""
         raise NotImplementedError
+
+    def is_deterministic(self, gamma: float) -> bool:
+        return self.deterministic
 
 
 def ddim_timesteps(denoiser: Denoiser, num_steps: int) -> list[tuple[int, int]]:
@@ -69,7 +80,7 @@ class DDIM(Sampler):
     name = "ddim"
     summary = "DDIM, eta 0: deterministic"
 
-    def steps(self, denoiser: Denoiser, num_steps: int) -> list[Step]:
+    def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
         return [
             Step(i, num_steps, t, t_prev, denoiser.alpha(t), denoiser.alpha(t_prev))
             for i, (t, t_prev) in enumerate(ddim_timesteps(denoiser, num_steps))
@@ -87,7 +98,7 @@ class Ancestral(Sampler):
     deterministic = False
     default_noise = "fresh"
 
-    def steps(self, denoiser: Denoiser, num_steps: int) -> list[Step]:
+    def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
         steps = []
         for i, (t, t_prev) in enumerate(ddim_timesteps(denoiser, num_steps)):
             alpha, alpha_prev = denoiser.alpha(t), denoiser.alpha(t_prev)
@@ -114,30 +125,53 @@ class LCM(Sampler):
     summary = "LCM multistep consistency sampling: few steps, re-noised consistency estimates"
     deterministic = False
 
-    def steps(self, denoiser: Denoiser, num_steps: int) -> list[Step]:
-        from diffusers import LCMScheduler
-
-        scheduler = LCMScheduler.from_config(denoiser.scheduler_config)
-        try:
-            scheduler.set_timesteps(num_steps)
-        except ValueError as error:
-            raise ParameterError(f"steps: {error}") from None
-        timesteps = [int(t) for t in scheduler.timesteps]
-        scaling = float(scheduler.config.timestep_scaling)
-        steps = []
-        for i, t in enumerate(timesteps):
-            last = i == len(timesteps) - 1
-            t_prev = -1 if last else timesteps[i + 1]
-            alpha = denoiser.alpha(t)
-            # LCMScheduler returns the consistency estimate itself after the last step
-            alpha_prev = 1.0 if last else denoiser.alpha(t_prev)
-            c_skip, c_out = consistency_scalings(t, scaling)
-            sigma = (1 - alpha_prev) ** 0.5
-            steps.append(Step(i, num_steps, t, t_prev, alpha, alpha_prev, c_skip, c_out, sigma))
-        return steps
+    def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
+        return consistency_steps(denoiser, num_steps, gamma=1.0)
 
 
-SAMPLERS: dict[str, Sampler] = {s.name: s for s in (DDIM(), Ancestral(), LCM())}
+class TCD(Sampler):
+    name = "tcd"
+    summary = "TCD: LCM's steps, re-noised from (1 - gamma) of the way (gamma 0: deterministic)"
+    deterministic = False
+
+    def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
+        return consistency_steps(denoiser, num_steps, gamma)
+
+    def is_deterministic(self, gamma: float) -> bool:
+        return gamma == 0.0
+
+
+def consistency_steps(denoiser: Denoiser, num_steps: int, gamma: float) -> list[Step]:
+    """LCMScheduler's timesteps with the boundary conditions, each estimate carried to
+    ``s = floor((1 - gamma) t')`` along the step's eps and re-noised from there to t'."""
+    from diffusers import LCMScheduler
+
+    scheduler = LCMScheduler.from_config(denoiser.scheduler_config)
+    try:
+        scheduler.set_timesteps(num_steps)
+    except ValueError as error:
+        raise ParameterError(f"steps: {error}") from None
+    timesteps = [int(t) for t in scheduler.timesteps]
+    scaling = float(scheduler.config.timestep_scaling)
+    steps = []
+    for i, t in enumerate(timesteps):
+        last = i == len(timesteps) - 1
+        t_prev = -1 if last else timesteps[i + 1]
+        alpha = denoiser.alpha(t)
+        # LCMScheduler returns the consistency estimate itself after the last step
+        alpha_prev = 1.0 if last else denoiser.alpha(t_prev)
+        c_skip, c_out = consistency_scalings(t, scaling)
+        if last:
+            sigma = 0.0
+        else:
+            s = math.floor((1 - gamma) * t_prev)
+            alpha_s = denoiser.alpha(s) if s > 0 else 1.0
+            sigma = max(1 - alpha_prev / alpha_s, 0.0) ** 0.5
+        steps.append(Step(i, num_steps, t, t_prev, alpha, alpha_prev, c_skip, c_out, sigma))
+    return steps
+
+
+SAMPLERS: dict[str, Sampler] = {s.name: s for s in (DDIM(), Ancestral(), LCM(), TCD())}
 
 #: scheduler classes whose update is the ancestral one, and LCM's
 _ANCESTRAL = {
@@ -145,6 +179,7 @@ _ANCESTRAL = {
     "DPMSolverSDEScheduler",
 }  # fmt: skip
 _LCM = {"LCMScheduler"}
+_TCD = {"TCDScheduler"}
 
 
 def sampler_for_scheduler(class_name: str) -> str:
@@ -153,6 +188,8 @@ def sampler_for_scheduler(class_name: str) -> str:
     Euler, DPM-Solver, ...: the same ODE, DDIM its first-order solver)."""
     if class_name in _LCM:
         return "lcm"
+    if class_name in _TCD:
+        return "tcd"
     if class_name in _ANCESTRAL:
         return "ancestral"
     return "ddim"

@@ -259,3 +259,38 @@ def test_a_turbo_model_runs_unguided_and_equals_diffusers_euler_pipeline():
         ours = ed.edit(picture(), PROMPT, method="generate", steps=steps, guidance=0.0, seed=4)
         assert ours.unet_evals == steps  # no unconditional rows
         torch.testing.assert_close(ours.latent, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_tcd_at_gamma_one_is_lcm_and_at_gamma_zero_adds_no_noise(lcm):
+    denoiser = lcm.engine.denoiser
+    assert SAMPLERS["tcd"].steps(denoiser, 4, gamma=1.0) == SAMPLERS["lcm"].steps(denoiser, 4)
+    quiet = SAMPLERS["tcd"].steps(denoiser, 4, gamma=0.0)
+    assert all(step.sigma == 0.0 for step in quiet) and SAMPLERS["tcd"].is_deterministic(0.0)
+    assert not SAMPLERS["tcd"].is_deterministic(0.3)
+    # in between: re-noised from s = floor((1 - gamma) t'), as TCDScheduler does
+    step = SAMPLERS["tcd"].steps(denoiser, 4, gamma=0.3)[1]
+    alpha_s = denoiser.alpha(int((1 - 0.3) * step.t_prev))
+    assert step.sigma == pytest.approx((1 - step.alpha_prev / alpha_s) ** 0.5)
+    assert 0 < step.sigma < SAMPLERS["lcm"].steps(denoiser, 4)[1].sigma
+
+
+def test_tcd_at_gamma_zero_ignores_the_step_noise_and_aligns_exactly(lcm):
+    variant = {"prompt": PROMPT, "steps": 4, "sampler": "tcd", "gamma": 0.0, "beta": 0.3}
+    fixed, fresh = (lcm.edit(picture(), **variant, step_noise=k).latent for k in ("fixed", "fresh"))
+    assert torch.equal(fixed, fresh)
+    noisy = [lcm.edit(picture(), **variant | {"gamma": 0.5}, step_noise=k).latent
+             for k in ("fixed", "fresh")]  # fmt: skip
+    assert not torch.allclose(*noisy)
+    generator = torch.Generator().manual_seed(1)
+    reference, x_T = torch.randn((2, 1, 4, 16, 16), generator=generator)
+    hooks = X0Alignment(reference, unit_weight, ["consistent"])
+    steps = SAMPLERS["tcd"].steps(lcm.engine.denoiser, 4, gamma=0.5)
+    out = sample(lcm.engine.denoiser, x_T, steps, guided(lcm), hooks,
+                 noise=RowNoise([generator], x_T, True))  # fmt: skip
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_tcd_is_refused_by_inverting_methods_and_picked_for_a_tcd_scheduler():
+    with pytest.raises(ParameterError, match="use --sampler ddim, not tcd"):
+        make_params("fpe", {"sampler": "tcd"})
+    assert editor(scheduler_class="TCDScheduler").engine.default_sampler == "tcd"

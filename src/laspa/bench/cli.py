@@ -107,7 +107,7 @@ def bench(
     ),
     steps: int = typer.Option(25, "--steps", help="sampler steps of every method"),
     sampler: str | None = typer.Option(
-        None, "--sampler", help="ddim, ancestral or lcm for every method (default: the model's)"
+        None, "--sampler", help="ddim, ancestral, lcm or tcd for all methods (default: the model's)"
     ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),

@@ -102,7 +102,7 @@ class Peer:
                 f"{self.name} loads the model with diffusers: run the bench on a model "
                 "folder or hub id (--model), not on in-memory components"
             )
-        from diffusers import DDIMScheduler, DDPMScheduler, LCMScheduler
+        from diffusers import DDIMScheduler, DDPMScheduler, LCMScheduler, TCDScheduler
 
         self.pipe = self._load(source, device, dtype)
         self.pipe.set_progress_bar_config(disable=True)
@@ -115,6 +115,7 @@ class Peer:
             "ddim": DDIMScheduler.from_config(config, set_alpha_to_one=final_alpha_one),
             "ancestral": DDPMScheduler.from_config(config),
             "lcm": LCMScheduler.from_config(config),
+            "tcd": TCDScheduler.from_config(config),
         }
         self.pipe.scheduler = self.schedulers["ddim"]
         self.evals = 0
@@ -233,6 +234,8 @@ class SDEditPeer(Peer):
             num_inference_steps=params.steps,
             guidance_scale=params.guidance,
             generator=generator,
+            # TCDScheduler takes its gamma as the step's eta (LCM's pipeline has no eta)
+            **({"eta": params.gamma} if self.sampler(params) == "tcd" else {}),
         )
         return result.images[0], None
 

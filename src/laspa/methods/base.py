@@ -61,10 +61,10 @@ def guidance_option(default: float) -> Any:
 
 
 #: the samplers an edit may name (laspa.samplers); "auto" follows the model's scheduler
-SAMPLER_CHOICES = ("auto", "ddim", "ancestral", "lcm")
+SAMPLER_CHOICES = ("auto", "ddim", "ancestral", "lcm", "tcd")
 DETERMINISTIC_SAMPLERS = ("ddim",)
 #: common options that every row of one batch shares (they shape the whole run)
-COMMON_BATCH_KEY = ("sampler", "step_noise", "guidance_mode")
+COMMON_BATCH_KEY = ("sampler", "step_noise", "guidance_mode", "gamma")
 
 
 @dataclass
@@ -75,11 +75,15 @@ class CommonParams:
     guidance: float = guidance_option(10.0)
     sampler: str = option(
         "auto", choices=SAMPLER_CHOICES,
-        help="step rule: ddim, ancestral (DDPM) or lcm; auto follows the model's scheduler",
+        help="step rule: ddim, ancestral (DDPM), lcm or tcd; auto follows the model's scheduler",
+    )  # fmt: skip
+    gamma: float = option(
+        0.3, low=0.0, high=1.0,
+        help="tcd's stochasticity: 0 deterministic, 1 the same as lcm",
     )  # fmt: skip
     step_noise: str = option(
         "auto", choices=("auto", "fixed", "fresh"),
-        help="noise of ancestral / lcm steps: one draw per edit or one per step (auto: fixed "
+        help="noise of ancestral / lcm / tcd steps: one draw per edit or one per step (auto: fixed "
         "for lcm, fresh for ancestral)",
     )  # fmt: skip
     guidance_mode: str = option(
