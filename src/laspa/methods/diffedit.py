@@ -20,11 +20,11 @@ The options and their defaults are those of diffusers' (deprecated)
    step, the first inverted latent rather than the input; ``blend="paper"`` takes the
    inversion at the step's own level and the input itself at the end.
 
-``posterior="sample"`` draws enc(I) from the VAE posterior with the seed's generator, in
-the pipeline's order (the mask draws' posterior samples, their noise, then the
-inversion's sample), so the masks and inversion are diffusers' draw for draw;
-``"mean"`` (default) uses the posterior mean like every other method, and one inversion
-then serves every seed.
+``posterior="sample"`` (default) draws enc(I) from the VAE posterior with the seed's
+generator, in the pipeline's order (the mask draws' posterior samples, their noise, then
+the inversion's sample): at the defaults an edit is diffusers' to 70-100 dB, the same
+algorithm (docs/methods.md, "DiffEdit"). ``"mean"`` uses the posterior mean like every
+other method, so one inversion serves every seed of an image.
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ class DiffEditParams(CommonParams):
         "the input at the end (paper)",
     )
     posterior: str = option(
-        "mean",
-        choices=("mean", "sample"),
-        help="enc(I): the VAE posterior mean, or samples drawn in diffusers' order "
-        "(its masks and inversion draw for draw)",
+        "sample",
+        choices=("sample", "mean"),
+        help="enc(I): VAE posterior samples drawn in diffusers' order (its masks and "
+        "inversion draw for draw), or the posterior mean (one inversion for every seed)",
     )
 
     def check_together(self) -> None:
