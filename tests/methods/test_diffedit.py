@@ -178,19 +178,23 @@ def test_bad_options_are_refused(editor, options, message):
 
 
 # ------------------------------------------------------------------ against diffusers
-def test_at_its_defaults_it_is_diffusers_pipeline():
-    """diffusers' StableDiffusionDiffEditPipeline on the same components, with its DDIM
-    scheduler ending and its inverse scheduler starting at alpha 1 like the loop: the same
-    masks and, to float rounding, the same images."""
+@pytest.mark.parametrize("final_step", ["clean", "scheduler"])
+def test_at_its_defaults_it_is_diffusers_pipeline(final_step):
+    """diffusers' StableDiffusionDiffEditPipeline on the same components, its DDIM
+    scheduler ending and its inverse scheduler starting where the loop's last step lands
+    (alpha 1; with ``final_step="scheduler"`` the config's alphas_cumprod[0], i.e. the
+    pipeline exactly as built from the model's config): the same masks and, to float
+    rounding, the same latents."""
+    one = final_step == "clean"
     diffusers = pytest.importorskip("diffusers")
     if not hasattr(diffusers, "StableDiffusionDiffEditPipeline"):
         pytest.skip("this diffusers no longer ships StableDiffusionDiffEditPipeline")
     vae, text_encoder, tokenizer, unet, scheduler = tiny_components()
     pipe = diffusers.StableDiffusionDiffEditPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=diffusers.DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=True),
+        scheduler=diffusers.DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=one),
         inverse_scheduler=diffusers.DDIMInverseScheduler.from_config(
-            scheduler.config, set_alpha_to_one=True
+            scheduler.config, set_alpha_to_one=one
         ),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
@@ -207,6 +211,6 @@ def test_at_its_defaults_it_is_diffusers_pipeline():
             prompt="a red cat", mask_image=mask, image_latents=latents, output_type="latent",
             **common,
         ).images  # fmt: skip
-    ours = edit(tiny_editor(), seed=seed)
+    ours = edit(tiny_editor(final_step=final_step), seed=seed)
     assert np.array_equal(ours.mask.numpy(), mask.astype(np.float32))
     assert torch.allclose(ours.latent, theirs.float(), atol=1e-4)
