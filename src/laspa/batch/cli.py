@@ -72,6 +72,7 @@ def batch(
             raise LaspaError("--prompt is for a folder of images; a manifest line has its own")
         entries = jobs.manifest_entries(source, defaults)
     check_outdir(outdir)
+    check_model(model)
     if use_ray:
         from .on_ray import check_address, check_ray_installed
 
@@ -108,6 +109,16 @@ def batch(
     )
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def check_model(model: str | None) -> None:
+    """What can be told of --model from its folder's configs (no weights read): on Ray the
+    workers load it, and a refusal there would come late and wrapped."""
+    from ..mini import MODEL_NAMES
+    from ..models import check_model_source
+
+    if model is not None and model not in MODEL_NAMES:
+        check_model_source(model)
 
 
 def check_outdir(outdir: Path) -> None:

@@ -29,6 +29,8 @@ from ..errors import LaspaError
 CONNECT_TIMEOUT_S = 3.0
 #: the object store of a local cluster: payloads and results are short texts
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
+#: how long the workers may take to start and load their models
+ACTOR_START_TIMEOUT_S = 900
 
 
 def check_ray_installed() -> None:
@@ -142,6 +144,9 @@ def map_with_editors(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+        # every worker has its model loaded before the first payload goes out, so work
+        # spreads over all of them (and a pool the cluster cannot place fails, not waits)
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         data = ray.data.from_items(
             [{"payload": p} for p in payloads], override_num_blocks=max(1, len(payloads))
         )
@@ -153,18 +158,39 @@ def map_with_editors(
                 "model": model, "device": device, "threads": threads, "handler": handler,
             },
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=where.workers),
+            # one payload at a time per worker: none queues behind a busy one
+            compute=ray.data.ActorPoolStrategy(
+                size=where.workers, max_tasks_in_flight_per_actor=1
+            ),
             num_cpus=where.cpus,
             num_gpus=where.gpus,
         )  # fmt: skip
         results = []
-        for row in mapped.iter_rows():
-            results.append(str(row["result"]))
-            if progress is not None:
-                progress(results[-1])
+        try:
+            for row in mapped.iter_rows():
+                results.append(str(row["result"]))
+                if progress is not None:
+                    progress(results[-1])
+        except ray.exceptions.RayError as error:  # e.g. a worker that cannot load the model
+            raise LaspaError(f"the Ray job failed: {_ray_reason(error)}") from None
         return results
     finally:
         ray.shutdown()  # stops a cluster started here; leaves a joined one running
+
+
+def _ray_reason(error: BaseException) -> str:
+    """The one line that says why: a laspa error raised in a worker, where there is one
+    (Ray wraps it with the worker's traceback), else Ray's own first line."""
+    cause = error
+    while cause is not None:
+        if isinstance(cause, LaspaError):
+            return str(cause)
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    text = str(error).strip()
+    for line in text.splitlines():
+        if "LaspaError" in line or "ModelError" in line:
+            return line.split(":", 1)[-1].strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ------------------------------------------------------------------ batch jobs
