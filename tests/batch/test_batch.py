@@ -95,7 +95,10 @@ def test_a_rerun_skips_finished_items_and_redoes_a_missing_one_identically(
     code, _, err = run_cli(capsys, *args)
     assert code == 1 and "0 done, 4 already there, 6 failed" in err
     assert {n: r["status"] for n, r in summary(outdir).items() if r["status"] != "failed"} == {
-        1: "exists", 2: "exists", 3: "exists", 11: "exists"
+        1: "exists",
+        2: "exists",
+        3: "exists",
+        11: "exists",
     }
     assert {name: (outdir / name).stat().st_mtime_ns for name in first} == stamps
     (outdir / "im0-2.png").unlink()  # one edit of a two-edit batch

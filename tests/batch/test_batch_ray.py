@@ -134,3 +134,24 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(capsys, tiny_model
     assert len(workers) >= 2
     assert not list(remote.glob(".*.tmp"))
     assert json.loads((remote / "summary.jsonl").read_text().splitlines()[0])["line"] == 1
+
+
+def test_bench_on_ray_scores_what_the_bench_in_this_process_scores(
+    capsys, tiny_model_dir, tmp_path
+):
+    common = ["--model", tiny_model_dir, "--cases", 3, "--steps", 2, "--samples", 0,
+              "--methods", "laspa-x0,sdedit", "--threads", 1, "-q"]  # fmt: skip
+    code, _, err = run_cli(capsys, "bench", *common, "--json", tmp_path / "local.json")
+    assert code in (0, None), err
+    finished = subprocess.run(
+        laspa_command("bench", *common, "--json", tmp_path / "ray.json", "--ray", "--workers", 2),
+        env=environment(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    local, remote = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
+    timing = ("seconds", "cpu_seconds")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in remote["per_case"]] == [
+        {k: v for k, v in r.items() if k not in timing} for r in local["per_case"]
+    ]
+    assert remote["cases"] == local["cases"] == 3
+    assert remote["vae_ceiling_psnr"] == local["vae_ceiling_psnr"]

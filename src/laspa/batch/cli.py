@@ -22,7 +22,9 @@ def batch(
         ..., help="a JSON-lines manifest (one edit per line), or a folder of images with --prompt"
     ),
     outdir: Path = typer.Option(..., "-o", "--output", help="output folder (made if missing)"),
-    prompt: str | None = typer.Option(None, "--prompt", help="folder jobs: the prompt of every image"),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="folder jobs: the prompt of every image"
+    ),
     method: str = typer.Option("laspa-x0", "--method", "-m", help="method of lines naming none"),
     steps: int | None = typer.Option(None, "--steps", help="sampler steps of lines naming none"),
     settings: list[str] = SetOption,
@@ -33,9 +35,13 @@ def batch(
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     threads: int | None = ThreadsOption,
-    ray: bool = typer.Option(False, "--ray", help="run on Ray (a local cluster unless --ray-address)"),
+    ray: bool = typer.Option(
+        False, "--ray", help="run on Ray (a local cluster unless --ray-address)"
+    ),
     ray_address: str | None = typer.Option(
-        None, "--ray-address", help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray"
+        None,
+        "--ray-address",
+        help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray",
     ),
     workers: int | None = typer.Option(
         None, "--workers", help="Ray workers (default: one per GPU, else one per --threads CPUs)"
@@ -45,6 +51,7 @@ def batch(
     """Run many edits: each manifest line names image, prompt and optionally method, seed,
     output and method options; outputs land in -o, with summary.jsonl saying what became
     of each line. A rerun skips what is done. Exit status 1 when an item failed."""
+    from ..cli import method_options
     from ..methods.base import check_prompt, check_seed
     from ..threads import check_threads
     from . import jobs
@@ -53,12 +60,8 @@ def batch(
     check_seed(seed)
     if batch_size < 1:
         raise LaspaError(f"--batch-size must be >= 1, got {batch_size}")
-    use_ray = ray or ray_address is not None
-    if workers is not None and not use_ray:
+    if workers is not None and not (ray or ray_address is not None):
         raise LaspaError("--workers is for --ray")
-    if workers is not None and workers < 1:
-        raise LaspaError(f"--workers must be >= 1, got {workers}")
-    from ..cli import method_options
 
     options = method_options(method, {"steps": steps}, settings)
     defaults = jobs.Defaults(method, seed, options)
@@ -72,13 +75,7 @@ def batch(
             raise LaspaError("--prompt is for a folder of images; a manifest line has its own")
         entries = jobs.manifest_entries(source, defaults)
     check_outdir(outdir)
-    check_model(model)
-    if use_ray:
-        from .on_ray import check_address, check_ray_installed
-
-        check_ray_installed()
-        if ray_address is not None:
-            check_address(ray_address)
+    use_ray = check_ray_request(ray, ray_address, workers, model, threads)
     job = jobs.plan(entries, outdir, batch_size)
     outdir.mkdir(exist_ok=True)
     outputs = [item.output for group in job.groups for item in group.items]
@@ -109,6 +106,27 @@ def batch(
     )
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def check_ray_request(ray: bool, address: str | None, workers: int | None, model, threads) -> bool:
+    """Whether to run on Ray (--ray, or --ray-address alone), with what can be checked
+    before a cluster starts: Ray installed, the address answering, the model folder."""
+    from ..threads import check_threads
+
+    check_threads(threads)
+    use_ray = ray or address is not None
+    if workers is not None and not use_ray:
+        raise LaspaError("--workers is for --ray")
+    if workers is not None and workers < 1:
+        raise LaspaError(f"--workers must be >= 1, got {workers}")
+    check_model(model)
+    if use_ray:
+        from .on_ray import check_address, check_ray_installed
+
+        check_ray_installed()
+        if address is not None:
+            check_address(address)
+    return use_ray
 
 
 def check_model(model: str | None) -> None:

@@ -211,9 +211,7 @@ def check_output_name(name: Any) -> None:
 
 
 # ------------------------------------------------------------------ planning
-def plan(
-    entries: Iterable[tuple[int, Callable[[], Item]]], outdir: Path, batch_size: int
-) -> Job:
+def plan(entries: Iterable[tuple[int, Callable[[], Item]]], outdir: Path, batch_size: int) -> Job:
     """Check every entry (each a line number and a builder raising on a bad item), refuse
     an output that another line already names or that is the item's own input, and group
     the rest: same image, same method, same batch key, in manifest order, at most

@@ -49,7 +49,9 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     text = address.removeprefix("ray://")
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise LaspaError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+        raise LaspaError(
+            f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}"
+        )
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
     except OSError as error:
