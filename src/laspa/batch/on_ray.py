@@ -147,7 +147,7 @@ def map_with_editors(
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         # every worker has its model loaded before the first payload goes out, so work
-        # spreads over all of them (and a pool the cluster cannot place fails, not waits)
+        # spreads over all of them (placement() refuses a pool larger than the cluster)
         context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         data = ray.data.from_items(
             [{"payload": p} for p in payloads], override_num_blocks=max(1, len(payloads))
@@ -160,9 +160,12 @@ def map_with_editors(
                 "model": model, "device": device, "threads": threads, "handler": handler,
             },
             batch_size=1,
-            # one payload at a time per worker: none queues behind a busy one
+            # a worker holds the payload it runs and the next one, so it never waits for
+            # the driver between payloads (on a busy 2-core machine, 68 ms of overhead a
+            # payload with one in flight, 59 with two), and no more, so that work does
+            # not pile up behind one worker
             compute=ray.data.ActorPoolStrategy(
-                size=where.workers, max_tasks_in_flight_per_actor=1
+                size=where.workers, max_tasks_in_flight_per_actor=2
             ),
             num_cpus=where.cpus,
             num_gpus=where.gpus,
