@@ -157,3 +157,20 @@ def test_groups_follow_the_manifest_alone(tmp_path):
     for group in plan.groups:
         assert len({(i.image, i.options["steps"]) for i in group.items}) == 1
     assert sorted(i.line for g in plan.groups for i in g.items) == list(range(1, 11))
+
+
+def test_no_output_overwrites_an_input(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, 2)
+    manifest = write_manifest(tmp_path / "job.jsonl", [
+        {"image": "images/im0.png", "prompt": "a red cat", "output": "im1.png"},
+        {"image": "images/im1.png", "prompt": "a red cat", "output": "im1.png"},
+        {"image": "images/im1.png", "prompt": "a red cat", "output": "new.png"},
+    ])  # fmt: skip
+    plan = jobs.plan(jobs.manifest_entries(manifest, jobs.Defaults()), images, 8)
+    reasons = {failure.line: failure.reason for failure in plan.refused}
+    assert reasons == {
+        1: "output im1.png would overwrite the input of line 2",
+        2: "output im1.png would overwrite its own input",
+    }
+    assert [item.line for group in plan.groups for item in group.items] == [3]

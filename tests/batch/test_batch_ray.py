@@ -50,14 +50,28 @@ def job(tmp_path: Path, groups: int, steps: int) -> Path:
     return write_manifest(tmp_path / "job.jsonl", lines)
 
 
-def test_ray_writes_the_bytes_this_process_writes(capsys, tiny_model_dir, tmp_path):
+@pytest.fixture()
+def cluster():
+    """A local Ray cluster this test process starts (and alone stops): its address."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def test_ray_writes_the_bytes_this_process_writes(capsys, tiny_model_dir, tmp_path, cluster):
+    """On a cluster that was already running (--ray-address), with two workers."""
     manifest = job(tmp_path, groups=3, steps=3)
     local, remote = tmp_path / "local", tmp_path / "ray"
     common = ["--model", tiny_model_dir, "--threads", 1, "-q"]
     code, _, err = run_cli(capsys, "batch", manifest, "-o", local, *common)
     assert code == 1, err  # the missing image
     finished = subprocess.run(
-        laspa_command("batch", manifest, "-o", remote, "--ray", "--workers", 2, *common),
+        laspa_command("batch", manifest, "-o", remote, "--ray-address", cluster, "--workers", 2,
+                      *common),
         env=environment(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert finished.returncode == 1, finished.stderr
@@ -70,6 +84,9 @@ def test_ray_writes_the_bytes_this_process_writes(capsys, tiny_model_dir, tmp_pa
             for n, row in summary(remote).items()}  # fmt: skip
     assert rows == {n: {k: v for k, v in row.items() if k not in ("worker", "seconds")}
                     for n, row in summary(local).items()}  # fmt: skip
+    import ray
+
+    assert ray.is_initialized()  # the job left the cluster it joined running
 
 
 def _descendants(root: int) -> dict[int, str]:

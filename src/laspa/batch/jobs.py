@@ -213,31 +213,37 @@ def check_output_name(name: Any) -> None:
 # ------------------------------------------------------------------ planning
 def plan(entries: Iterable[tuple[int, Callable[[], Item]]], outdir: Path, batch_size: int) -> Job:
     """Check every entry (each a line number and a builder raising on a bad item), refuse
-    an output that another line already names or that is the item's own input, and group
+    an output that an earlier line already names or that is any line's input, and group
     the rest: same image, same method, same batch key, in manifest order, at most
     ``batch_size`` per group."""
     from ..editor import _batches
     from ..methods.base import COMMON_BATCH_KEY, METHODS, make_params
 
     refused: list[Failure] = []
-    claimed: dict[str, int] = {}
-    by_image: dict[tuple[str, str], list[Item]] = {}
+    built: list[Item] = []
     for number, build in entries:
         try:
-            item = build()
+            built.append(build())
         except LaspaError as error:
             refused.append(Failure(number, str(error)))
-            continue
+    inputs = {os.path.realpath(item.image): item.line for item in built}
+    claimed: dict[str, int] = {}
+    by_image: dict[tuple[str, str], list[Item]] = {}
+    for item in built:
+        target = os.path.realpath(outdir / item.output)
+        reason = None
         if item.output in claimed:
             reason = f"output {item.output} is also line {claimed[item.output]}'s"
-            refused.append(Failure(number, reason, image=item.image))
+        elif target == os.path.realpath(item.image):
+            reason = f"output {item.output} would overwrite its own input"
+        elif target in inputs:
+            reason = f"output {item.output} would overwrite the input of line {inputs[target]}"
+        if reason is not None:
+            refused.append(Failure(item.line, reason, image=item.image))
             continue
-        if os.path.realpath(outdir / item.output) == os.path.realpath(item.image):
-            reason = f"output {item.output} would overwrite the input image"
-            refused.append(Failure(number, reason, item.output, item.image))
-            continue
-        claimed[item.output] = number
+        claimed[item.output] = item.line
         by_image.setdefault((item.image, item.method), []).append(item)
+    refused.sort(key=lambda failure: failure.line)
     groups = []
     for (image, method), items in by_image.items():
         key = (*METHODS[method].batch_key, *COMMON_BATCH_KEY)

@@ -96,7 +96,11 @@ def start(address: str | None, workers: int | None, threads: int | None) -> bool
             ray.init(address=address, **quiet)
             return False
         cpus = max(os.cpu_count() or 1, (workers or 1) * (threads or 1))
-        ray.init(num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
+        # "local": a new cluster, never one that RAY_ADDRESS or an earlier `ray start`
+        # on this machine names (which address=None would join)
+        ray.init(
+            address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet
+        )
         return True
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"at {address}" if address else "locally"
