@@ -226,7 +226,9 @@ def plan(entries: Iterable[tuple[int, Callable[[], Item]]], outdir: Path, batch_
             built.append(build())
         except LaspaError as error:
             refused.append(Failure(number, str(error)))
-    inputs = {os.path.realpath(item.image): item.line for item in built}
+    inputs: dict[str, int] = {}  # an input image -> the first line that reads it
+    for item in built:
+        inputs.setdefault(os.path.realpath(item.image), item.line)
     claimed: dict[str, int] = {}
     by_image: dict[tuple[str, str], list[Item]] = {}
     for item in built:
