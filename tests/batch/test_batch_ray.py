@@ -69,6 +69,14 @@ def test_ray_writes_the_bytes_this_process_writes(capsys, tiny_model_dir, tmp_pa
     common = ["--model", tiny_model_dir, "--threads", 1, "-q"]
     code, _, err = run_cli(capsys, "batch", manifest, "-o", local, *common)
     assert code == 1, err  # the missing image
+    too_many = subprocess.run(
+        laspa_command("batch", manifest, "-o", remote, "--ray-address", cluster, "--workers", 3,
+                      *common),
+        env=environment(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert too_many.returncode == 2
+    assert too_many.stderr.strip().endswith("needs more than the Ray cluster holds (2 CPUs)")
+    assert not remote.exists()
     finished = subprocess.run(
         laspa_command("batch", manifest, "-o", remote, "--ray-address", cluster, "--workers", 2,
                       *common),

@@ -77,6 +77,7 @@ def batch(
     check_outdir(outdir)
     use_ray = check_ray_request(ray, ray_address, workers, model, threads)
     job = jobs.plan(entries, outdir, batch_size)
+    made = not outdir.exists()
     outdir.mkdir(exist_ok=True)
     outputs = [item.output for group in job.groups for item in group.items]
     bar = _bar(job.items, quiet)
@@ -85,10 +86,15 @@ def batch(
         if use_ray:
             from .on_ray import run_batch
 
-            records = run_batch(
-                job, outdir, model=model, device=device, threads=threads, workers=workers,
-                address=ray_address, progress=bar.update,
-            )  # fmt: skip
+            try:
+                records = run_batch(
+                    job, outdir, model=model, device=device, threads=threads,
+                    workers=workers, address=ray_address, progress=bar.update,
+                )  # fmt: skip
+            except LaspaError:  # refused by the cluster (too small): leave nothing behind
+                if made and not any(outdir.iterdir()):
+                    outdir.rmdir()
+                raise
             where = "on Ray"
         else:
             from ..cli import load_editor

@@ -103,9 +103,9 @@ def start(address: str | None, workers: int | None, threads: int | None) -> bool
         )
         return True
     except (ConnectionError, RuntimeError, ValueError) as error:
-        where = f"at {address}" if address else "locally"
+        doing = f"cannot join the Ray cluster at {address}" if address else "cannot start Ray"
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LaspaError(f"cannot start Ray {where}: {message}") from None
+        raise LaspaError(f"{doing}: {message}") from None
 
 
 class EditorWorker:
