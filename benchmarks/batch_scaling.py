@@ -8,7 +8,9 @@ image) runs on a local Ray cluster once per worker count, through the same code 
 - ``edit items/s``: items over the time edits were running (first group's start to the
   last group's end, across workers): the steady state, without starting Ray and loading
   one model per worker;
-- ``job items/s``: items over the whole job's wall time, start-up included.
+- ``job items/s``: items over the whole job's wall time, start-up included;
+- ``cpu share``: the CPU time the workers spent editing over the workers' wall time
+  (near 1 on an idle machine; well below 1, other processes held the cores).
 
 An in-process run of the same job (``laspa batch`` without --ray, one thread) is the
 reference, and every Ray run's outputs are checked byte-identical to it. The load
@@ -63,9 +65,10 @@ def timed_group(outdir: str, editor, payload: str) -> str:
     """laspa batch's handler, with the wall-clock span of the group."""
     from laspa.batch.on_ray import run_group_payload
 
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     records = json.loads(run_group_payload(outdir, editor, payload))
-    return json.dumps({"start": start, "end": time.time(), "records": records})
+    end, cpu = time.time(), time.process_time() - cpu
+    return json.dumps({"start": start, "end": end, "cpu": cpu, "records": records})
 
 
 def run_ray(job, outdir: Path, workers: int, model: str | None) -> dict:
@@ -82,8 +85,12 @@ def run_ray(job, outdir: Path, workers: int, model: str | None) -> dict:
     items = sum(len(span["records"]) for span in spans)
     editing = max(s["end"] for s in spans) - min(s["start"] for s in spans)
     ran = {r["worker"] for s in spans for r in s["records"]}
+    # the share of a core each worker had while editing: near 1 on an idle machine; far
+    # below it, other processes held the cores and the ratio measures them, not Ray
+    share = sum(s["cpu"] for s in spans) / (editing * len(ran))
     return {"items": items, "edit_items_per_s": items / editing, "job_items_per_s": items / wall,
-            "edit_seconds": editing, "job_seconds": wall, "workers_used": len(ran)}  # fmt: skip
+            "edit_seconds": editing, "job_seconds": wall, "workers_used": len(ran),
+            "cpu_share": share}  # fmt: skip
 
 
 def run_local(job, outdir: Path, model: str | None) -> dict:
@@ -96,13 +103,14 @@ def run_local(job, outdir: Path, model: str | None) -> dict:
     outdir.mkdir()
     start = time.perf_counter()
     editor = load_editor(model, "cpu", 1)
-    loaded = time.perf_counter()
+    loaded, cpu = time.perf_counter(), time.process_time()
     records = jobs.run_local(editor, job, outdir)
-    end = time.perf_counter()
+    end, cpu = time.perf_counter(), time.process_time() - cpu
     items = len(records)
     return {"items": items, "edit_items_per_s": items / (end - loaded),
             "job_items_per_s": items / (end - start), "edit_seconds": end - loaded,
-            "job_seconds": end - start, "workers_used": 1}  # fmt: skip
+            "job_seconds": end - start, "workers_used": 1,
+            "cpu_share": cpu / (end - loaded)}  # fmt: skip
 
 
 def same_bytes(a: Path, b: Path) -> bool:
@@ -143,12 +151,13 @@ def main() -> None:
     print(f"{args.images} images x {args.edits} edits, {args.steps} steps, "
           f"{os.cpu_count()} cores, one thread per worker")  # fmt: skip
     print(f"{'run':<12}{'edit items/s':>14}{'ratio':>8}{'job items/s':>13}{'ratio':>8}"
-          f"{'workers used':>14}  identical  load (1/5/15 min)")  # fmt: skip
+          f"{'workers used':>14}{'cpu share':>11}  identical  load (1/5/15 min)")  # fmt: skip
     for name, row in rows.items():
         edit_ratio = row["edit_items_per_s"] / base["edit_items_per_s"]
         job_ratio = row["job_items_per_s"] / base["job_items_per_s"]
         print(f"{name:<12}{row['edit_items_per_s']:>14.2f}{edit_ratio:>8.2f}"
               f"{row['job_items_per_s']:>13.2f}{job_ratio:>8.2f}{row['workers_used']:>14}"
+              f"{row['cpu_share']:>11.2f}"
               f"  {str(row.get('identical', '-')):<9}  {row['load']}")  # fmt: skip
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))
