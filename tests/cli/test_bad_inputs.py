@@ -394,11 +394,16 @@ def _batches():
 
         return make
 
+    def dangling(p):
+        (p.root / "gone.jsonl").symlink_to(p.root / "nowhere.jsonl")
+        return p.root / "gone.jsonl"
+
     def closed_port(p):
         return f"127.0.0.1:{_free_port()}"  # bound a moment ago, then closed: nothing answers
 
     return {
         "batch: manifest missing": (batch(source=lambda p: p.root / "none.jsonl"), "manifest not found"),
+        "batch: manifest a link to nowhere": (batch(source=dangling), "manifest not found"),
         "batch: manifest not UTF-8": (batch(source=file("bad.jsonl", b'{"image": "\xff"}\n')), "not UTF-8 text"),
         "batch: manifest with no edits": (batch(source=file("empty.jsonl", b"\n \n")), "holds no edits"),
         "batch: a folder without --prompt": (batch(source=lambda p: p.root), "give the edit's --prompt"),
