@@ -359,6 +359,9 @@ def _numbers():
         "ddim-inversion on the ancestral sampler": (
             opt("-m", "ddim-inversion", "--sampler", "ancestral"), "use --sampler ddim, not ancestral"),
         "unknown step noise": (opt("--step-noise", "sometimes"), "step_noise must be one of"),
+        "tcd gamma above 1": (opt("--sampler", "tcd", "--gamma", "1.5"), "gamma must be in [0.0, 1.0]"),
+        "fpe on the TCD sampler": (
+            opt("-m", "fpe", "--sampler", "tcd", "--gamma", "0"), "use --sampler ddim, not tcd"),
         "sweep: fpe on the ancestral sampler": (
             lambda p: sweep("-m", "fpe", "--sampler", "ancestral", "--seeds", "1,2")(p), "needs a deterministic sampler"),
         "sweep: K list with inf": (sweep("--K", "100,inf"), "comma-separated numbers"),
