@@ -15,7 +15,7 @@ output, so the loop skips it there (fewer ``unet_evals``).
 
 Prints one JSON line per method with ``seconds`` (median per edit), ``unet_evals`` and
 ``ratio_to_generate`` (``fpe-warm-cache``: a second FPE edit of the same image, whose
-inversion is cached; InstDiffEdit rows also carry ``ratio_to_peer_diffedit``, against
+inversion is cached; InstDiffEdit and DiffEdit rows also carry ``ratio_to_peer_diffedit``, against
 diffusers' DiffEdit pipeline timed in the same rounds), then one line per batch size with
 the per-edit seconds of ``laspa-x0`` when 1, 4 and 8 edits of one image share a batch.
 
@@ -62,6 +62,7 @@ METHOD_PARAMS = {
     "instdiffedit-snap": {"smoothing": "snap"},  # masks along self-attention
     "instdiffedit-spread": {"smoothing": "spread"},
     "fpe": {},
+    "diffedit": {"source_prompt": None},  # our DiffEdit; the scene's source caption
     "peer-diffedit": {},  # diffusers' DiffEdit pipeline (needs a model folder)
 }
 #: rows that run a method with other parameters
@@ -171,6 +172,7 @@ def main() -> None:
     image: Image.Image = render(scene, size=editor.resolution)
     prompt = case.target_caption
     METHOD_PARAMS["laspa-mix"]["subject"] = case.target.objects[case.edit.index].shape
+    METHOD_PARAMS["diffedit"]["source_prompt"] = case.source_caption
     common = {"steps": args.steps, "guidance": args.guidance}
     methods = [m for m in args.methods.split(",") if m]
     generate = diffusers_generate(editor, prompt, args.steps, args.guidance, image.size)
@@ -250,7 +252,7 @@ def main() -> None:
                 row.update(model=args.few_step, steps=few_step_rows[method][1])
                 if "laspa-x0" in medians:
                     row["ratio_to_laspa_x0"] = round(seconds / medians["laspa-x0"], 3)
-            if (method.startswith("instdiffedit") or method in few_step_rows) and (
+            if (method.startswith(("instdiffedit", "diffedit")) or method in few_step_rows) and (
                 "peer-diffedit" in medians
             ):
                 row["ratio_to_peer_diffedit"] = round(seconds / medians["peer-diffedit"], 3)
