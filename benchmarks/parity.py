@@ -146,12 +146,15 @@ def load_module(name: str, root: Path, file: str, patches, namespace: dict) -> t
     return module
 
 
-def torchvision_stand_in() -> None:
-    """Their code uses torchvision for ``transforms.ToTensor`` (and imports
-    ``utils.save_image``); without torchvision installed, a stand-in with torchvision's
-    ToTensor semantics (uint8 HWC -> float CHW / 255)."""
+@contextlib.contextmanager
+def torchvision_stand_in():
+    """While their modules load: their code imports torchvision for
+    ``transforms.ToTensor`` (and ``utils.save_image``, unused here); without torchvision
+    installed, a stand-in with torchvision's ToTensor semantics (uint8 HWC -> float CHW /
+    255). It leaves sys.modules afterwards: other libraries probe for torchvision."""
     try:
         importlib.import_module("torchvision")
+        yield
         return
     except ImportError:
         pass
@@ -171,8 +174,14 @@ def torchvision_stand_in() -> None:
     package.transforms.ToTensor = ToTensor
     package.utils = types.ModuleType("torchvision.utils")
     package.utils.save_image = save_image
-    sys.modules.update({"torchvision": package, "torchvision.transforms": package.transforms,
-                        "torchvision.utils": package.utils})  # fmt: skip
+    names = {"torchvision": package, "torchvision.transforms": package.transforms,
+             "torchvision.utils": package.utils}  # fmt: skip
+    sys.modules.update(names)
+    try:
+        yield
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
 
 
 def check_requirements(modules: Sequence[str]) -> None:
@@ -207,6 +216,10 @@ def binary_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+def levels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB")).astype(int)
+
+
 def means(rows: list[dict[str, Any]]) -> dict[str, float]:
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float, bool)) and k != "seed"]
     return {k: round(float(np.mean([float(r[k]) for r in rows])), 4) for k in keys}
@@ -232,7 +245,6 @@ class NoInpainting:
 
 def load_instdiffedit(root: Path, editor) -> types.ModuleType:
     check_requirements(("cv2", "sklearn"))
-    torchvision_stand_in()
     latent = editor.resolution // editor.vae_scale_factor
     namespace = {
         "PARITY_MODEL_DIR": str(editor.source), "PARITY_INPAINT": NoInpainting(),
@@ -241,7 +253,7 @@ def load_instdiffedit(root: Path, editor) -> types.ModuleType:
     }  # fmt: skip
     model = root / "model"
     sys.path.insert(0, str(model))  # their files import each other by name
-    with quiet():
+    with quiet(), torchvision_stand_in():
         for name in ("util", "attention_store"):
             load_module(name, root, f"model/{name}.py", INSTDIFFEDIT_PATCHES, namespace)
         return load_module("instdiffedit_released", root, "model/InstDiffEdit.py",
@@ -340,13 +352,12 @@ def run_instdiffedit(editor, root: Path, cases, seeds: list[int], steps: int) ->
 # ------------------------------------------------------------------ FPE
 def load_fpe(root: Path, editor) -> types.ModuleType:
     check_requirements(("einops",))
-    torchvision_stand_in()
     latent = editor.resolution // editor.vae_scale_factor
     namespace = {"PARITY_REPLACE_KEYS": (latent // 2) ** 2}
     package = types.ModuleType("Freeprompt")
     package.__path__ = []
     sys.modules["Freeprompt"] = package
-    with quiet():
+    with quiet(), torchvision_stand_in():
         for name in ("diffuser_utils", "freeprompt", "freeprompt_utils"):
             module = load_module(f"Freeprompt.{name}", root, f"Freeprompt/{name}.py",
                                  FPE_PATCHES, namespace)  # fmt: skip
@@ -428,9 +439,9 @@ def run_fpe(editor, root: Path, cases, seeds: list[int], steps: int, fraction: f
             row[f"psnr_{theirs}_ours_code"] = min(
                 metrics.psnr(arrays[theirs], arrays["ours_code"]), 100.0
             )
-            row[f"maxdiff_{theirs}_ours_code"] = int(
-                np.abs(arrays[theirs].astype(int) - arrays["ours_code"].astype(int)).max()
-            )
+            # in 8-bit levels: 1 is a rounding flip
+            difference = np.abs(levels(produced[theirs]) - levels(produced["ours_code"]))
+            row[f"maxdiff_{theirs}_ours_code"] = int(difference.max())
         for name, image in produced.items():
             scored = score(case, image)
             row[f"bg_psnr_{name}"] = scored["bg_psnr"]

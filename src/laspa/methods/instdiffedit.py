@@ -94,7 +94,8 @@ class InstantMask(SamplerHooks):
         self.word_texts = [[w.word for w in edit] for edit in words]
         self.params = params  # per edit
         self.seeds = seeds
-        self.index: list[int] | None = None  # index word per edit, chosen at the first step
+        # per edit: the index word and word weights, chosen at the first step
+        self.chosen: list | None = None
         self.masks: torch.Tensor | None = None  # (N, 1, h, w)
 
     def edit_maps(self) -> torch.Tensor:
@@ -107,13 +108,13 @@ class InstantMask(SamplerHooks):
         if self.affinities is not None:  # (N, q, q) running-mean self-attention
             affinities = seed_mean(self.affinities.mean(), self.seeds)
             grid = self.affinities.grid(size)
-        index = self.index or [None] * len(per_edit)
+        chosen = self.chosen or [None] * len(per_edit)
         made = [
-            instant_mask(per_edit[i], words, size, params, index[i], self.word_texts[i],
+            instant_mask(per_edit[i], words, size, params, chosen[i], self.word_texts[i],
                          affinities[i], grid)
             for i, (words, params) in enumerate(zip(self.words, self.params, strict=True))
         ]  # fmt: skip
-        self.index = [chosen for _, chosen in made]
+        self.chosen = [kept for _, kept in made]
         return torch.stack([mask for mask, _ in made])[:, None]
 
     def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
@@ -191,8 +192,8 @@ class InstDiffEdit(Method):
             # the maps the masks were made from
             token_maps=hooks.edit_maps() if batch.record_attention else None,
             notes=[
-                {"index_word": texts[i]}
-                for texts, i in zip(hooks.word_texts, hooks.index, strict=True)
+                {"index_word": texts[index]}
+                for texts, (index, _) in zip(hooks.word_texts, hooks.chosen, strict=True)
             ],
         )
 
