@@ -105,6 +105,29 @@ INSTDIFFEDIT_PATCHES = (
           "renamed in diffusers"),
 )  # fmt: skip
 
+#: Applied on top for the ``theirs_aligned`` variant only: the released loop's three
+#: departures from ours that are not in the mask maths, removed one by one, so that what
+#: is left between the two is numerical (docs/results.md, "Parity with the released code")
+INSTDIFFEDIT_ALIGNMENTS = (
+    Patch("model/util.py", 'offset = scheduler.config.get("steps_offset", 0)', "offset = 0",
+          "start where the loop starts: with a steps_offset (DDIM's) init_latent noises to the "
+          "timestep before the first one it denoises"),
+    Patch("model/util.py", "np.float16", "np.float32",
+          "text embeddings in float32, not rounded to float16", count=2),
+    Patch("model/InstDiffEdit.py",
+          "or_latents = get_or_latent(latent, noises, tm, ",
+          "or_latents = get_or_latent(latent, noises, PARITY_NEXT(scheduler, tm), ",
+          "blend the new latents with the input noised to their own timestep, not the "
+          "one they came from"),
+)  # fmt: skip
+
+
+def next_timestep(scheduler, timestep) -> torch.Tensor:
+    """The DDIM timestep after ``timestep`` (0 after the last: that blend feeds no mask)."""
+    ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    return (timestep - ratio).clamp(min=0)
+
+
 FPE_FILES = ("Freeprompt/diffuser_utils.py", "Freeprompt/freeprompt.py",
              "Freeprompt/freeprompt_utils.py")  # fmt: skip
 FPE_PATCHES = (
@@ -243,21 +266,25 @@ class NoInpainting:
         return types.SimpleNamespace(images=[image])
 
 
-def load_instdiffedit(root: Path, editor) -> types.ModuleType:
+def load_instdiffedit(root: Path, editor, aligned: bool = False) -> types.ModuleType:
+    """Their InstDiffEdit.py (with util and attention_store) as a module; ``aligned``:
+    with :data:`INSTDIFFEDIT_ALIGNMENTS` too."""
     check_requirements(("cv2", "sklearn"))
     latent = editor.resolution // editor.vae_scale_factor
     namespace = {
         "PARITY_MODEL_DIR": str(editor.source), "PARITY_INPAINT": NoInpainting(),
         "PARITY_STEPS": 0, "PARITY_SIZE": editor.resolution,
-        "PARITY_MAP_RES": latent // 2, "PARITY_LATENT": latent,
+        "PARITY_MAP_RES": latent // 2, "PARITY_LATENT": latent, "PARITY_NEXT": next_timestep,
     }  # fmt: skip
-    model = root / "model"
-    sys.path.insert(0, str(model))  # their files import each other by name
+    patches = INSTDIFFEDIT_PATCHES + (INSTDIFFEDIT_ALIGNMENTS if aligned else ())
+    model = str(root / "model")
+    if model not in sys.path:
+        sys.path.insert(0, model)  # their files import each other by name
     with quiet(), torchvision_stand_in():
         for name in ("util", "attention_store"):
-            load_module(name, root, f"model/{name}.py", INSTDIFFEDIT_PATCHES, namespace)
-        return load_module("instdiffedit_released", root, "model/InstDiffEdit.py",
-                           INSTDIFFEDIT_PATCHES, namespace)  # fmt: skip
+            load_module(name, root, f"model/{name}.py", patches, namespace)
+        name = "instdiffedit_aligned" if aligned else "instdiffedit_released"
+        return load_module(name, root, "model/InstDiffEdit.py", patches, namespace)
 
 
 def their_instdiffedit(module, case, seed: int, noises, steps: int, scheduler) -> dict:
@@ -314,12 +341,14 @@ def run_instdiffedit(editor, root: Path, cases, seeds: list[int], steps: int) ->
     from laspa import images
     from laspa.bench.metrics import mask_iou
 
-    module = load_instdiffedit(root, editor)
-    schedulers = {
-        "lms": module.scheduler,  # the released code's LMSDiscreteScheduler
-        "ddim": DDIMScheduler.from_pretrained(editor.source, subfolder="scheduler"),
+    released, aligned = load_instdiffedit(root, editor), load_instdiffedit(root, editor, True)
+    assert isinstance(released.scheduler, LMSDiscreteScheduler)
+    ddim = DDIMScheduler.from_pretrained(editor.source, subfolder="scheduler")
+    variants = {
+        "lms": (released, released.scheduler),  # as released: LMSDiscreteScheduler
+        "ddim": (released, ddim),  # ours samples with DDIM
+        "aligned": (aligned, ddim),  # and the loop's other departures removed
     }
-    assert isinstance(schedulers["lms"], LMSDiscreteScheduler)
     size = editor.model_size(cases[0].source)
     rows = []
     for case, seed in zip(cases, seeds, strict=True):
@@ -328,7 +357,7 @@ def run_instdiffedit(editor, root: Path, cases, seeds: list[int], steps: int) ->
         row: dict[str, Any] = {"id": case.id, "kind": case.kind, "prompt": case.target_prompt,
                                "seed": seed}  # fmt: skip
         masks = {}
-        for name, scheduler in schedulers.items():
+        for name, (module, scheduler) in variants.items():
             theirs = their_instdiffedit(module, case, seed, noises, steps, scheduler)
             masks[f"theirs_{name}"] = theirs["mask"] > 0.5
             row[f"index_theirs_{name}"] = theirs["index_word"]
@@ -339,8 +368,9 @@ def run_instdiffedit(editor, root: Path, cases, seeds: list[int], steps: int) ->
             row[f"index_ours_{rule}"] = result.notes["index_word"]
         for name, mask in masks.items():
             row[f"iou_exact_{name}"] = mask_iou(mask.astype(np.float32), case.mask)
-        for theirs in ("theirs_lms", "theirs_ddim"):
+        for theirs in ("theirs_lms", "theirs_ddim", "theirs_aligned"):
             row[f"iou_{theirs}_ours_all"] = binary_iou(masks[theirs], masks["ours_all"])
+            row[f"pixels_{theirs}_ours_all"] = int((masks[theirs] != masks["ours_all"]).sum())
             row[f"same_{theirs}_ours_all"] = bool((masks[theirs] == masks["ours_all"]).all())
             row[f"same_index_{theirs}"] = row[f"index_{theirs}"] == row["index_ours_all"]
         rows.append(row)
