@@ -144,7 +144,10 @@ FPE_PATCHES = (
 
 
 def patched_source(root: Path, file: str, patches: Sequence[Patch]) -> str:
-    text = (root / file).read_text()
+    try:
+        text = (root / file).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParityError(f"cannot read {root / file}: {error}") from None
     for patch in (p for p in patches if p.file == file):
         pattern = patch.old if patch.regex else re.escape(patch.old)
         found = len(re.findall(pattern, text, flags=re.DOTALL))
@@ -230,7 +233,19 @@ def checkout(method: str, path: str) -> Path:
     for folder in candidates:
         if all((folder / f).is_file() for f in files):
             return folder
-    raise ParityError(f"{path} is not a {method} checkout of the authors' code (no {files[0]})")
+    name = "an InstDiffEdit" if method == "instdiffedit" else "a FreePromptEditing (FPE)"
+    raise ParityError(f"{path} is not {name} checkout of the authors' code (no {files[0]})")
+
+
+def check_checkout(method: str, root: Path) -> None:
+    """Every patch applies (before any model loads) and their code's packages are here."""
+    if method == "instdiffedit":
+        files, patches = INSTDIFFEDIT_FILES, INSTDIFFEDIT_PATCHES + INSTDIFFEDIT_ALIGNMENTS
+    else:
+        files, patches = FPE_FILES, FPE_PATCHES
+    for file in files:
+        patched_source(root, file, patches)
+    check_requirements(("cv2", "sklearn") if method == "instdiffedit" else ("einops",))
 
 
 # ------------------------------------------------------------------ metrics
@@ -508,6 +523,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.json is not None and not Path(args.json).resolve().parent.is_dir():
         raise ParityError(f"--json: no folder {Path(args.json).resolve().parent}")
     args.root = checkout(args.method, args.checkout)
+    check_checkout(args.method, args.root)
     return args
 
 
