@@ -308,9 +308,18 @@ def their_instdiffedit(module, case, seed: int, noises, steps: int, scheduler) -
     captured: dict[str, Any] = {}
     get_mask, cal_sim, init_latent = module.get_mask, module.cal_sim, module.init_latent
 
+    aggregate = module.aggregate_attention
+    captured["steps"] = []  # per step: (their token maps, their mask)
+
+    def recording_aggregate(*args, **kwargs):
+        maps = aggregate(*args, **kwargs)
+        captured["maps"] = maps.clone()
+        return maps
+
     def recording_get_mask(*args, **kwargs):
         out = get_mask(*args, **kwargs)
         captured["mask"] = np.asarray(out[1], dtype=np.float32) / 255
+        captured["steps"].append((captured["maps"], captured["mask"] > 0.5))
         return out
 
     def recording_cal_sim(images, base_index=0):
@@ -335,12 +344,29 @@ def their_instdiffedit(module, case, seed: int, noises, steps: int, scheduler) -
             batch_size=len(noises), or_save=False, mask_save=False, seed=seed,
         )  # fmt: skip
         patches = {"get_mask": recording_get_mask, "cal_sim": recording_cal_sim,
-                   "init_latent": our_noise_init_latent}  # fmt: skip
+                   "init_latent": our_noise_init_latent,
+                   "aggregate_attention": recording_aggregate}  # fmt: skip
         with mock.patch.multiple(module, **patches), quiet():
             module.main(args)
     words = case.target_prompt.split(" ")
     index = captured.get("index")  # absent for a one-word prompt: that word
-    return {"mask": captured["mask"], "index_word": words[0 if index is None else index - 1]}
+    return {"mask": captured["mask"], "index_word": words[0 if index is None else index - 1],
+            "steps": captured["steps"]}  # fmt: skip
+
+
+def same_maps_pixels(editor, prompt: str, steps: list, size) -> int:
+    """Our mask maths on their token maps of every step (index word and word split from
+    the first, like both loops): mask pixels that differ from theirs, summed over steps."""
+    from laspa.masks import instant_mask
+    from laspa.methods.instdiffedit import InstDiffEditParams
+
+    words = editor.engine.word_tokens(prompt)
+    positions, texts = [w.positions for w in words], [w.word for w in words]
+    params, chosen, differing = InstDiffEditParams(index_words="all"), None, 0
+    for maps, theirs in steps:
+        ours, chosen = instant_mask(maps.float(), positions, size, params, chosen, texts)
+        differing += int(((ours > 0.5).numpy() != theirs).sum())
+    return differing
 
 
 def our_noises(seed: int, seeds: int, shape) -> list[torch.Tensor]:
@@ -376,6 +402,12 @@ def run_instdiffedit(editor, root: Path, cases, seeds: list[int], steps: int) ->
             theirs = their_instdiffedit(module, case, seed, noises, steps, scheduler)
             masks[f"theirs_{name}"] = theirs["mask"] > 0.5
             row[f"index_theirs_{name}"] = theirs["index_word"]
+            if name == "aligned":  # the mask maths alone: ours on their maps, every step
+                latent_size = tuple(shape[-2:])
+                row["same_maps_steps"] = len(theirs["steps"])
+                row["same_maps_pixels"] = same_maps_pixels(
+                    editor, case.target_prompt, theirs["steps"], latent_size
+                )
         for rule in ("all", "content"):
             result = editor.edit(case.source, case.target_prompt, method="instdiffedit",
                                  seed=seed, steps=steps, index_words=rule)  # fmt: skip

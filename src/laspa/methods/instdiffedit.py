@@ -4,8 +4,10 @@ The released code's algorithm (docs/methods.md, "InstDiffEdit"): enc(I) is forwa
 strength r with B noise seeds (one batch); during the last r-fraction of the steps the
 conditional cross-attention of the target text is averaged (seeds, layers, heads, running
 mean over steps), the word closest to the inverted start-token map is the index word,
-words alike to it are the object and unlike words the background, and the refined map,
-blurred and thresholded, blends every step towards the forward-noised input. The released
+words alike to it are the object and unlike words the background (both chosen at the
+first step and kept), and the refined map, blurred and thresholded, blends every step
+towards the forward-noised input; checked against the released code on the same inputs
+(benchmarks/parity.py, docs/results.md "Parity with the released code"). The released
 code then inpaints the image inside the last mask (``final_pass="inpaint"``: the base
 model's blended latent diffusion, or an inpainting checkpoint when one is named); by
 default the mask loop's own result is the output (``final_pass="loop"``), measured to keep
