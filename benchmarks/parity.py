@@ -362,7 +362,8 @@ def same_maps_pixels(editor, prompt: str, steps: list, size) -> int:
 
     words = editor.engine.word_tokens(prompt)
     positions, texts = [w.positions for w in words], [w.word for w in words]
-    params, chosen, differing = InstDiffEditParams(index_words="all"), None, 0
+    params = InstDiffEditParams(index_words="all", word_resize="bicubic")
+    chosen, differing = None, 0
     for maps, theirs in steps:
         ours, chosen = instant_mask(maps.float(), positions, size, params, chosen, texts)
         differing += int(((ours > 0.5).numpy() != theirs).sum())
@@ -408,11 +409,13 @@ def run_instdiffedit(editor, root: Path, cases, seeds: list[int], steps: int) ->
                 row["same_maps_pixels"] = same_maps_pixels(
                     editor, case.target_prompt, theirs["steps"], latent_size
                 )
-        for rule in ("all", "content"):
+        # ours with the released options (index rule, word-map resize), and our defaults
+        ours = {"all": {"index_words": "all", "word_resize": "bicubic"}, "content": {}}
+        for name, options in ours.items():
             result = editor.edit(case.source, case.target_prompt, method="instdiffedit",
-                                 seed=seed, steps=steps, index_words=rule)  # fmt: skip
-            masks[f"ours_{rule}"] = result.mask.squeeze().numpy() > 0.5
-            row[f"index_ours_{rule}"] = result.notes["index_word"]
+                                 seed=seed, steps=steps, **options)  # fmt: skip
+            masks[f"ours_{name}"] = result.mask.squeeze().numpy() > 0.5
+            row[f"index_ours_{name}"] = result.notes["index_word"]
         for name, mask in masks.items():
             row[f"iou_exact_{name}"] = mask_iou(mask.astype(np.float32), case.mask)
         for theirs in ("theirs_lms", "theirs_ddim", "theirs_aligned"):

@@ -18,14 +18,21 @@ from . import maps as maps_lib
 DEFAULT_PHI = {"blur": 0.2, "snap": 0.35, "spread": 0.35}
 
 
-def prepared_word_maps(token_maps: torch.Tensor, words: list[tuple[int, ...]], size) -> tuple:
+def prepared_word_maps(
+    token_maps: torch.Tensor, words: list[tuple[int, ...]], size, resize: str = "bilinear"
+) -> tuple:
     """(start-token map inverted, word maps): each scaled to its max, upsampled to ``size``
-    by Pillow's bicubic resize clipped to [0, 1] (the released code resizes 8-bit images
-    with Pillow's default), min-max normalised; ``token_maps`` is one edit's (h, w,
-    tokens), seeds already averaged. All maps go through each operation together: this
-    runs after every step."""
-    maps = maps_lib.word_maps(token_maps, [(0,), *words])
-    maps = maps_lib.cubic_resize(maps_lib.scale_to_max(maps), size, clip=(0.0, 1.0))
+    (``resize``: ``"bilinear"``, or ``"bicubic"``, Pillow's bicubic clipped to [0, 1], as
+    the released code resizes 8-bit images with Pillow's default), min-max normalised;
+    ``token_maps`` is one edit's (h, w, tokens), seeds already averaged. All maps go
+    through each operation together: this runs after every step."""
+    maps = maps_lib.scale_to_max(maps_lib.word_maps(token_maps, [(0,), *words]))
+    if resize == "bicubic":
+        maps = maps_lib.cubic_resize(maps, size, clip=(0.0, 1.0))
+    elif resize == "bilinear":
+        maps = maps_lib.resize(maps, size)
+    else:
+        raise ValueError(f"unknown word-map resize {resize!r} (expected bilinear or bicubic)")
     maps = maps_lib.minmax(maps)
     return 1 - maps[0], maps[1:]
 
@@ -177,13 +184,14 @@ def instant_mask(
 
     ``token_maps``: the edit's (h, w, tokens) running-mean cross-attention, seeds averaged;
     ``words``: each word's token positions; ``options``: the edit's InstDiffEdit
-    parameters (thresholds, weighting, smoothing, phi, spread_steps, index_words);
+    parameters (thresholds, weighting, smoothing, phi, spread_steps, index_words,
+    word_resize);
     ``chosen``: the index word and word weights of the first step, or None to choose them
     now (the index among ``word_texts``' content words, or all words): the released code
     splits the words once, at the first step, and keeps the split; ``affinity`` on
     ``grid``: the self-attention for snap and spread.
     """
-    start, word_maps = prepared_word_maps(token_maps, words, size)
+    start, word_maps = prepared_word_maps(token_maps, words, size, options.word_resize)
     if chosen is None:
         allowed = None
         if options.index_words == "content":

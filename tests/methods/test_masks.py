@@ -112,16 +112,21 @@ def test_cubic_resize_is_pillows_bicubic():
 def test_prepared_word_maps_follow_the_released_recipe_word_by_word():
     token_maps = torch.rand(4, 4, 77)
     words = [(1,), (2, 3), (5,)]  # a two-token word is averaged
-    start, maps = prepared_word_maps(token_maps, words, (8, 8))
+    for resize in ("bilinear", "bicubic"):
+        start, maps = prepared_word_maps(token_maps, words, (8, 8), resize)
 
-    def one(positions):  # per word: mean of tokens, / max, upsampled, min-max
-        word = token_maps[..., list(positions)].mean(-1)[None]
-        resized = maps_lib.cubic_resize(word / word.max(), (8, 8), clip=(0.0, 1.0))
-        return maps_lib.minmax(resized)[0]
+        def one(positions, resize=resize):  # per word: mean of tokens, / max, upsampled, min-max
+            word = token_maps[..., list(positions)].mean(-1)[None]
+            word = word / word.max()
+            if resize == "bicubic":  # the released code's: Pillow's, on 8-bit images
+                return maps_lib.minmax(maps_lib.cubic_resize(word, (8, 8), clip=(0.0, 1.0)))[0]
+            return maps_lib.minmax(maps_lib.resize(word, (8, 8)))[0]
 
-    torch.testing.assert_close(start, 1 - one((0,)))
-    torch.testing.assert_close(maps, torch.stack([one(p) for p in words]))
-    assert maps.amin() == 0 and maps.amax() == 1
+        torch.testing.assert_close(start, 1 - one((0,)))
+        torch.testing.assert_close(maps, torch.stack([one(p) for p in words]))
+        assert maps.amin() == 0 and maps.amax() == 1
+    with pytest.raises(ValueError, match="bicubic"):
+        prepared_word_maps(token_maps, words, (8, 8), "nearest")
 
 
 def test_index_word_among_content_words():
@@ -146,7 +151,8 @@ def test_seed_mean_averages_each_edits_own_seed_rows():
 def options(**changes):
     """InstDiffEdit's defaults, as instant_mask reads them."""
     defaults = dict(object_threshold=0.9, background_threshold=0.6, weighting="hard",
-                    smoothing="blur", phi=0.2, spread_steps=4, index_words="content")  # fmt: skip
+                    smoothing="blur", phi=0.2, spread_steps=4, index_words="content",
+                    word_resize="bilinear")  # fmt: skip
     return SimpleNamespace(**{**defaults, **changes})
 
 

@@ -57,6 +57,13 @@ class InstDiffEditParams(CommonParams):
         "and spread)"
     )  # fmt: skip
     weighting: str = option("hard", choices=("hard", "soft"), help="word aggregation weights")
+    # bilinear rather than the released code's bicubic: measured (docs/methods.md)
+    word_resize: str = option(
+        "bilinear",
+        choices=("bilinear", "bicubic"),
+        help="word maps to latent size: bilinear, or Pillow's bicubic clipped to [0, 1] "
+        "(released code)",
+    )
     # content rather than the released code's all: measured (docs/methods.md, "InstDiffEdit")
     index_words: str = option(
         "content",
