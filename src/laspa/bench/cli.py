@@ -150,8 +150,13 @@ def bench(
     )  # fmt: skip
     use_ray = check_ray_request(ray, ray_address, workers, model, threads)
     if use_ray:
+        from ..cli import note
+
+        skipped: dict[str, str] = {}
+        for name in drop_unavailable_peers(request.specs, skipped):
+            note(f"laspa bench: skipped {name}: {skipped[name]}")
         result = run_request_on_ray(
-            request, model, device, threads, workers, ray_address, clip_model, quiet
+            request, model, device, threads, workers, ray_address, clip_model, quiet, skipped
         )
     else:
         editor, learned, skipped = load_inputs(request, model, device, threads, clip_model)
@@ -241,6 +246,8 @@ def load_inputs(request: BenchRequest, model, device, threads, clip_model: str):
     from . import cases as case_sources
 
     learned, skipped = {}, {}
+    for name in drop_unavailable_peers(request.specs, skipped):
+        note(f"laspa bench: skipped {name}: {skipped[name]}")
     if not request.scene_suite:
         from .learned import load_clip, load_lpips
 
@@ -258,6 +265,21 @@ def load_inputs(request: BenchRequest, model, device, threads, clip_model: str):
             cases_file=request.cases_file, kinds=request.edit_kinds,
         )  # fmt: skip
     return editor, learned, skipped
+
+
+def drop_unavailable_peers(specs: dict, skipped: dict[str, str]) -> list[str]:
+    """Remove the rows of peers the installed diffusers cannot run from ``specs``, with
+    the reason in ``skipped``; returns their names."""
+    from .peers import PEERS
+
+    dropped = []
+    for name, spec in list(specs.items()):
+        reason = PEERS[spec.method].unavailable() if spec.is_peer else None
+        if reason is not None:
+            del specs[name]
+            skipped[name] = reason
+            dropped.append(name)
+    return dropped
 
 
 def run_request(request: BenchRequest, editor, learned: dict, skipped: dict, quiet: bool):
@@ -286,7 +308,9 @@ def run_request(request: BenchRequest, editor, learned: dict, skipped: dict, qui
     return result
 
 
-def run_request_on_ray(request, model, device, threads, workers, address, clip_model, quiet):
+def run_request_on_ray(
+    request, model, device, threads, workers, address, clip_model, quiet, skipped
+):
     """The cases sharded over Ray workers (laspa.bench.on_ray), under one progress bar."""
     import sys
 
@@ -300,7 +324,7 @@ def run_request_on_ray(request, model, device, threads, workers, address, clip_m
     try:
         return run_on_ray(
             request, model=model, device=device, threads=threads, workers=workers,
-            address=address, clip_model=clip_model, progress=bar.update,
+            address=address, clip_model=clip_model, progress=bar.update, skipped=skipped,
         )  # fmt: skip
     finally:
         bar.close()

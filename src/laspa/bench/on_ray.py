@@ -78,9 +78,11 @@ def run_case_payload(request, clip_model: str, editor, payload: str) -> str:
 
 
 def run_request_on_ray(
-    request, *, model, device, threads, workers, address, clip_model: str, progress=None
-):
-    """The bench of ``request`` on Ray; the BenchResult a run in this process gives."""
+    request, *, model, device, threads, workers, address, clip_model: str, progress=None,
+    skipped: dict[str, str] | None = None,
+):  # fmt: skip
+    """The bench of ``request`` on Ray; the BenchResult a run in this process gives.
+    ``skipped``: what the driver already left out (peers diffusers cannot run)."""
     import time
 
     from ..batch.on_ray import map_with_editors
@@ -105,9 +107,10 @@ def run_request_on_ray(
         (pickle.loads(base64.b64decode(text)) for text in results),
         key=lambda answer: answer["run"].index,
     )
-    skipped = answers[0]["skipped"] if answers else {}
-    for key, reason in skipped.items():
+    learned_skipped = answers[0]["skipped"] if answers else {}
+    for key, reason in learned_skipped.items():
         note(f"laspa bench: skipped {key}: {reason}")
+    skipped = {**(skipped or {}), **learned_skipped}
     result = assemble(
         answers[0]["run"].model, request.suite, request.seed, request.steps, request.specs,
         [answer["case"] for answer in answers], [answer["run"] for answer in answers],
