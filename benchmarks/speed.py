@@ -21,7 +21,9 @@ the per-edit seconds of ``laspa-x0`` when 1, 4 and 8 edits of one image share a 
 
 ``--few-step mini-lcm`` adds rows ``laspa-x0@mini-lcm-N``: LASPA x0 on that few-step model
 at each of ``--few-step-steps`` (default 2,4,8), timed in the same rounds, each with its
-ratio to ``laspa-x0`` on the main model (``--steps``) and to ``peer-diffedit``.
+ratio to ``laspa-x0`` on the main model (``--steps``) and to ``peer-diffedit``;
+``--few-step-set`` gives those rows' options (default: the settings docs/results.md
+measures mini-lcm's edits with, TCD at gamma 0, K 300, beta 0.75).
 
     python benchmarks/speed.py                       # bundled miniature (tiny random if missing)
     python benchmarks/speed.py --threads 1,2 --methods laspa-x0,laspa-input,laspa-eps
@@ -151,9 +153,13 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4,8", help="edit_many sizes timed ('' for none)")
     parser.add_argument("--few-step", default=None, help="a few-step model, e.g. mini-lcm")
     parser.add_argument("--few-step-steps", default="2,4,8", help="its step counts")
+    parser.add_argument(
+        "--few-step-set", default="sampler=tcd,gamma=0,K=300,beta=0.75",
+        help="laspa-x0's options on the few-step model, NAME=VALUE,...",
+    )  # fmt: skip
     args = parser.parse_args()
 
-    from laspa.cli import quiet_libraries
+    from laspa.cli import method_options, quiet_libraries
 
     quiet_libraries()
     editor, name = load(args.model)
@@ -186,6 +192,9 @@ def main() -> None:
     few_step_rows = {}
     if args.few_step:
         few_editor, few_name = load(args.few_step)
+        few_options = method_options(
+            "laspa-x0", {}, [kv for kv in args.few_step_set.split(",") if kv.strip()]
+        )
         for count in (int(s) for s in args.few_step_steps.split(",") if s.strip()):
             few_step_rows[f"laspa-x0@{args.few_step}-{count}"] = (few_editor, count)
         methods += list(few_step_rows)
@@ -201,7 +210,10 @@ def main() -> None:
         if diffedit is not None:
             diffedit.run(image, prompt, 0, diffedit_params)
         for few_editor, count in few_step_rows.values():
-            few_editor.edit(image, prompt, method="laspa-x0", steps=count, guidance=args.guidance)
+            few_editor.edit(
+                image, prompt, method="laspa-x0", steps=count, guidance=args.guidance,
+                **few_options,
+            )  # fmt: skip
     for round_index in range(args.rounds):
         order = [m for m in timed if m != "fpe-warm-cache"]
         thread_order = list(counts)
@@ -215,7 +227,7 @@ def main() -> None:
                     few_editor, count = few_step_rows[method]
                     result = few_editor.edit(
                         image, prompt, method="laspa-x0", seed=round_index, steps=count,
-                        guidance=args.guidance,
+                        guidance=args.guidance, **few_options,
                     )  # fmt: skip
                     evals[method] = result.unet_evals
                     timings[threads, method].append(result.seconds)

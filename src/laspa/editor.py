@@ -32,6 +32,7 @@ from .methods.base import (
     make_params,
 )
 from .models import check_components, check_model_source, check_unet_config, is_sdxl
+from .samplers import SAMPLERS
 from .tokens import phrase_occurs, positions_of, word_tokens
 
 DEFAULT_METHOD = "laspa-x0"
@@ -383,7 +384,18 @@ class Editor:
         prompt = variant.pop("prompt", None)
         check_prompt(prompt)
         seed = check_seed(variant.pop("seed", 0))
+        if variant.get("steps") is None:
+            variant.pop("steps", None)
+            steps = self.default_steps(variant.get("sampler"))
+            if steps is not None:
+                variant["steps"] = steps
         return EditRow(prompt, seed, make_params(method, variant))
+
+    def default_steps(self, sampler: str | None = None) -> int | None:
+        """The steps of an edit that names none: 4 on a few-step sampler (LCM, TCD), the
+        method's own default (None) otherwise. ``sampler``: the edit's, or the model's."""
+        name = self.engine.default_sampler if sampler in (None, "auto") else sampler
+        return SAMPLERS[name].default_steps if name in SAMPLERS else None
 
 
 def load_scheduler(source: str):

@@ -84,7 +84,7 @@ class CommonParams:
     step_noise: str = option(
         "auto", choices=("auto", "fixed", "fresh"),
         help="noise of ancestral / lcm / tcd steps: one draw per edit or one per step (auto: fixed "
-        "for lcm, fresh for ancestral)",
+        "for lcm, fresh for ancestral and tcd)",
     )  # fmt: skip
     guidance_mode: str = option(
         "auto", choices=("auto", "cfg", "embedding"),
