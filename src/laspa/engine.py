@@ -19,7 +19,9 @@ sampler plugs in behind these members, and every method keeps working unchanged:
 - ``word_tokens``, ``positions_of``, ``token_alignment``: prompts' words as tokens;
 - ``pipeline(cls, model, ...)``: a diffusers pipeline from another checkpoint, for a
   method that needs one (InstDiffEdit's inpainting checkpoint);
-- ``num_train_timesteps``, ``device``, ``dtype``, ``unet_evals``;
+- ``num_train_timesteps``, ``device``, ``dtype``, ``unet_evals``; ``kind``: "unet" (an eps /
+  v UNet) or "flow" (a rectified-flow transformer, SD3: laspa.flow), for a method that
+  runs on one kind only;
 - ``encode``, ``decode``, ``latent_shape``, ``text_embeddings``: a model family's own
   autoencoder and text encoder (the Editor's, rather than the methods').
 
@@ -49,7 +51,7 @@ from .attention import (
     self_attention_level,
 )
 from .errors import ModelError, ParameterError, first_line
-from .families import StableDiffusionText, StableDiffusionXLText
+from .families import StableDiffusion3Text, StableDiffusionText, StableDiffusionXLText
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
 from .methods.base import EditBatch
 from .models import check_model_source
@@ -64,7 +66,7 @@ METHOD_INTERFACE = frozenset((
     "sampler", "steps", "step_noise", "generators", "noise", "conditioning", "sample", "invert",
     "attention_store", "self_attention_store", "layers",
     "word_tokens", "positions_of", "token_alignment", "pipeline",
-    "num_train_timesteps", "device", "dtype", "unet_evals",
+    "num_train_timesteps", "device", "dtype", "unet_evals", "kind",
     "encode", "decode", "latent_shape", "text_embeddings",
 ))  # fmt: skip
 
@@ -83,7 +85,7 @@ class Engine:
     def __init__(
         self, vae, text_encoder, tokenizer, unet, scheduler, *, device: torch.device,
         dtype: torch.dtype, final_step: str = "clean", inversion_cache_size: int = 8,
-        text: StableDiffusionText | StableDiffusionXLText | None = None,
+        text: StableDiffusionText | StableDiffusionXLText | StableDiffusion3Text | None = None,
     ):  # fmt: skip
         from diffusers import DDIMScheduler
 
@@ -95,6 +97,12 @@ class Engine:
         #: pixels per latent pixel, and the model's native image side in pixels
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.resolution = int(unet.config.sample_size) * self.vae_scale_factor
+        #: SD3's VAE centres its latents: z = (mean - shift) * scale
+        self._vae_shift = vae.config.get("shift_factor")
+        self.kind = "flow" if is_flow_denoiser(unet) else "unet"
+        if self.kind == "flow":
+            self._init_flow(unet, scheduler)
+            return
         self.scheduler = DDIMScheduler.from_config(scheduler.config)
         #: the sampler "auto" means: the one the checkpoint's scheduler class names
         self.default_sampler = sampler_for_scheduler(type(scheduler).__name__)
@@ -114,6 +122,40 @@ class Engine:
         self.inversion_cache_hits = 0
         self._pipelines: dict[tuple[str, str], Any] = {}
 
+    def _init_flow(self, transformer, scheduler) -> None:
+        """A flow transformer (SD3) with the flow-matching scheduler of its config. Its
+        joint attention keeps diffusers' own processors: the attention hooks (maps, swaps,
+        self-attention replacement) are the UNet's alone so far."""
+        import diffusers
+
+        from .attention import AttentionState
+        from .flow import FlowDenoiser
+
+        scheduler_class = type(scheduler)
+        if not issubclass(scheduler_class, diffusers.FlowMatchEulerDiscreteScheduler):
+            scheduler_class = diffusers.FlowMatchEulerDiscreteScheduler
+        self.scheduler = scheduler_class.from_config(scheduler.config)
+        self.default_sampler = "flow"
+        self.guidance_embedding_dim = None
+        self.attention = AttentionState()
+        self.denoiser = FlowDenoiser(transformer, self.scheduler, self.attention)
+        self.layers = {}
+        self.num_train_timesteps = self.denoiser.num_train_timesteps
+        self.progress = None
+        self._embeddings = {}
+        self._inversions = OrderedDict()
+        self.inversion_cache_size = 0
+        self.inversion_cache_hits = 0
+        self._pipelines = {}
+
+    def check_kind(self, method: str, kinds: Sequence[str]) -> None:
+        """Refuse, in one line, a method or sampler that does not run on this model's kind."""
+        if self.kind not in kinds:
+            model = "a flow model (SD3)" if self.kind == "flow" else "a UNet (eps / v) model"
+            runs = " or ".join({"unet": "UNet (eps / v) models", "flow": "flow models"}[k]
+                               for k in kinds)  # fmt: skip
+            raise ParameterError(f"{method} runs on {runs} only; this is {model}")
+
     @property
     def unet_evals(self) -> int:
         """UNet batch rows evaluated so far (the loop's and any pipeline's)."""
@@ -124,6 +166,8 @@ class Engine:
         """enc(I): the VAE posterior mean (deterministic), scaled as diffusers does."""
         with torch.no_grad():
             posterior = self._vae.encode(pixels.to(self.device, self._vae_dtype)).latent_dist
+        if self._vae_shift is not None:
+            return (posterior.mean.float() - self._vae_shift) * self._vae.config.scaling_factor
         return posterior.mean.float() * self._vae.config.scaling_factor
 
     def latent_shape(self, pixels: torch.Tensor) -> tuple[int, int, int, int]:
@@ -136,6 +180,8 @@ class Engine:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [-1, 1]."""
         scaled = latents / self._vae.config.scaling_factor
+        if self._vae_shift is not None:
+            scaled = scaled + self._vae_shift
         with torch.no_grad():
             return self._vae.decode(scaled.to(self.device, self._vae_dtype)).sample.float()
 
@@ -266,6 +312,7 @@ class Engine:
         count: the model's own sampler)."""
         if isinstance(batch, int):
             return SAMPLERS[self.default_sampler].steps(self.denoiser, batch)
+        self.check_kind(f"sampler {self.sampler(batch)}", SAMPLERS[self.sampler(batch)].kinds)
         return SAMPLERS[self.sampler(batch)].steps(
             self.denoiser, batch.shared("steps"), gamma=batch.shared("gamma")
         )
@@ -314,6 +361,7 @@ class Engine:
         The cache holds at most ``inversion_cache_size`` trajectories (least recently used
         out); each costs ``(steps + 1) * latent bytes`` (3.3 MB for SD at 512 px, 50 steps).
         """
+        self.check_kind("DDIM inversion", ("unet",))
         digest = hashlib.sha1(reference.float().cpu().numpy().tobytes()).hexdigest()
         key = (digest, tuple(reference.shape), prompt, num_steps)
         if key in self._inversions:
@@ -349,10 +397,12 @@ class Engine:
         self, rows: slice | None = None, levels: set[int] | None = None
     ) -> CrossAttentionStore:
         """A cross-attention recorder at the default map level (see coarse_cross_levels)."""
+        self.check_kind("cross-attention maps", ("unet",))
         return CrossAttentionStore(levels or coarse_cross_levels(self.layers), rows=rows)
 
     def self_attention_store(self) -> SelfAttentionStore:
         """A self-attention recorder one level finer than the default map level."""
+        self.check_kind("self-attention maps", ("unet",))
         level = self_attention_level(self.layers, coarse_cross_levels(self.layers))
         return SelfAttentionStore(level)
 
@@ -390,3 +440,12 @@ class Engine:
 
     def _count_rows(self, module, args) -> None:
         self.denoiser.unet_evals += args[0].shape[0]
+
+
+#: diffusers classes of flow (velocity-predicting) transformers the engine runs
+FLOW_DENOISERS = ("SD3Transformer2DModel",)
+
+
+def is_flow_denoiser(model) -> bool:
+    """Whether the denoising network is a rectified-flow transformer (laspa.flow)."""
+    return type(model).__name__ in FLOW_DENOISERS

@@ -85,6 +85,26 @@ class Step:
         out = self.alpha_prev**0.5 * x0 + self.sigma * noise
         return out + direction * eps_dir if direction else out
 
+    def eps_of(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The noise prediction of the denoiser's output ``out`` at ``x`` (a UNet's output
+        is eps already; a flow model's velocity is converted, see laspa.flow)."""
+        return out
+
+    def x0_from(
+        self, x: torch.Tensor, eps: torch.Tensor, out: torch.Tensor, changed: bool
+    ) -> torch.Tensor:
+        """The x0 of the (hooked) ``eps``, given the denoiser's own output ``out`` and
+        whether a hook ``changed`` eps; on a UNet step simply :meth:`x0`."""
+        return self.x0(x, eps)
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x0`` taken to this step's noise level with ``noise`` (q(x_t | x0))."""
+        return ddim.forward_noise(x0, noise, self.alpha)
+
+    def noised_prev(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x0`` taken to the noise level this step lands on."""
+        return ddim.forward_noise(x0, noise, self.alpha_prev)
+
 
 #: Watches a run: called once per step with the step, the latent the UNet saw, the
 #: predicted x0 and the (guided) eps, after the hooks changed them and before the update.
@@ -224,6 +244,20 @@ class Denoiser:
 
         return SAMPLERS["ddim"].steps(self, num_steps)
 
+    def forward(
+        self,
+        model_input: torch.Tensor,
+        t: int,
+        embeddings: torch.Tensor,
+        added: dict[str, torch.Tensor],
+        timestep_cond: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One unguided batch through the model, in float32 (a flow model overrides it)."""
+        return self.unet(
+            model_input.to(self.dtype), t, encoder_hidden_states=embeddings,
+            timestep_cond=timestep_cond, added_cond_kwargs=added or None,
+        ).sample.float()  # fmt: skip
+
     def eps(
         self,
         x: torch.Tensor,
@@ -246,10 +280,7 @@ class Denoiser:
         step.latent_hw = (x.shape[-2], x.shape[-1])
         self.attention.step = step
         with torch.no_grad():
-            out = self.unet(
-                model_input.to(self.dtype), t, encoder_hidden_states=embeddings,
-                timestep_cond=timestep_cond, added_cond_kwargs=added or None,
-            ).sample.float()  # fmt: skip
+            out = self.forward(model_input, t, embeddings, added, timestep_cond)
         self.unet_evals += model_input.shape[0]
         if self.prediction_type == "v_prediction":
             out = ddim.v_to_eps(model_input, out, self.alpha(t) if alpha is None else alpha)
@@ -293,11 +324,14 @@ def sample(
             # attention hooks read the UNet's attention: a step they see must run it
             if attention or hooks.needs_unet(step, next_step):
                 info = StepInfo(index=step.index, num_steps=step.num_steps, timestep=step.t)
-                eps = denoiser.eps(x, step.t, conditioning, info)
+                out = denoiser.eps(x, step.t, conditioning, info)
             else:
-                eps = torch.full_like(x, float("nan"))
-            eps = hooks.after_eps(step, x, eps)
-            x0 = hooks.after_x0(step, x, eps, step.x0(x, eps))
+                out = torch.full_like(x, float("nan"))
+            # a UNet predicts eps; a flow model's velocity becomes eps here (laspa.flow)
+            model_eps = step.eps_of(x, out)
+            eps = hooks.after_eps(step, x, model_eps)
+            x0 = step.x0_from(x, eps, out, changed=eps is not model_eps)
+            x0 = hooks.after_x0(step, x, eps, x0)
             if callback is not None:
                 callback(step, x, x0, eps)
             eps_dir = hooks.direction(step, x, eps, x0)

@@ -1,8 +1,8 @@
 """Checks of a model folder, from its files and configs, before any weight loads.
 
 Each refusal is one line (:class:`~laspa.errors.ModelError`) naming what is wrong: a
-missing folder, pickle-only weights, a family the engine does not run (SD3, FLUX, ...),
-an SDXL folder without its second text encoder, a broken UNet config, components that do
+missing folder, pickle-only weights, a family the engine does not run (FLUX, ...),
+an SDXL or SD3 folder without one of its text encoders, a broken UNet config, components that do
 not fit together.
 """
 
@@ -37,6 +37,9 @@ def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
             raise ModelError(f"model folder not found: {text}")
         return  # a hub id such as runwayml/stable-diffusion-v1-5: diffusers resolves it
     check_model_family(path)
+    if is_sd3_folder(path):
+        check_sd3_folder(path, text)
+        return
     unet_config = _read_json(path / "unet" / "config.json")
     if unet_config is not None:
         check_unet_config(unet_config, text, unet_channels)
@@ -56,23 +59,23 @@ def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
             )
         weighted.append("text_encoder_2")
     for sub in weighted:
-        if not any((path / sub).glob("*.safetensors")):
-            pickles = [
-                p.name
-                for p in (path / sub).iterdir()
-                if p.suffix in (".bin", ".ckpt", ".pt", ".pth")
-            ]
-            if pickles:
-                raise ModelError(
-                    f"{path / sub} holds only pickle weights ({pickles[0]}); laspa loads "
-                    "safetensors only, since pickle files can run code: convert the checkpoint"
-                )
-            raise ModelError(f"no safetensors weights in {path / sub}")
+        _check_safetensors(path / sub)
+
+
+def _check_safetensors(folder: Path) -> None:
+    """A component folder must hold safetensors weights (pickles can run code)."""
+    if not any(folder.glob("*.safetensors")):
+        pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+        if pickles:
+            raise ModelError(
+                f"{folder} holds only pickle weights ({pickles[0]}); laspa loads "
+                "safetensors only, since pickle files can run code: convert the checkpoint"
+            )
+        raise ModelError(f"no safetensors weights in {folder}")
 
 
 #: pipeline classes of families the engine does not run, by the start of their name
 _OTHER_FAMILIES = {
-    "StableDiffusion3": "Stable Diffusion 3",
     "Flux": "FLUX",
     "Kandinsky": "Kandinsky",
     "IF": "DeepFloyd IF",
@@ -86,7 +89,34 @@ _OTHER_FAMILIES = {
     "CogView": "CogView",
 }
 
-_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x and SDXL checkpoints"
+_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x, SDXL and SD3 checkpoints"
+#: the pipeline class of SD3 folders, which the engine runs as a flow model (laspa.flow)
+SD3_PIPELINE = "StableDiffusion3Pipeline"
+#: SD3's parts; T5 (text_encoder_3, tokenizer_3) is optional, as in diffusers
+_SD3_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer",
+              "tokenizer_2", "scheduler")  # fmt: skip
+
+
+def is_sd3_folder(path: Path) -> bool:
+    """Whether a model folder is an SD3 checkpoint (its model_index names SD3's pipeline)."""
+    index = _read_json(path / "model_index.json") or {}
+    return str(index.get("_class_name", "")).startswith("StableDiffusion3")
+
+
+def check_sd3_folder(path: Path, source: str) -> None:
+    """An SD3 folder must hold every part the engine loads, each with safetensors weights."""
+    missing = [sub for sub in _SD3_PARTS if not (path / sub).is_dir()]
+    if missing:
+        raise ModelError(
+            f"{source} is a Stable Diffusion 3 checkpoint without "
+            f"{', '.join(m + '/' for m in missing)}; laspa needs its transformer, VAE and both "
+            "CLIP text encoders and tokenizers (T5 is optional)"
+        )
+    weighted = ["transformer", "vae", "text_encoder", "text_encoder_2"]
+    if (path / "text_encoder_3").is_dir():
+        weighted.append("text_encoder_3")
+    for sub in weighted:
+        _check_safetensors(path / sub)
 
 
 def is_sdxl(unet_config: dict) -> bool:
@@ -109,9 +139,11 @@ def _read_json(path: Path) -> dict | None:
 
 def check_model_family(path: Path) -> None:
     """Refuse, from its configs and before any weight loads, a model folder of a family
-    the engine does not run (SD3, FLUX, ...), naming the family."""
+    the engine does not run (FLUX, ...), naming the family."""
     index = _read_json(path / "model_index.json") or {}
     pipeline = str(index.get("_class_name", ""))
+    if pipeline.startswith("StableDiffusion3"):
+        return  # SD3 runs as a flow model (laspa.flow)
     family = next(
         (name for prefix, name in _OTHER_FAMILIES.items() if pipeline.startswith(prefix)),
         None,

@@ -199,6 +199,66 @@ def save_tiny_sdxl_model(folder: str | Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
+def tiny_sd3_components(seed: int = 0, shift: float = 3.0) -> dict:
+    """Tiny random SD3 components by pipeline name, as diffusers' SD3 tests build them: two
+    CLIP text encoders with projections, no T5 (``text_encoder_3=None``: the pipeline then
+    conditions on zeros in its place), an ``SD3Transformer2DModel`` (MMDiT, patch 2) and a
+    16-channel VAE with SD3's scaling and shift factors; ``FlowMatchEulerDiscreteScheduler``
+    with SD3's ``shift``. 32 px images, 16 x 16 latents."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    tokenizer_2 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    text_config = _tiny_text_config(tokenizer)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        caption_projection_dim=16,
+        pooled_projection_dim=64,
+        pos_embed_max_size=16,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=16,
+        norm_num_groups=8,
+        sample_size=32,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    return {
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=shift),
+        "vae": vae,
+        "text_encoder": CLIPTextModelWithProjection(text_config),
+        "tokenizer": tokenizer,
+        "text_encoder_2": CLIPTextModelWithProjection(text_config),
+        "tokenizer_2": tokenizer_2,
+        "text_encoder_3": None,
+        "tokenizer_3": None,
+    }
+
+
+def save_tiny_sd3_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
+    """Write tiny random SD3 components as a diffusers StableDiffusion3Pipeline folder."""
+    from diffusers import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline(**tiny_sd3_components(seed, **kwargs))
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return Path(folder)
+
+
 # ------------------------------------------------------------------ a second device
 
 

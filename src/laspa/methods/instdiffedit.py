@@ -146,6 +146,8 @@ class InstDiffEdit(Method):
     name = "instdiffedit"
     summary = "InstDiffEdit: an instant cross-attention mask while denoising; only it changes"
     Params = InstDiffEditParams
+    # its mask reads the UNet's cross-attention (MMDiT maps: not yet)
+    kinds = ("unet",)
     makes_mask = True
     records_attention = True
     batch_key = (

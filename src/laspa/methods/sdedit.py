@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import ddim
 from ..errors import ParameterError
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 
@@ -39,6 +38,6 @@ class SDEdit(Method):
         reference = batch.reference.expand(batch.size, -1, -1, -1)
         generators = engine.generators(batch)
         noise = engine.noise(generators, reference.shape)
-        x = ddim.forward_noise(reference, noise, steps[0].alpha)
+        x = steps[0].noised(reference, noise)
         step_noise = engine.step_noise(batch, generators, x)
         return MethodOutput(engine.sample(x, steps, engine.conditioning(batch), noise=step_noise))
