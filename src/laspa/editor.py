@@ -24,6 +24,7 @@ from .methods.base import (
     METHODS,
     EditBatch,
     EditRow,
+    check_model_kind,
     check_prompt,
     check_sampler,
     check_seed,
@@ -388,7 +389,7 @@ class Editor:
         """
         start = time.perf_counter()
         plugin = get_method(method)
-        self.engine.check_kind(method, plugin.kinds)
+        check_model_kind(method, self.engine.kind, plugin.kinds)
         rows = [self._row(method, variant) for variant in variants]
         if not rows:
             raise ParameterError("no edits requested")

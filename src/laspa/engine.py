@@ -53,7 +53,7 @@ from .attention import (
 from .errors import ModelError, ParameterError, first_line
 from .families import StableDiffusion3Text, StableDiffusionText, StableDiffusionXLText
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
-from .methods.base import EditBatch
+from .methods.base import EditBatch, check_model_kind
 from .models import check_model_source
 from .samplers import SAMPLERS, RowNoise, sampler_for_scheduler, step_noise_kind
 from .tokens import WordTokens, positions_of, token_alignment, word_tokens
@@ -148,13 +148,9 @@ class Engine:
         self.inversion_cache_hits = 0
         self._pipelines = {}
 
-    def check_kind(self, method: str, kinds: Sequence[str]) -> None:
-        """Refuse, in one line, a method or sampler that does not run on this model's kind."""
-        if self.kind not in kinds:
-            model = "a flow model (SD3)" if self.kind == "flow" else "a UNet (eps / v) model"
-            runs = " or ".join({"unet": "UNet (eps / v) models", "flow": "flow models"}[k]
-                               for k in kinds)  # fmt: skip
-            raise ParameterError(f"{method} runs on {runs} only; this is {model}")
+    def check_kind(self, what: str, kinds: Sequence[str]) -> None:
+        """Refuse, in one line, what does not run on this model's kind (check_model_kind)."""
+        check_model_kind(what, self.kind, kinds)
 
     @property
     def unet_evals(self) -> int:

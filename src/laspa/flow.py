@@ -98,6 +98,22 @@ class FlowStep(Step):
             return velocity_to_x0(x, out, self.s)
         return self.x0(x, eps)
 
+    @property
+    def eps_determines_x0(self) -> bool:
+        return self.s < 1.0
+
+    @property
+    def flow_level(self) -> float:
+        return self.s
+
+    @property
+    def flow_level_prev(self) -> float:
+        return self.s_prev
+
+    @property
+    def flow_scale(self) -> float:
+        return 1.0
+
     def noised(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return flow_noised(x0, noise, self.s)
 

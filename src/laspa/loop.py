@@ -97,6 +97,27 @@ class Step:
         whether a hook ``changed`` eps; on a UNet step simply :meth:`x0`."""
         return self.x0(x, eps)
 
+    @property
+    def eps_determines_x0(self) -> bool:
+        """Whether eps at x fixes x0 (not so for a flow model's pure noise, laspa.flow)."""
+        return True
+
+    @property
+    def flow_level(self) -> float:
+        """The level s of this step's latent as a rectified flow: a variance-preserving
+        x_t = sqrt(a) x0 + sqrt(1 - a) eps is c * ((1 - s) x0 + s eps) with
+        c = sqrt(a) + sqrt(1 - a) and s = sqrt(1 - a) / c (laspa.flow; FlowEdit on UNets)."""
+        return flow_level(self.alpha)
+
+    @property
+    def flow_level_prev(self) -> float:
+        return flow_level(self.alpha_prev)
+
+    @property
+    def flow_scale(self) -> float:
+        """c: the model's latent is c times the flow latent at :attr:`flow_level`."""
+        return self.alpha**0.5 + (1 - self.alpha) ** 0.5
+
     def noised(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x0`` taken to this step's noise level with ``noise`` (q(x_t | x0))."""
         return ddim.forward_noise(x0, noise, self.alpha)
@@ -104,6 +125,12 @@ class Step:
     def noised_prev(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x0`` taken to the noise level this step lands on."""
         return ddim.forward_noise(x0, noise, self.alpha_prev)
+
+
+def flow_level(alpha: float) -> float:
+    """s = sqrt(1 - a) / (sqrt(a) + sqrt(1 - a)): the rectified-flow level of alpha."""
+    noise = (1 - alpha) ** 0.5
+    return noise / (alpha**0.5 + noise)
 
 
 #: Watches a run: called once per step with the step, the latent the UNet saw, the

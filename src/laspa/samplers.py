@@ -194,13 +194,11 @@ class Flow(Sampler):
         except ValueError as error:
             raise ParameterError(f"steps: {error}") from None
         scale = denoiser.num_train_timesteps
-        return [
-            FlowStep(
-                i, num_steps, timesteps[i], sigmas[i + 1] * scale, vp_alpha(sigmas[i]),
-                vp_alpha(sigmas[i + 1]), s=sigmas[i], s_prev=sigmas[i + 1],
-            )  # fmt: skip
-            for i in range(len(timesteps))
-        ]
+        steps = []
+        for i, (t, s, s_prev) in enumerate(zip(timesteps, sigmas, sigmas[1:], strict=False)):
+            alphas = (vp_alpha(s), vp_alpha(s_prev))
+            steps.append(FlowStep(i, num_steps, t, s_prev * scale, *alphas, s=s, s_prev=s_prev))
+        return steps
 
 
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in (DDIM(), Ancestral(), LCM(), TCD(), Flow())}

@@ -498,7 +498,7 @@ def _models():
         "model: SDXL without tokenizer_2": (sdxl("tokenizer_2"), "SDXL checkpoint without tokenizer_2/;"),
         "model: SDXL unet in an SD folder": (sdxl_unet_only, "without text_encoder_2/ and tokenizer_2/"),
         "model: unet with other added conditions": (unet(addition_embed_type="image"), "'image' added conditions"),
-        "model: SD3": (sd3, "Stable Diffusion 3"),
+        "model: SD3 without its tokenizers": (sd3, "Stable Diffusion 3 checkpoint without"),
         "model: FLUX": (flux, "FLUX"),
         "model: other transformer": (unknown_transformer, "diffusion transformer"),
         "model: two text encoders": (two_text_encoders, "two text encoders"),
@@ -562,10 +562,16 @@ def test_families_are_named_before_any_weight_loads(place, monkeypatch):
     from laspa.editor import Editor
     from laspa.errors import ModelError
 
-    model = MODELS["model: SD3"][0](place)
+    model = MODELS["model: FLUX"][0](place)
     with pytest.raises(
-        ModelError, match=r"is a checkpoint of Stable Diffusion 3 \(StableDiffusion3Pipeline\); "
-        r"laspa runs Stable Diffusion 1.x/2.x and SDXL checkpoints only$"
+        ModelError, match=r"is a checkpoint of FLUX \(FluxPipeline\); "
+        r"laspa runs Stable Diffusion 1.x/2.x, SDXL and SD3 checkpoints only$"
+    ):  # fmt: skip
+        Editor.from_pretrained(model)
+    model = MODELS["model: SD3 without its tokenizers"][0](place)
+    with pytest.raises(
+        ModelError, match=r"is a Stable Diffusion 3 checkpoint without text_encoder_2/, "
+        r"tokenizer/, tokenizer_2/; laspa needs"
     ):  # fmt: skip
         Editor.from_pretrained(model)
     model = MODELS["model: SDXL without text_encoder_2"][0](place)

@@ -41,6 +41,7 @@ RUNS = {
     "sdedit": {},
     "ddim-inversion": {"source_prompt": "a dog"},
     "generate": {},
+    "flowedit": {"source_prompt": "a cat", "n_max": 3},
 }
 
 

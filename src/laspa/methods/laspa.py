@@ -176,7 +176,8 @@ class EpsAlignment(SamplerHooks):
         self.literal = torch.tensor(literal, device=reference.device).view(-1, 1, 1, 1)
 
     def needs_unet(self, step: Step, next_step: Step | None) -> bool:
-        return not self.weight.full(step.t)
+        # where eps does not fix x0 (a flow model's pure noise), x0 is the model's own
+        return not (self.weight.full(step.t) and step.eps_determines_x0)
 
     def after_eps(self, step: Step, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         if not self.weight.any(step.t):

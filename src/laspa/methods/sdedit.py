@@ -15,8 +15,11 @@ class SDEditParams(CommonParams):
     )
 
 
-def start_index(num_steps: int, strength: float) -> int:
-    """First step run, with diffusers img2img's rounding so both visit the same timesteps."""
+def start_index(num_steps: int, strength: float, flow: bool = False) -> int:
+    """First step run, with diffusers img2img's rounding so both visit the same timesteps:
+    SD's pipelines round the steps run down, SD3's the steps skipped (``flow``)."""
+    if flow:
+        return int(max(num_steps - num_steps * strength, 0))
     return num_steps - min(int(num_steps * strength), num_steps)
 
 
@@ -29,7 +32,8 @@ class SDEdit(Method):
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps, strength = batch.shared("steps"), batch.shared("strength")
-        steps = engine.steps(batch)[start_index(num_steps, strength) :]
+        first = start_index(num_steps, strength, flow=engine.kind == "flow")
+        steps = engine.steps(batch)[first:]
         if not steps:
             raise ParameterError(
                 f"strength {strength} with {num_steps} steps leaves no denoising step; "
