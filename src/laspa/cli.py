@@ -270,7 +270,7 @@ def edit(
 ) -> None:
     """Edit IMAGE towards PROMPT and write the result to -o."""
     from . import images
-    from .editor import check_model_source
+    from .editor import check_method_fits, check_model_source
     from .methods.base import METHODS, check_prompt, check_seed
     from .methods.options import mix_words
 
@@ -285,6 +285,7 @@ def edit(
     options = method_options(method, given, settings)
     check_prompt(prompt)
     check_seed(seed)
+    check_method_fits(method, options.get("sampler"), model)  # FPE on SD3, ...: before loading
     if options.get("inpaint_model"):  # loaded late, in the method's last pass: check now
         check_model_source(options["inpaint_model"], unet_channels=9)
     output = images.check_output_path(output, inputs=(image,))

@@ -32,7 +32,13 @@ from .methods.base import (
     get_method,
     make_params,
 )
-from .models import check_components, check_model_source, check_unet_config, is_sdxl
+from .models import (
+    check_components,
+    check_model_source,
+    check_unet_config,
+    folder_kind,
+    is_sdxl,
+)
 from .tokens import phrase_occurs, positions_of, word_tokens
 
 DEFAULT_METHOD = "laspa-x0"
@@ -446,6 +452,22 @@ class Editor:
         check_prompt(prompt)
         seed = check_seed(variant.pop("seed", 0))
         return EditRow(prompt, seed, make_params(method, variant))
+
+
+def check_method_fits(method: str, sampler: str | None, model: str | Path | None) -> None:
+    """Refuse, before the model loads, a method or sampler that does not run on the kind of
+    model a local folder holds (FPE on SD3, ddim on a flow model, ...); a hub id is checked
+    once loaded (Editor.edit_many, Engine.steps)."""
+    from .mini import MODEL_NAMES
+    from .samplers import SAMPLERS
+
+    # the bundled models (the default, and those named) are UNets
+    kind = "unet" if model is None or model in MODEL_NAMES else folder_kind(model)
+    if kind is None:
+        return
+    check_model_kind(method, kind, METHODS[method].kinds)
+    if sampler and sampler != "auto":
+        check_model_kind(f"sampler {sampler}", kind, SAMPLERS[sampler].kinds)
 
 
 def load_scheduler(source: str):

@@ -198,3 +198,15 @@ def check_components(vae_config, text_configs: list, unet_config, source: str) -
     if width is not None and isinstance(cross, int) and cross != width:
         raise ModelError(f"{source}: the text encoders' features have {width} channels but "
                          f"the UNet attends to {cross}")  # fmt: skip
+
+
+def folder_kind(model: str | Path) -> str | None:
+    """The kind of model a local folder holds, read from its configs before any weight
+    loads: "flow" (SD3) or "unet"; None for what is only known once loaded (a hub id)."""
+    path = Path(str(model))
+    try:
+        if not path.is_dir():
+            return None
+    except OSError:
+        return None
+    return "flow" if is_sd3_folder(path) else "unet"

@@ -349,7 +349,9 @@ def test_flowedit_on_a_unet_runs_in_flow_coordinates(sampler):
 # ---------------------------------------------------------------------------- the command
 
 
-def test_the_command_edits_with_flowedit_and_refuses_fpe_on_sd3(sd3_folder, tmp_path, capsys):
+def test_the_command_edits_with_flowedit_and_refuses_fpe_on_sd3(
+    sd3_folder, tmp_path, capsys, monkeypatch
+):
     image = tmp_path / "in.png"
     picture().save(image)
     out = tmp_path / "out.png"
@@ -358,8 +360,14 @@ def test_the_command_edits_with_flowedit_and_refuses_fpe_on_sd3(sd3_folder, tmp_
                            "--source-prompt", SOURCE, "--set", "n_max=3")  # fmt: skip
     assert code == 0, err
     assert Image.open(out).size == (32, 32)
+    # refused from the folder's configs, before the model loads
+    monkeypatch.setattr(Editor, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
     refused = tmp_path / "fpe.png"
-    code, out_text, err = run_cli(capsys, *common, "-o", refused, "-m", "fpe")
-    assert code == 2 and not out_text and len(err.strip().splitlines()) == 1
-    assert "fpe runs on UNet (eps / v) models only" in err
-    assert not refused.exists()
+    for args, message in [
+        (("-m", "fpe"), "fpe runs on UNet (eps / v) models only; this is a flow model (SD3)"),
+        (("--sampler", "ddim"), "sampler ddim runs on UNet (eps / v) models only"),
+    ]:
+        code, out_text, err = run_cli(capsys, *common, "-o", refused, *args)
+        assert code == 2 and not out_text and len(err.strip().splitlines()) == 1
+        assert message in err
+        assert not refused.exists()
