@@ -4,8 +4,9 @@
 
     for step in steps:
         x    -> before_unet          input alignment, latent mixing, masked blending
-        eps  =  denoiser(x, t, text) attention hooks run inside the processors
+        out  =  denoiser(x, t, text) attention hooks run inside the processors
                                      (skipped when needs_unet says its output is discarded)
+        eps  =  step.eps_of(x, out)  a UNet's eps as is; a flow model's velocity converted
         eps  -> after_eps            error alignment
         x0   =  step.x0(x, eps)      -> after_x0    x0 alignment
         callback(step, x, x0, eps)   watching only (optional)
@@ -14,7 +15,7 @@
 
 A sampler (laspa.samplers) is the list of :class:`Step` the loop walks: each step's
 timesteps, alphas and the coefficients of one generalised DDIM update, so DDIM, DDPM /
-ancestral and LCM sampling share this loop and its hooks. Every editing method is a
+ancestral, LCM and flow (SD3, laspa.flow) sampling share this loop and its hooks. Every editing method is a
 :class:`SamplerHooks` subclass that overrides the points it needs; its attention hooks
 are handed to :func:`sample` beside it, and a ``callback(step, x, x0, eps)`` watches a
 run without changing it. Latents are kept in float32 whatever the UNet's dtype.
