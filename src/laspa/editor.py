@@ -18,7 +18,7 @@ from . import images, methods
 from . import maps as maps_lib
 from .engine import Engine, Progress, is_flow_denoiser
 from .errors import ModelError, ParameterError, first_line
-from .families import StableDiffusion3Text, StableDiffusionXLText
+from .families import FluxText, StableDiffusion3Text, StableDiffusionXLText
 from .methods.base import (
     COMMON_BATCH_KEY,
     METHODS,
@@ -139,10 +139,16 @@ class Editor:
             self.text_encoder_3 = text_encoder_3
             if text_encoder_3 is not None:
                 self.text_encoder_3 = _place(text_encoder_3, self.device, self.dtype)
-            text = StableDiffusion3Text(
-                (self.text_encoder, self.text_encoder_2), (tokenizer, tokenizer_2), self.device,
-                int(unet.config.joint_attention_dim), self.text_encoder_3, tokenizer_3,
-            )  # fmt: skip
+            if _is_flux(unet):
+                text = FluxText(
+                    self.text_encoder, tokenizer, self.text_encoder_2, tokenizer_2, self.device
+                )
+            else:
+                text = StableDiffusion3Text(
+                    (self.text_encoder, self.text_encoder_2), (tokenizer, tokenizer_2),
+                    self.device, int(unet.config.joint_attention_dim), self.text_encoder_3,
+                    tokenizer_3,
+                )  # fmt: skip
         self.engine = Engine(
             self.vae, self.text_encoder, tokenizer, self.unet, scheduler,
             device=self.device, dtype=self.dtype, final_step=final_step,
@@ -159,8 +165,8 @@ class Editor:
         self.resolution = self.engine.resolution
         # a side must survive the VAE's and the UNet's downsampling (or the transformer's
         # patches) without remainder
-        if flow:
-            unet_factor = int(self.unet.config.patch_size)
+        if flow:  # FLUX packs 2 x 2 latent pixels into a token
+            unet_factor = 2 if _is_flux(self.unet) else int(self.unet.config.patch_size)
         else:
             unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale_factor * unet_factor
@@ -202,8 +208,11 @@ class Editor:
         check_model_source(model)
         _, torch_dtype = default_device_and_dtype(device, dtype)
         source = str(model)
-        if _pipeline_class(source).startswith("StableDiffusion3"):
+        pipeline = _pipeline_class(source)
+        if pipeline.startswith("StableDiffusion3"):
             return cls._from_sd3(source, device=device, dtype=dtype, **kwargs)
+        if pipeline.startswith("Flux"):
+            return cls._from_flux(source, device=device, dtype=dtype, **kwargs)
         sdxl: dict[str, Any] = {}
         try:
             vae = AutoencoderKL.from_pretrained(
@@ -274,6 +283,46 @@ class Editor:
         if latent != parts["unet"].config.in_channels:
             raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the "
                              f"transformer takes {parts['unet'].config.in_channels}")  # fmt: skip
+        try:
+            editor = cls(device=device, dtype=dtype, name=source, **parts, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ModelError(f"cannot use model {source}: {first_line(error)}") from None
+        editor.source = source
+        return editor
+
+    @classmethod
+    def _from_flux(cls, source: str, *, device=None, dtype=None, **kwargs) -> Editor:
+        """A FLUX checkpoint (diffusers' FluxPipeline layout), run as a flow model:
+        transformer, VAE, CLIP text encoder (pooled) and T5 encoder with their tokenizers."""
+        from diffusers import AutoencoderKL, FluxTransformer2DModel
+        from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
+
+        _, torch_dtype = default_device_and_dtype(device, dtype)
+        weights = {"use_safetensors": True}
+        try:
+            parts: dict[str, Any] = {
+                "unet": FluxTransformer2DModel.from_pretrained(
+                    source, subfolder="transformer", torch_dtype=torch_dtype, **weights
+                ),
+                "vae": AutoencoderKL.from_pretrained(
+                    source, subfolder="vae", torch_dtype=torch_dtype, **weights
+                ),
+                "text_encoder": CLIPTextModel.from_pretrained(
+                    source, subfolder="text_encoder", dtype=torch_dtype, **weights
+                ),
+                "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
+                "text_encoder_2": T5EncoderModel.from_pretrained(
+                    source, subfolder="text_encoder_2", dtype=torch_dtype, **weights
+                ),
+                "tokenizer_2": AutoTokenizer.from_pretrained(source, subfolder="tokenizer_2"),
+                "scheduler": load_scheduler(source),
+            }
+        except Exception as error:  # diffusers/hub raise many types; the user needs one line
+            raise ModelError(f"cannot load model {source}: {first_line(error)}") from None
+        latent, taken = parts["vae"].config.latent_channels, parts["unet"].config.in_channels
+        if 4 * latent != taken:
+            raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the "
+                             f"transformer takes {taken // 4} (packed 2 x 2: {taken})")  # fmt: skip
         try:
             editor = cls(device=device, dtype=dtype, name=source, **parts, **kwargs)
         except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -483,6 +532,10 @@ def load_scheduler(source: str):
     if not known:
         scheduler_class = diffusers.DDIMScheduler
     return scheduler_class.from_config(config)
+
+
+def _is_flux(model) -> bool:
+    return type(model).__name__ == "FluxTransformer2DModel"
 
 
 def _pipeline_class(source: str) -> str:

@@ -21,7 +21,8 @@ sampler plugs in behind these members, and every method keeps working unchanged:
   method that needs one (InstDiffEdit's inpainting checkpoint);
 - ``num_train_timesteps``, ``device``, ``dtype``, ``unet_evals``; ``kind``: "unet" (an eps /
   v UNet) or "flow" (a rectified-flow transformer, SD3: laspa.flow), for a method that
-  runs on one kind only;
+  runs on one kind only; ``family``: "sd" (1.x/2.x), "sdxl", "sd3" or "flux", for a method
+  whose published settings differ by model;
 - ``encode``, ``decode``, ``latent_shape``, ``text_embeddings``: a model family's own
   autoencoder and text encoder (the Editor's, rather than the methods').
 
@@ -51,7 +52,12 @@ from .attention import (
     self_attention_level,
 )
 from .errors import ModelError, ParameterError, first_line
-from .families import StableDiffusion3Text, StableDiffusionText, StableDiffusionXLText
+from .families import (
+    FluxText,
+    StableDiffusion3Text,
+    StableDiffusionText,
+    StableDiffusionXLText,
+)
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
 from .methods.base import EditBatch, check_model_kind
 from .models import check_model_source
@@ -66,7 +72,7 @@ METHOD_INTERFACE = frozenset((
     "sampler", "steps", "step_noise", "generators", "noise", "conditioning", "sample", "invert",
     "attention_store", "self_attention_store", "layers",
     "word_tokens", "positions_of", "token_alignment", "pipeline",
-    "num_train_timesteps", "device", "dtype", "unet_evals", "kind",
+    "num_train_timesteps", "device", "dtype", "unet_evals", "kind", "family",
     "encode", "decode", "latent_shape", "text_embeddings",
 ))  # fmt: skip
 
@@ -85,7 +91,8 @@ class Engine:
     def __init__(
         self, vae, text_encoder, tokenizer, unet, scheduler, *, device: torch.device,
         dtype: torch.dtype, final_step: str = "clean", inversion_cache_size: int = 8,
-        text: StableDiffusionText | StableDiffusionXLText | StableDiffusion3Text | None = None,
+        text: StableDiffusionText | StableDiffusionXLText | StableDiffusion3Text | FluxText
+        | None = None,
     ):  # fmt: skip
         from diffusers import DDIMScheduler
 
@@ -94,9 +101,13 @@ class Engine:
         self._vae, self._tokenizer = vae, tokenizer
         self._vae_dtype = vae.dtype
         self._text = text or StableDiffusionText(text_encoder, tokenizer, device)
+        self.family = _FAMILIES[type(self._text)]
         #: pixels per latent pixel, and the model's native image side in pixels
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.resolution = int(unet.config.sample_size) * self.vae_scale_factor
+        if unet.config.get("sample_size") is None:  # FLUX: its VAE's image size (1024 px)
+            self.resolution = int(vae.config.sample_size)
+        else:
+            self.resolution = int(unet.config.sample_size) * self.vae_scale_factor
         #: SD3's VAE centres its latents: z = (mean - shift) * scale
         self._vae_shift = vae.config.get("shift_factor")
         self.kind = "flow" if is_flow_denoiser(unet) else "unet"
@@ -129,7 +140,7 @@ class Engine:
         import diffusers
 
         from .attention import AttentionState
-        from .flow import FlowDenoiser
+        from .flow import FlowDenoiser, FluxDenoiser
 
         scheduler_class = type(scheduler)
         if not issubclass(scheduler_class, diffusers.FlowMatchEulerDiscreteScheduler):
@@ -138,7 +149,9 @@ class Engine:
         self.default_sampler = "flow"
         self.guidance_embedding_dim = None
         self.attention = AttentionState()
-        self.denoiser = FlowDenoiser(transformer, self.scheduler, self.attention)
+        flux = type(transformer).__name__ == "FluxTransformer2DModel"
+        denoiser_class = FluxDenoiser if flux else FlowDenoiser
+        self.denoiser = denoiser_class(transformer, self.scheduler, self.attention)
         self.layers = {}
         self.num_train_timesteps = self.denoiser.num_train_timesteps
         self.progress = None
@@ -170,7 +183,8 @@ class Engine:
         """The (1, C, h, w) shape of the latent of (1, 3, H, W) ``pixels``."""
         height, width = pixels.shape[-2:]
         factor = self.vae_scale_factor
-        channels = int(self.denoiser.unet.config.in_channels)
+        channels = getattr(self.denoiser, "latent_channels", None)
+        channels = int(self.denoiser.unet.config.in_channels) if channels is None else channels
         return (1, channels, height // factor, width // factor)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -260,6 +274,9 @@ class Engine:
         if not guided:
             guidance = torch.ones_like(guidance)
         guidance[:unguided_rows] = 1.0
+        if self.kind == "flow" and self.denoiser.guidance_embeds:
+            # FLUX-dev: guidance distilled into the model, one row each (FluxPipeline)
+            return Conditioning(cond, added={**added, "guidance": guidance.flatten()})
         if self.guidance_mode(batch) == "embedding":
             w = (guidance.flatten() - 1).clamp(min=0)
             embedding = ddim.guidance_embedding(w, self.guidance_embedding_dim)
@@ -309,6 +326,10 @@ class Engine:
         if isinstance(batch, int):
             return SAMPLERS[self.default_sampler].steps(self.denoiser, batch)
         self.check_kind(f"sampler {self.sampler(batch)}", SAMPLERS[self.sampler(batch)].kinds)
+        if self.kind == "flow":  # a resolution-dependent shift (FLUX) reads the size
+            height, width = self._pixel_hw(batch)
+            factor = self.vae_scale_factor
+            self.denoiser.latent_hw = (height // factor, width // factor)
         return SAMPLERS[self.sampler(batch)].steps(
             self.denoiser, batch.shared("steps"), gamma=batch.shared("gamma")
         )
@@ -438,8 +459,13 @@ class Engine:
         self.denoiser.unet_evals += args[0].shape[0]
 
 
+_FAMILIES = {
+    StableDiffusionText: "sd", StableDiffusionXLText: "sdxl", StableDiffusion3Text: "sd3",
+    FluxText: "flux",
+}  # fmt: skip
+
 #: diffusers classes of flow (velocity-predicting) transformers the engine runs
-FLOW_DENOISERS = ("SD3Transformer2DModel",)
+FLOW_DENOISERS = ("SD3Transformer2DModel", "FluxTransformer2DModel")
 
 
 def is_flow_denoiser(model) -> bool:

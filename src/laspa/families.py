@@ -12,6 +12,8 @@ see which family runs:
 - :class:`StableDiffusion3Text`: SD3, two CLIP text encoders (penultimate hidden states
   concatenated, zero-padded to T5's width) followed by T5's tokens (zeros where the
   checkpoint has no T5), and both pooled projections side by side as
+  ``pooled_projections``;
+- :class:`FluxText`: FLUX, T5's tokens as the embeddings and CLIP's pooled output as
   ``pooled_projections``.
 """
 
@@ -131,6 +133,34 @@ class StableDiffusion3Text:
             truncation=True, add_special_tokens=True, return_tensors="pt",
         ).input_ids.to(self.device)  # fmt: skip
         return self.text_encoder_3(ids)[0].float()
+
+    def size_inputs(self, rows: int, pixel_hw: tuple[int, int]) -> Added:
+        return {}
+
+
+class FluxText:
+    """FLUX's two text encoders, as diffusers' FluxPipeline encodes a prompt: T5's last
+    hidden states (``max_sequence_length`` tokens) are the embeddings, the CLIP text
+    encoder's pooled output is ``pooled_projections``."""
+
+    def __init__(
+        self, clip, clip_tokenizer, t5, t5_tokenizer, device: torch.device,
+        max_sequence_length: int = 512,
+    ):  # fmt: skip
+        self.clip, self.clip_tokenizer, self.device = clip, clip_tokenizer, device
+        self.t5, self.t5_tokenizer = t5, t5_tokenizer
+        self.max_sequence_length = max_sequence_length
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:
+        with torch.no_grad():
+            ids = token_ids(self.clip_tokenizer, prompts).to(self.device)
+            pooled = self.clip(ids, output_hidden_states=False).pooler_output.float()
+            t5_ids = self.t5_tokenizer(
+                list(prompts), padding="max_length", max_length=self.max_sequence_length,
+                truncation=True, return_tensors="pt",
+            ).input_ids.to(self.device)  # fmt: skip
+            embeddings = self.t5(t5_ids, output_hidden_states=False)[0].float()
+        return embeddings, {"pooled_projections": pooled}
 
     def size_inputs(self, rows: int, pixel_hw: tuple[int, int]) -> Added:
         return {}

@@ -1,4 +1,4 @@
-"""Rectified-flow models (SD3) in the loop's terms: the step, and the denoiser.
+"""Rectified-flow models (SD3, FLUX) in the loop's terms: the step, and the denoisers.
 
 A flow model (SD3's MMDiT; diffusers' ``FlowMatchEulerDiscreteScheduler``) noises a clean
 latent x0 with eps along a straight line and predicts the velocity v = eps - x0::
@@ -140,6 +140,12 @@ class FlowDenoiser(Denoiser):
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.prediction_type = "flow"
         self.unet_evals = 0
+        #: the latent (h, w) the next steps are for: a resolution-dependent shift reads it
+        self.latent_hw: tuple[int, int] | None = None
+        #: a guidance-distilled model (FLUX-dev) takes the scale as an input, not by CFG
+        self.guidance_embeds = False
+        #: channels of the loop's latents (FLUX's transformer takes them packed, 4x)
+        self.latent_channels = int(transformer.config.in_channels)
 
     def alpha(self, t: float) -> float:
         return vp_alpha(t / self.num_train_timesteps) if t > 0 else 1.0
@@ -149,17 +155,18 @@ class FlowDenoiser(Denoiser):
         its resolution-dependent shift where the config asks for one); sigmas end in 0."""
         kwargs = {}
         if self.scheduler_config.get("use_dynamic_shifting"):
-            kwargs["mu"] = self.dynamic_shift(latent_hw)
+            kwargs["mu"] = self.dynamic_shift(latent_hw or self.latent_hw)
         self.scheduler.set_timesteps(num_steps, **kwargs)
         timesteps = [float(t) for t in self.scheduler.timesteps]
         sigmas = [float(s) for s in self.scheduler.sigmas]
         return timesteps, sigmas
 
-    def dynamic_shift(self, latent_hw: tuple[int, int] | None) -> float:
+    def dynamic_shift(self, latent_hw: tuple[int, int] | None, patch: int | None = None) -> float:
         """diffusers' ``calculate_shift`` (mu) for an image of ``latent_hw`` latent pixels
-        (default: the model's own size), in patches of the transformer's patch size."""
+        (default: the model's own size), in patches of ``patch`` (default: the
+        transformer's patch size)."""
         config, model = self.scheduler_config, self.unet.config
-        patch = int(model.get("patch_size", 1) or 1)
+        patch = patch or int(model.get("patch_size", 1) or 1)
         if latent_hw is None:
             latent_hw = (int(model.sample_size),) * 2
         tokens = (latent_hw[0] // patch) * (latent_hw[1] // patch)
@@ -180,3 +187,66 @@ class FlowDenoiser(Denoiser):
             encoder_hidden_states=embeddings,
             pooled_projections=added["pooled_projections"], return_dict=False,
         )[0].float()  # fmt: skip
+
+
+class FluxDenoiser(FlowDenoiser):
+    """FLUX's ``FluxTransformer2DModel``: the loop's latents (rows, C, h, w) are packed into
+    2 x 2 patches of (h/2 w/2) tokens of 4C channels for the transformer and unpacked
+    from it, with their position ids, as diffusers' FluxPipeline does; the timestep is
+    given as s (``t / 1000``), a guidance-distilled model (FLUX-dev) takes each row's
+    guidance scale as ``added["guidance"]``; the levels are ``linspace(1, 1/N, N)`` through
+    the scheduler's resolution-dependent shift, as FluxPipeline sets them."""
+
+    def __init__(self, transformer, scheduler, attention: AttentionState):
+        super().__init__(transformer, scheduler, attention)
+        self.guidance_embeds = bool(transformer.config.get("guidance_embeds"))
+        self.latent_channels = int(transformer.config.in_channels) // 4
+
+    def sigmas(self, num_steps: int, latent_hw: tuple[int, int] | None = None):
+        import numpy as np
+
+        latent_hw = latent_hw or self.latent_hw
+        if latent_hw is None:
+            side = int(self.unet.config.get("sample_size", 128) or 128)
+            latent_hw = (side, side)
+        mu = self.dynamic_shift((latent_hw[0] // 2, latent_hw[1] // 2), patch=1)
+        levels = np.linspace(1.0, 1 / num_steps, num_steps)
+        self.scheduler.set_timesteps(num_steps, sigmas=levels, mu=mu)
+        timesteps = [float(t) for t in self.scheduler.timesteps]
+        return timesteps, [float(s) for s in self.scheduler.sigmas]
+
+    def forward(self, model_input, t, embeddings, added, timestep_cond) -> torch.Tensor:
+        rows, channels, height, width = model_input.shape
+        packed = pack_latents(model_input.to(self.dtype))
+        device = model_input.device
+        timestep = torch.full((rows,), float(t), device=device).to(self.dtype) / 1000
+        guidance = added.get("guidance") if self.guidance_embeds else None
+        out = self.unet(
+            hidden_states=packed, timestep=timestep, guidance=guidance,
+            pooled_projections=added["pooled_projections"], encoder_hidden_states=embeddings,
+            txt_ids=torch.zeros(embeddings.shape[1], 3, device=device, dtype=self.dtype),
+            img_ids=latent_ids(height // 2, width // 2, device, self.dtype), return_dict=False,
+        )[0]  # fmt: skip
+        return unpack_latents(out.float(), channels, height, width)
+
+
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """(rows, C, h, w) -> (rows, h/2 w/2, 4C): FluxPipeline's ``_pack_latents``."""
+    rows, channels, height, width = latents.shape
+    patches = latents.view(rows, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(rows, (height // 2) * (width // 2), channels * 4)
+
+
+def unpack_latents(tokens: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """The inverse of :func:`pack_latents` (FluxPipeline's ``_unpack_latents``)."""
+    rows = tokens.shape[0]
+    patches = tokens.view(rows, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return patches.reshape(rows, channels, height, width)
+
+
+def latent_ids(height: int, width: int, device, dtype) -> torch.Tensor:
+    """The (row, column) position ids of the packed tokens (``_prepare_latent_image_ids``)."""
+    ids = torch.zeros(height, width, 3)
+    ids[..., 1] = ids[..., 1] + torch.arange(height)[:, None]
+    ids[..., 2] = ids[..., 2] + torch.arange(width)[None, :]
+    return ids.reshape(height * width, 3).to(device=device, dtype=dtype)

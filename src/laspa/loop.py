@@ -15,10 +15,10 @@
 
 A sampler (laspa.samplers) is the list of :class:`Step` the loop walks: each step's
 timesteps, alphas and the coefficients of one generalised DDIM update, so DDIM, DDPM /
-ancestral, LCM and flow (SD3, laspa.flow) sampling share this loop and its hooks. Every editing method is a
-:class:`SamplerHooks` subclass that overrides the points it needs; its attention hooks
-are handed to :func:`sample` beside it, and a ``callback(step, x, x0, eps)`` watches a
-run without changing it. Latents are kept in float32 whatever the UNet's dtype.
+ancestral, LCM and flow (SD3, FLUX: laspa.flow) sampling share this loop and its hooks.
+Every editing method is a :class:`SamplerHooks` subclass that overrides the points it
+needs; its attention hooks are handed to :func:`sample` beside it, and a
+``callback(step, x, x0, eps)`` watches a run without changing it. Latents are kept in float32 whatever the UNet's dtype.
 """
 
 from __future__ import annotations

@@ -76,7 +76,6 @@ def _check_safetensors(folder: Path) -> None:
 
 #: pipeline classes of families the engine does not run, by the start of their name
 _OTHER_FAMILIES = {
-    "Flux": "FLUX",
     "Kandinsky": "Kandinsky",
     "IF": "DeepFloyd IF",
     "PixArt": "PixArt",
@@ -89,28 +88,45 @@ _OTHER_FAMILIES = {
     "CogView": "CogView",
 }
 
-_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x, SDXL and SD3 checkpoints"
-#: the pipeline class of SD3 folders, which the engine runs as a flow model (laspa.flow)
-SD3_PIPELINE = "StableDiffusion3Pipeline"
-#: SD3's parts; T5 (text_encoder_3, tokenizer_3) is optional, as in diffusers
-_SD3_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer",
-              "tokenizer_2", "scheduler")  # fmt: skip
+_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX checkpoints"
+#: pipeline classes (by the start of their name) the engine runs as flow models
+#: (laspa.flow), with their family's name
+FLOW_FAMILIES = {"StableDiffusion3": "Stable Diffusion 3", "Flux": "FLUX"}
+#: their parts (SD3's T5, text_encoder_3 / tokenizer_3, is optional, as in diffusers)
+_FLOW_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer",
+               "tokenizer_2", "scheduler")  # fmt: skip
+_FLOW_NEEDS = {
+    "Stable Diffusion 3": "its transformer, VAE and both CLIP text encoders and tokenizers "
+    "(T5 is optional)",
+    "FLUX": "its transformer, VAE, CLIP and T5 text encoders and tokenizers",
+}
+
+
+def flow_family(pipeline: str) -> str | None:
+    """The flow family ("Stable Diffusion 3", "FLUX") a pipeline class names, or None."""
+    return next((name for start, name in FLOW_FAMILIES.items() if pipeline.startswith(start)),
+                None)  # fmt: skip
+
+
+def folder_pipeline(path: Path) -> str:
+    """The pipeline class a folder's model_index.json names ("" without one)."""
+    return str((_read_json(path / "model_index.json") or {}).get("_class_name", ""))
 
 
 def is_sd3_folder(path: Path) -> bool:
-    """Whether a model folder is an SD3 checkpoint (its model_index names SD3's pipeline)."""
-    index = _read_json(path / "model_index.json") or {}
-    return str(index.get("_class_name", "")).startswith("StableDiffusion3")
+    """Whether a model folder is a flow checkpoint (SD3 or FLUX, from its model_index)."""
+    return flow_family(folder_pipeline(path)) is not None
 
 
 def check_sd3_folder(path: Path, source: str) -> None:
-    """An SD3 folder must hold every part the engine loads, each with safetensors weights."""
-    missing = [sub for sub in _SD3_PARTS if not (path / sub).is_dir()]
+    """A flow (SD3, FLUX) folder must hold every part the engine loads, each with
+    safetensors weights."""
+    family = flow_family(folder_pipeline(path))
+    missing = [sub for sub in _FLOW_PARTS if not (path / sub).is_dir()]
     if missing:
         raise ModelError(
-            f"{source} is a Stable Diffusion 3 checkpoint without "
-            f"{', '.join(m + '/' for m in missing)}; laspa needs its transformer, VAE and both "
-            "CLIP text encoders and tokenizers (T5 is optional)"
+            f"{source} is a {family} checkpoint without "
+            f"{', '.join(m + '/' for m in missing)}; laspa needs {_FLOW_NEEDS[family]}"
         )
     weighted = ["transformer", "vae", "text_encoder", "text_encoder_2"]
     if (path / "text_encoder_3").is_dir():
@@ -142,8 +158,8 @@ def check_model_family(path: Path) -> None:
     the engine does not run (FLUX, ...), naming the family."""
     index = _read_json(path / "model_index.json") or {}
     pipeline = str(index.get("_class_name", ""))
-    if pipeline.startswith("StableDiffusion3"):
-        return  # SD3 runs as a flow model (laspa.flow)
+    if flow_family(pipeline) is not None:
+        return  # SD3 and FLUX run as flow models (laspa.flow)
     family = next(
         (name for prefix, name in _OTHER_FAMILIES.items() if pipeline.startswith(prefix)),
         None,
@@ -202,7 +218,7 @@ def check_components(vae_config, text_configs: list, unet_config, source: str) -
 
 def folder_kind(model: str | Path) -> str | None:
     """The kind of model a local folder holds, read from its configs before any weight
-    loads: "flow" (SD3) or "unet"; None for what is only known once loaded (a hub id)."""
+    loads: "flow" (SD3, FLUX) or "unet"; None for what is only known once loaded (a hub id)."""
     path = Path(str(model))
     try:
         if not path.is_dir():

@@ -18,7 +18,7 @@ from laspa.loop import sample
 from laspa.methods.base import EditBatch, EditRow, make_params
 from laspa.methods.laspa import EpsAlignment, InputAlignment, X0Alignment
 from laspa.samplers import SAMPLERS, RowNoise
-from laspa.testing import run_cli, save_tiny_sd3_model, tiny_editor
+from laspa.testing import run_cli, save_tiny_flux_model, save_tiny_sd3_model, tiny_editor
 
 PROMPT = "a photo of a red cat"
 SOURCE = "a photo of a cat"
@@ -292,6 +292,7 @@ def test_flowedit_equals_the_published_algorithm(sd3, options):
         image, PROMPT, method="flowedit", source_prompt=SOURCE, steps=8, seed=9,
         **options, **scales,
     )  # fmt: skip
+    assert ours.params["n_max"] == options["n_max"]
     x_src = sd3.encode(to_tensor(image, image.size))
     theirs = published_flowedit(
         pipeline(sd3), x_src, torch.Generator().manual_seed(9), 8, options["n_max"],
@@ -300,10 +301,20 @@ def test_flowedit_equals_the_published_algorithm(sd3, options):
     torch.testing.assert_close(ours.latent, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_flowedit_defaults_are_the_published_sd3_ones():
-    params = make_params("flowedit", {})
-    assert (params.steps, params.n_max, params.n_min, params.n_avg) == (50, 33, 0, 1)
-    assert (params.src_guidance_scale, params.tar_guidance_scale) == (3.5, 13.5)
+@pytest.mark.parametrize(
+    "family, published",
+    [("sd3", (50, 33, 0, 1, 3.5, 13.5)), ("flux", (28, 24, 0, 1, 1.5, 5.5)),
+     ("sd", (50, 33, 0, 1, 3.5, 13.5))],
+)  # fmt: skip
+def test_flowedit_defaults_are_the_published_ones(family, published):
+    from laspa.methods.flowedit import with_published_defaults
+
+    batch = batch_of(method="flowedit")
+    params = with_published_defaults(batch, family).rows[0].params
+    names = ("steps", "n_max", "n_min", "n_avg", "src_guidance_scale", "tar_guidance_scale")
+    assert tuple(getattr(params, name) for name in names) == published
+    chosen = with_published_defaults(batch_of(method="flowedit", n_max=7), "flux").rows[0]
+    assert chosen.params.n_max == 7 and chosen.params.steps == 28
 
 
 def test_flowedit_with_the_source_as_target_keeps_the_input(sd3):
@@ -313,7 +324,7 @@ def test_flowedit_with_the_source_as_target_keeps_the_input(sd3):
     result = sd3.edit(image, SOURCE, method="flowedit", source_prompt=SOURCE, steps=6, **same)
     reference = sd3.encode(to_tensor(image, image.size))
     torch.testing.assert_close(result.latent, reference, rtol=1e-5, atol=1e-5)
-    untouched = sd3.edit(image, PROMPT, method="flowedit", source_prompt=SOURCE, n_max=0)
+    untouched = sd3.edit(image, PROMPT, method="flowedit", source_prompt=SOURCE, steps=4, n_max=0)
     assert torch.equal(untouched.latent, reference) and untouched.unet_evals == 0
 
 
@@ -330,6 +341,11 @@ def test_flowedit_refuses_bad_options_before_running(options, message):
         make_params("flowedit", options)
 
 
+def test_flowedit_refuses_n_min_past_the_published_n_max(sd3):
+    with pytest.raises(ParameterError, match=r"n_min \(40\) must be at most n_max \(33\)"):
+        sd3.edit(picture(), PROMPT, method="flowedit", n_min=40)
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
 def test_flowedit_on_a_unet_runs_in_flow_coordinates(sampler):
     """On an eps UNet the same edit runs through x_t = c ((1 - s) x0 + s eps); with the
@@ -339,7 +355,7 @@ def test_flowedit_on_a_unet_runs_in_flow_coordinates(sampler):
     options = dict(method="flowedit", source_prompt=SOURCE, steps=6, n_max=5, sampler=sampler)
     edited = ed.edit(image, PROMPT, **options)
     assert torch.isfinite(edited.latent).all()
-    same = ed.edit(image, SOURCE, tar_guidance_scale=3.5, **options)
+    same = ed.edit(image, SOURCE, src_guidance_scale=3.5, tar_guidance_scale=3.5, **options)
     reference = ed.encode(to_tensor(image, image.size))
     # (x_src + z_src - x_src) != z_src in float32: rounding, scaled by c up to 1.4
     torch.testing.assert_close(same.latent, reference, rtol=1e-4, atol=1e-4)
@@ -371,3 +387,121 @@ def test_the_command_edits_with_flowedit_and_refuses_fpe_on_sd3(
         assert code == 2 and not out_text and len(err.strip().splitlines()) == 1
         assert message in err
         assert not refused.exists()
+
+
+# ---------------------------------------------------------------------------- FLUX
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    folder = save_tiny_flux_model(tmp_path_factory.mktemp("flux") / "tiny-flux")
+    return Editor.from_pretrained(folder, device="cpu", dtype=torch.float32)
+
+
+def flux_pipeline(ed: Editor, cls_name: str = "FluxPipeline"):
+    import diffusers
+
+    pipe = getattr(diffusers, cls_name)(
+        transformer=ed.unet, scheduler=diffusers.FlowMatchEulerDiscreteScheduler.from_config(
+            ed.engine.scheduler.config), vae=ed.vae,
+        text_encoder=ed.text_encoder, tokenizer=ed.tokenizer,
+        text_encoder_2=ed.text_encoder_2, tokenizer_2=ed.engine._text.t5_tokenizer,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def unpacked(pipe, latents: torch.Tensor) -> torch.Tensor:
+    return pipe._unpack_latents(latents, 32, 32, pipe.vae_scale_factor)
+
+
+def test_the_flux_folder_loads_as_a_flow_model(flux):
+    assert flux.engine.kind == "flow" and flux.engine.family == "flux"
+    assert type(flux.unet).__name__ == "FluxTransformer2DModel"
+    assert flux.engine.denoiser.guidance_embeds and flux.engine.denoiser.latent_channels == 16
+    assert flux.size_multiple == 4 and flux.resolution == 32  # packing 2 x 2; the VAE's size
+    cond = flux.engine.conditioning(batch_of(guidance=3.5))
+    assert cond.uncond is None  # FLUX-dev: the scale is an input, no unconditional rows
+    assert cond.added["guidance"].tolist() == [3.5]
+    assert cond.cond.shape == (1, 512, 32) and cond.added["pooled_projections"].shape == (1, 32)
+
+
+def test_generate_equals_diffusers_flux_pipeline(flux):
+    ours = flux.edit(picture(), PROMPT, method="generate", steps=4, guidance=3.5, seed=11)
+    pipe = flux_pipeline(flux)
+    theirs = pipe(
+        PROMPT, num_inference_steps=4, guidance_scale=3.5, height=32, width=32,
+        generator=torch.Generator().manual_seed(11), output_type="latent",
+    ).images  # fmt: skip
+    torch.testing.assert_close(ours.latent, unpacked(pipe, theirs), rtol=1e-5, atol=1e-5)
+
+
+def test_sdedit_equals_diffusers_flux_img2img_from_the_same_latent(flux):
+    image = picture(2)
+    ours = flux.edit(image, PROMPT, method="sdedit", steps=8, strength=0.6, guidance=3.5, seed=4)
+    reference = flux.encode(to_tensor(image, image.size))
+    pipe = flux_pipeline(flux, "FluxImg2ImgPipeline")
+    theirs = pipe(
+        PROMPT, image=reference, strength=0.6, num_inference_steps=8, guidance_scale=3.5,
+        height=32, width=32, generator=torch.Generator().manual_seed(4), output_type="latent",
+    ).images  # fmt: skip
+    torch.testing.assert_close(ours.latent, unpacked(pipe, theirs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("alignment", sorted(ALIGNMENTS))
+def test_every_alignment_at_weight_one_reproduces_the_input_on_flux(flux, alignment):
+    generator = torch.Generator().manual_seed(1)
+    reference = torch.randn((1, 16, 16, 16), generator=generator)
+    x_T = torch.randn((1, 16, 16, 16), generator=generator)
+    hooks = ALIGNMENTS[alignment](reference, [generator])
+    steps = SAMPLERS["flow"].steps(flux.denoiser, 4)
+    conditioning = flux.engine.conditioning(batch_of(guidance=3.5))
+    out = sample(flux.denoiser, x_T, steps, conditioning, hooks)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", FLOW_METHODS)
+def test_every_flow_method_runs_on_flux_and_repeats_its_bytes(flux, method):
+    options = dict(method=method, steps=4, seed=5, **NEEDED.get(method, {}))
+    first = flux.edit(picture(), PROMPT, **options)
+    assert first.latent.shape == (1, 16, 16, 16) and torch.isfinite(first.latent).all()
+    assert torch.equal(first.latent, flux.edit(picture(), PROMPT, **options).latent)
+
+
+def test_flowedit_on_flux_equals_the_published_algorithm(flux):
+    """FlowEditFLUX of fallenshock/FlowEdit, transcribed: packed latents, the guidance
+    embedding's scales per branch, levels linspace(1, 1/T, T) shifted by the image size;
+    the noise drawn unpacked (as the edit's generator draws it), then packed."""
+    pipe = flux_pipeline(flux)
+    image, T, n_max = picture(3), 6, 5
+    ours = flux.edit(image, PROMPT, method="flowedit", source_prompt=SOURCE, steps=T,
+                     n_max=n_max, seed=9)  # fmt: skip
+    x_src = flux.encode(to_tensor(image, image.size))
+    generator = torch.Generator().manual_seed(9)
+    pack = lambda x: pipe._pack_latents(x, 1, 16, 16, 16)  # noqa: E731
+    x_packed = pack(x_src)
+    ids = pipe._prepare_latent_image_ids(1, 8, 8, "cpu", torch.float32)
+    sigmas = np.linspace(1.0, 1 / T, T)
+    mu = (0.65 / 3840) * 64 + (0.5 - 0.65 / 3840 * 256)  # calculate_shift for 64 tokens
+    pipe.scheduler.set_timesteps(T, sigmas=sigmas, mu=mu)
+    src, tar = pipe.encode_prompt(SOURCE, None), pipe.encode_prompt(PROMPT, None)
+
+    def velocity(latents, encoded, scale, t):
+        return pipe.transformer(
+            hidden_states=latents, timestep=t.expand(1) / 1000,
+            guidance=torch.tensor([scale]), pooled_projections=encoded[1],
+            encoder_hidden_states=encoded[0], txt_ids=encoded[2], img_ids=ids,
+            return_dict=False,
+        )[0]  # fmt: skip
+
+    zt_edit = x_packed.clone()
+    for i, t in enumerate(pipe.scheduler.timesteps):
+        if T - i > n_max:
+            continue
+        t_i, t_im1 = pipe.scheduler.sigmas[i], pipe.scheduler.sigmas[i + 1]
+        noise = pack(torch.randn(x_src.shape, generator=generator))
+        zt_src = (1 - t_i) * x_packed + t_i * noise
+        zt_tar = zt_edit + zt_src - x_packed
+        v_delta = velocity(zt_tar, tar, 5.5, t) - velocity(zt_src, src, 1.5, t)
+        zt_edit = zt_edit + (t_im1 - t_i) * v_delta
+    torch.testing.assert_close(ours.latent, unpacked(pipe, zt_edit), rtol=1e-5, atol=1e-5)

@@ -26,13 +26,16 @@ x_t = sqrt(a) x0 + sqrt(1 - a) eps = c ((1 - s) x0 + s eps) with c = sqrt(a) + s
 and s = sqrt(1 - a) / c, so Z = x_t / c is a rectified-flow latent at level s with the
 same x0 and eps, and V = eps - x0 (laspa.loop.Step.flow_level). The model sees c Z.
 
-Defaults are the published SD3 ones (SD3_exp.yaml): T = 50, n_max = 33, n_min = 0,
-n_avg = 1, src_guidance_scale 3.5, tar_guidance_scale 13.5. The common ``guidance`` is
-not used (FlowEdit has two scales; an edit that sets it is refused).
+Defaults are the published ones of the model (SD3_exp.yaml, FLUX_exp.yaml): on SD3
+T = 50, n_max = 33, src_guidance_scale 3.5, tar_guidance_scale 13.5; on FLUX T = 28,
+n_max = 24, 1.5 and 5.5 (FLUX-dev's guidance embedding, no unconditional rows); n_min = 0,
+n_avg = 1 on both. UNet models take SD3's (none are published for them). The common
+``guidance`` is not used (FlowEdit has two scales; an edit that sets it is refused).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,20 +48,27 @@ from .base import CommonParams, EditBatch, Method, MethodOutput, option, registe
 
 @dataclass
 class FlowEditParams(CommonParams):
+    steps: int | None = option(
+        None, low=1, high=1000, help="T, sampler steps (default: published, 50; FLUX 28)"
+    )
     guidance: float | None = option(
         None, low=0.0, high=100.0,
         help="not used by flowedit: set src_guidance_scale and tar_guidance_scale",
     )  # fmt: skip
     source_prompt: str = option("", help="the prompt that describes the input (c_src)")
-    n_max: int = option(33, low=0, high=1000, help="edit while T - i <= n_max (skip the rest)")
+    n_max: int | None = option(
+        None, low=0, high=1000, help="edit while T - i <= n_max (default: published, 33; FLUX 24)"
+    )
     n_min: int = option(0, low=0, high=1000, help="last n_min steps: plain target sampling")
     n_avg: int = option(1, low=1, high=64, help="noise draws averaged per step")
-    src_guidance_scale: float = option(
-        3.5, low=0.0, high=100.0, widget="number", help="guidance of the source velocity"
-    )
-    tar_guidance_scale: float = option(
-        13.5, low=0.0, high=100.0, widget="number", help="guidance of the target velocity"
-    )
+    src_guidance_scale: float | None = option(
+        None, low=0.0, high=100.0, widget="number",
+        help="guidance of the source velocity (default: published, 3.5; FLUX 1.5)",
+    )  # fmt: skip
+    tar_guidance_scale: float | None = option(
+        None, low=0.0, high=100.0, widget="number",
+        help="guidance of the target velocity (default: published, 13.5; FLUX 5.5)",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.guidance is not None:
@@ -66,8 +76,32 @@ class FlowEditParams(CommonParams):
                 "flowedit takes src_guidance_scale and tar_guidance_scale (as published), "
                 "not guidance"
             )
-        if isinstance(self.n_min, int) and isinstance(self.n_max, int) and self.n_min > self.n_max:
-            raise ParameterError(f"n_min ({self.n_min}) must be at most n_max ({self.n_max})")
+        check_window(self.n_min, self.n_max)
+
+
+#: the published settings per model (fallenshock/FlowEdit, SD3_exp.yaml, FLUX_exp.yaml);
+#: UNet models take SD3's
+PUBLISHED = {
+    "sd3": {"steps": 50, "n_max": 33, "src_guidance_scale": 3.5, "tar_guidance_scale": 13.5},
+    "flux": {"steps": 28, "n_max": 24, "src_guidance_scale": 1.5, "tar_guidance_scale": 5.5},
+}
+
+
+def check_window(n_min, n_max) -> None:
+    if isinstance(n_min, int) and isinstance(n_max, int) and n_min > n_max:
+        raise ParameterError(f"n_min ({n_min}) must be at most n_max ({n_max})")
+
+
+def with_published_defaults(batch: EditBatch, family: str) -> EditBatch:
+    """The batch with every option left unset (None) at the model's published value."""
+    published = PUBLISHED.get(family, PUBLISHED["sd3"])
+    rows = []
+    for row in batch.rows:
+        unset = {k: v for k, v in published.items() if getattr(row.params, k) is None}
+        params = dataclasses.replace(row.params, **unset)
+        check_window(params.n_min, params.n_max)
+        rows.append(dataclasses.replace(row, params=params))
+    return dataclasses.replace(batch, rows=rows)
 
 
 class FlowEditHooks(SamplerHooks):
@@ -109,6 +143,7 @@ class FlowEdit(Method):
     batch_key = ("steps", "source_prompt", "n_max", "n_min", "n_avg")
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
+        batch = with_published_defaults(batch, engine.family)
         steps = engine.steps(batch)
         total = len(steps)
         n_max, n_min = min(batch.shared("n_max"), total), min(batch.shared("n_min"), total)
