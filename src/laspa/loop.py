@@ -18,7 +18,8 @@ timesteps, alphas and the coefficients of one generalised DDIM update, so DDIM, 
 ancestral, LCM and flow (SD3, FLUX: laspa.flow) sampling share this loop and its hooks.
 Every editing method is a :class:`SamplerHooks` subclass that overrides the points it
 needs; its attention hooks are handed to :func:`sample` beside it, and a
-``callback(step, x, x0, eps)`` watches a run without changing it. Latents are kept in float32 whatever the UNet's dtype.
+``callback(step, x, x0, eps)`` watches a run without changing it. Latents are kept in
+float32 whatever the UNet's dtype.
 """
 
 from __future__ import annotations

@@ -393,9 +393,13 @@ def test_the_command_edits_with_flowedit_and_refuses_fpe_on_sd3(
 
 
 @pytest.fixture(scope="module")
-def flux(tmp_path_factory):
-    folder = save_tiny_flux_model(tmp_path_factory.mktemp("flux") / "tiny-flux")
-    return Editor.from_pretrained(folder, device="cpu", dtype=torch.float32)
+def flux_folder(tmp_path_factory):
+    return save_tiny_flux_model(tmp_path_factory.mktemp("flux") / "tiny-flux")
+
+
+@pytest.fixture(scope="module")
+def flux(flux_folder):
+    return Editor.from_pretrained(flux_folder, device="cpu", dtype=torch.float32)
 
 
 def flux_pipeline(ed: Editor, cls_name: str = "FluxPipeline"):
@@ -505,3 +509,26 @@ def test_flowedit_on_flux_equals_the_published_algorithm(flux):
         v_delta = velocity(zt_tar, tar, 5.5, t) - velocity(zt_src, src, 1.5, t)
         zt_edit = zt_edit + (t_im1 - t_i) * v_delta
     torch.testing.assert_close(ours.latent, unpacked(pipe, zt_edit), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------ half precision, second device
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_every_flow_method_runs_in_half_precision_and_on_a_second_device(
+    family, sd3_folder, flux_folder
+):
+    """float16 on the CPU, and float32 "on" a second device (laspa.testing.SecondDevice:
+    any tensor left on the CPU fails as on CUDA)."""
+    from laspa.testing import SecondDevice
+
+    folder = sd3_folder if family == "sd3" else flux_folder
+    half = Editor.from_pretrained(folder, device="cpu", dtype=torch.float16)
+    with SecondDevice() as device:
+        elsewhere = Editor.from_pretrained(folder, device=device, dtype=torch.float32)
+    for method in FLOW_METHODS:
+        options = dict(method=method, steps=3, **NEEDED.get(method, {}))
+        assert torch.isfinite(half.edit(picture(), PROMPT, **options).latent).all()
+        with SecondDevice():
+            result = elsewhere.edit(picture(), PROMPT, **options)
+        assert result.latent.device.type == "cpu" and torch.isfinite(result.latent).all()
