@@ -47,7 +47,9 @@ from .attention import (
     LayerInfo,
     SelfAttentionStore,
     coarse_cross_levels,
+    describe_joint_layers,
     describe_layers,
+    install_joint_processors,
     install_processors,
     self_attention_level,
 )
@@ -134,9 +136,10 @@ class Engine:
         self._pipelines: dict[tuple[str, str], Any] = {}
 
     def _init_flow(self, transformer, scheduler) -> None:
-        """A flow transformer (SD3) with the flow-matching scheduler of its config. Its
-        joint attention keeps diffusers' own processors: the attention hooks (maps, swaps,
-        self-attention replacement) are the UNet's alone so far."""
+        """A flow transformer (SD3, FLUX) with the flow-matching scheduler of its config.
+        SD3's joint attention runs laspa's processor (its image-to-text block as
+        cross-attention: maps and swaps; laspa.attention.LaspaJointAttnProcessor); FLUX
+        keeps diffusers' own processors."""
         import diffusers
 
         from .attention import AttentionState
@@ -148,11 +151,13 @@ class Engine:
         self.scheduler = scheduler_class.from_config(scheduler.config)
         self.default_sampler = "flow"
         self.guidance_embedding_dim = None
-        self.attention = AttentionState()
         flux = type(transformer).__name__ == "FluxTransformer2DModel"
+        # SD3's joint attention exposes its image-to-text block to the hooks; FLUX's
+        # attention keeps diffusers' processors (no maps yet)
+        self.attention = AttentionState() if flux else install_joint_processors(transformer)
         denoiser_class = FluxDenoiser if flux else FlowDenoiser
         self.denoiser = denoiser_class(transformer, self.scheduler, self.attention)
-        self.layers = {}
+        self.layers = {} if flux else describe_joint_layers(transformer)
         self.num_train_timesteps = self.denoiser.num_train_timesteps
         self.progress = None
         self._embeddings = {}
@@ -414,7 +419,11 @@ class Engine:
         self, rows: slice | None = None, levels: set[int] | None = None
     ) -> CrossAttentionStore:
         """A cross-attention recorder at the default map level (see coarse_cross_levels)."""
-        self.check_kind("cross-attention maps", ("unet",))
+        if not self.layers:
+            raise ParameterError(
+                "cross-attention maps are not recorded on FLUX's attention yet (SD 1.x/2.x, "
+                "SDXL and SD3 record them)"
+            )
         return CrossAttentionStore(levels or coarse_cross_levels(self.layers), rows=rows)
 
     def self_attention_store(self) -> SelfAttentionStore:

@@ -201,7 +201,7 @@ def test_every_flow_method_runs_on_sd3_and_repeats_its_bytes(sd3, method):
 
 
 def test_the_methods_that_do_not_run_on_flow_models_are_named():
-    assert set(UNET_ONLY) == {"fpe", "ddim-inversion", "instdiffedit", "laspa-mix"}
+    assert set(UNET_ONLY) == {"fpe", "ddim-inversion", "instdiffedit"}
     assert "flowedit" in FLOW_METHODS and "laspa-x0" in FLOW_METHODS
 
 
@@ -216,8 +216,6 @@ def test_samplers_refuse_the_other_kind(sd3):
         sd3.edit(picture(), PROMPT, steps=2, sampler="ddim")
     with pytest.raises(ParameterError, match="sampler flow runs on flow models only"):
         tiny_editor().edit(picture(), PROMPT, steps=2, sampler="flow")
-    with pytest.raises(ParameterError, match="cross-attention maps runs on UNet"):
-        sd3.attention_maps(picture(), PROMPT, steps=2)
 
 
 def test_a_batch_of_edits_equals_the_edits_alone(sd3):
@@ -226,6 +224,56 @@ def test_a_batch_of_edits_equals_the_edits_alone(sd3):
     for variant, result in zip(variants, together, strict=True):
         alone = sd3.edit(picture(), method="laspa-x0", **variant)
         torch.testing.assert_close(result.latent, alone.latent, rtol=1e-5, atol=1e-5)
+
+
+def test_word_maps_from_sd3s_joint_attention(sd3):
+    maps = sd3.attention_maps(picture(), PROMPT, words=["cat", "red"], steps=4)
+    assert set(maps) == {"cat", "red"} and maps["cat"].shape == (16, 16)  # the patch grid: 8
+    assert maps["cat"].min() == 0 and maps["cat"].max() == 1
+    assert not np.array_equal(maps["cat"], maps["red"])
+    # recording reads the attention beside the fused layer: the edit is the same bytes
+    plain = sd3.edit(picture(), PROMPT, steps=4)
+    recorded = sd3.edit(picture(), PROMPT, steps=4, record_attention=True)
+    assert torch.equal(plain.latent, recorded.latent) and set(recorded.attention) >= {"cat"}
+
+
+def test_the_joint_attention_processor_equals_diffusers_without_hooks(sd3):
+    """laspa's processor on every joint layer gives the transformer's own output."""
+    from diffusers.models.attention_processor import JointAttnProcessor2_0
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 16, 16, generator=generator)
+    cond = sd3.engine.conditioning(batch_of(guidance=5.0))
+    embeddings, added = cond.unet_inputs(torch.float32)
+    timestep = torch.tensor([500.0, 500.0])
+    run = lambda: sd3.unet(  # noqa: E731
+        hidden_states=x, timestep=timestep, encoder_hidden_states=embeddings,
+        pooled_projections=added["pooled_projections"], return_dict=False,
+    )[0]  # fmt: skip
+    ours = run()
+    processors = sd3.unet.attn_processors
+    sd3.unet.set_attn_processor(JointAttnProcessor2_0())
+    try:
+        theirs = run()
+    finally:
+        sd3.unet.set_attn_processor(processors)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_laspa_mix_on_sd3_swaps_the_image_to_text_attention(sd3):
+    options = dict(method="laspa-mix", subject="cat", steps=4, K=0)
+    on, off = (
+        sd3.edit(picture(), PROMPT, **options),
+        sd3.edit(picture(), PROMPT, swap="off", **options),
+    )
+    assert on.mask.shape == (1, 16, 16) and torch.equal(on.mask, off.mask)
+    assert not torch.equal(on.latent, off.latent)
+
+
+def test_flux_refuses_attention_maps_in_one_line(flux):
+    for options in ({"method": "laspa-mix", "subject": "cat"}, {"record_attention": True}):
+        with pytest.raises(ParameterError, match="^cross-attention maps are not recorded on FLUX"):
+            flux.edit(picture(), PROMPT, steps=2, **options)
 
 
 # ---------------------------------------------------------------------------- FlowEdit
@@ -464,7 +512,10 @@ def test_every_alignment_at_weight_one_reproduces_the_input_on_flux(flux, alignm
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", FLOW_METHODS)
+FLUX_METHODS = [m for m in FLOW_METHODS if m != "laspa-mix"]
+
+
+@pytest.mark.parametrize("method", FLUX_METHODS)
 def test_every_flow_method_runs_on_flux_and_repeats_its_bytes(flux, method):
     options = dict(method=method, steps=4, seed=5, **NEEDED.get(method, {}))
     first = flux.edit(picture(), PROMPT, **options)
@@ -526,7 +577,7 @@ def test_every_flow_method_runs_in_half_precision_and_on_a_second_device(
     half = Editor.from_pretrained(folder, device="cpu", dtype=torch.float16)
     with SecondDevice() as device:
         elsewhere = Editor.from_pretrained(folder, device=device, dtype=torch.float32)
-    for method in FLOW_METHODS:
+    for method in FLOW_METHODS if family == "sd3" else FLUX_METHODS:
         options = dict(method=method, steps=3, **NEEDED.get(method, {}))
         assert torch.isfinite(half.edit(picture(), PROMPT, **options).latent).all()
         with SecondDevice():

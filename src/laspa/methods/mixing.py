@@ -87,8 +87,6 @@ class LaspaMix(_Laspa):
     summary = "LASPA with semantic latent mixing: keeps the subject, frees the background"
     case_inputs = ("subject", "change")
     Params = MixParams
-    # M_t is the UNet's cross-attention map (MMDiT maps: not yet)
-    kinds = ("unet",)
     makes_mask = True
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
