@@ -201,7 +201,7 @@ def test_every_flow_method_runs_on_sd3_and_repeats_its_bytes(sd3, method):
 
 
 def test_the_methods_that_do_not_run_on_flow_models_are_named():
-    assert set(UNET_ONLY) == {"fpe", "ddim-inversion", "instdiffedit"}
+    assert set(UNET_ONLY) == {"fpe", "ddim-inversion"}
     assert "flowedit" in FLOW_METHODS and "laspa-x0" in FLOW_METHODS
 
 
@@ -270,8 +270,20 @@ def test_laspa_mix_on_sd3_swaps_the_image_to_text_attention(sd3):
     assert not torch.equal(on.latent, off.latent)
 
 
+def test_instdiffedit_on_sd3_masks_from_the_joint_attention(sd3):
+    result = sd3.edit(picture(), PROMPT, method="instdiffedit", steps=8, final_pass="inpaint")
+    assert result.mask.shape == (1, 16, 16) and result.notes["index_word"]
+    for options, message in [
+        ({"smoothing": "snap"}, "self-attention maps runs on UNet"),
+        ({"inpaint_model": "some/inpainting"}, "inpaint_model is an SD inpainting checkpoint"),
+    ]:
+        with pytest.raises(ParameterError, match=message):
+            sd3.edit(picture(), PROMPT, method="instdiffedit", steps=4, **options)
+
+
 def test_flux_refuses_attention_maps_in_one_line(flux):
-    for options in ({"method": "laspa-mix", "subject": "cat"}, {"record_attention": True}):
+    for options in ({"method": "laspa-mix", "subject": "cat"}, {"record_attention": True},
+                    {"method": "instdiffedit"}):  # fmt: skip
         with pytest.raises(ParameterError, match="^cross-attention maps are not recorded on FLUX"):
             flux.edit(picture(), PROMPT, steps=2, **options)
 
@@ -512,7 +524,8 @@ def test_every_alignment_at_weight_one_reproduces_the_input_on_flux(flux, alignm
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
 
 
-FLUX_METHODS = [m for m in FLOW_METHODS if m != "laspa-mix"]
+#: the methods that read cross-attention maps, which FLUX does not record yet
+FLUX_METHODS = [m for m in FLOW_METHODS if m not in ("laspa-mix", "instdiffedit")]
 
 
 @pytest.mark.parametrize("method", FLUX_METHODS)
