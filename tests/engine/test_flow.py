@@ -440,7 +440,10 @@ def test_the_command_edits_with_flowedit_and_refuses_fpe_on_sd3(
     monkeypatch.setattr(Editor, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
     refused = tmp_path / "fpe.png"
     for args, message in [
-        (("-m", "fpe"), "fpe runs on UNet (eps / v) models only; this is a flow model (SD3)"),
+        (
+            ("-m", "fpe"),
+            "fpe runs on UNet (eps / v) models only; this is a flow model (SD3 or FLUX)",
+        ),
         (("--sampler", "ddim"), "sampler ddim runs on UNet (eps / v) models only"),
     ]:
         code, out_text, err = run_cli(capsys, *common, "-o", refused, *args)
@@ -477,6 +480,12 @@ def flux_pipeline(ed: Editor, cls_name: str = "FluxPipeline"):
 
 def unpacked(pipe, latents: torch.Tensor) -> torch.Tensor:
     return pipe._unpack_latents(latents, 32, 32, pipe.vae_scale_factor)
+
+
+def test_flowedit_says_the_published_values_it_took(flux):
+    result = flux.edit(picture(), PROMPT, method="flowedit", source_prompt=SOURCE, n_max=2)
+    expected = {"steps": 28, "src_guidance_scale": 1.5, "tar_guidance_scale": 5.5}
+    assert result.notes == {"published_defaults": expected}
 
 
 def test_the_flux_folder_loads_as_a_flow_model(flux):

@@ -292,6 +292,6 @@ def check_model_kind(what: str, kind: str, kinds) -> None:
     """Refuse, in one line, a method or sampler (``what``) whose ``kinds`` leave out the
     model's ``kind`` ("unet" or "flow")."""
     if kind not in kinds:
-        model = "a flow model (SD3)" if kind == "flow" else "a UNet (eps / v) model"
+        model = "a flow model (SD3 or FLUX)" if kind == "flow" else "a UNet (eps / v) model"
         runs = " or ".join(_KIND_NAMES[k] for k in kinds)
         raise ParameterError(f"{what} runs on {runs} only; this is {model}")

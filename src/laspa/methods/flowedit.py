@@ -43,7 +43,7 @@ import torch
 
 from ..errors import ParameterError
 from ..loop import SamplerHooks, Step
-from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
+from .base import CommonParams, EditBatch, EditRow, Method, MethodOutput, option, register
 
 
 @dataclass
@@ -94,14 +94,19 @@ def check_window(n_min, n_max) -> None:
 
 def with_published_defaults(batch: EditBatch, family: str) -> EditBatch:
     """The batch with every option left unset (None) at the model's published value."""
+    return dataclasses.replace(batch, rows=[filled for filled, _ in published_rows(batch, family)])
+
+
+def published_rows(batch: EditBatch, family: str) -> list[tuple[EditRow, dict]]:
+    """Each row with its unset options at the model's published values, and those values."""
     published = PUBLISHED.get(family, PUBLISHED["sd3"])
     rows = []
     for row in batch.rows:
         unset = {k: v for k, v in published.items() if getattr(row.params, k) is None}
         params = dataclasses.replace(row.params, **unset)
         check_window(params.n_min, params.n_max)
-        rows.append(dataclasses.replace(row, params=params))
-    return dataclasses.replace(batch, rows=rows)
+        rows.append((dataclasses.replace(row, params=params), unset))
+    return rows
 
 
 class FlowEditHooks(SamplerHooks):
@@ -143,7 +148,10 @@ class FlowEdit(Method):
     batch_key = ("steps", "source_prompt", "n_max", "n_min", "n_avg")
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
-        batch = with_published_defaults(batch, engine.family)
+        filled = published_rows(batch, engine.family)
+        batch = dataclasses.replace(batch, rows=[row for row, _ in filled])
+        # the published values an edit left to the model: its result's notes say them
+        notes = [{"published_defaults": unset} if unset else {} for _, unset in filled]
         steps = engine.steps(batch)
         total = len(steps)
         n_max, n_min = min(batch.shared("n_max"), total), min(batch.shared("n_min"), total)
@@ -182,4 +190,4 @@ class FlowEdit(Method):
             latents = engine.sample(
                 scale * z_t, rest, conditioning, noise=step_noise, phase="sample"
             )
-        return MethodOutput(latents)
+        return MethodOutput(latents, notes=notes)
