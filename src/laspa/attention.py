@@ -600,3 +600,74 @@ def install_joint_processors(transformer) -> AttentionState:
         {name: LaspaJointAttnProcessor(info, state) for name, info in layers.items()}
     )
     return state
+
+
+# ------------------------------------------------------------------ FLUX attention
+
+
+def flux_processor(layer: LayerInfo, state: AttentionState):
+    """A processor for one of FLUX's double-stream attention layers that computes exactly
+    as diffusers' ``FluxAttnProcessor`` and, where a hook wants the layer, also hands it
+    the image queries' attention over the text keys (rotary positions applied, softmaxed
+    over the text keys alone), as on SD3. Hooks there only read: a replacement (a swap)
+    is refused, since the layer's own computation stays diffusers'."""
+    from diffusers.models.embeddings import apply_rotary_emb
+    from diffusers.models.transformers.transformer_flux import (
+        FluxAttnProcessor,
+        _get_qkv_projections,
+    )
+
+    from .errors import ParameterError
+
+    class LaspaFluxAttnProcessor(FluxAttnProcessor):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None,
+                     attention_mask=None, image_rotary_emb=None):  # fmt: skip
+            out = super().__call__(
+                attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb
+            )
+            step = state.step
+            hooks = [hook for hook in state.hooks if hook.wants(layer, step)]
+            if not hooks or encoder_hidden_states is None:
+                return out
+            query, _, _, _, text_key, _ = _get_qkv_projections(
+                attn, hidden_states, encoder_hidden_states
+            )
+            query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
+            text_key = attn.norm_added_k(text_key.unflatten(-1, (-1, attn.head_dim)))
+            texts = encoder_hidden_states.shape[1]
+            if image_rotary_emb is not None:
+                cos, sin = image_rotary_emb
+                query = apply_rotary_emb(query, (cos[texts:], sin[texts:]), sequence_dim=1)
+                text_key = apply_rotary_emb(text_key, (cos[:texts], sin[:texts]), sequence_dim=1)
+            scores = torch.einsum("bqhd,bkhd->bhqk", query, text_key) * attn.head_dim**-0.5
+            cross = scores.float().softmax(dim=-1).to(query.dtype)
+            for hook in hooks:
+                if hook.kind is HookKind.OBSERVE:
+                    hook.observe(layer, step, cross[step.half(cross.shape[0])])
+                elif hook.kind is HookKind.REPLACE_PROBABILITIES:
+                    if hook.replace_probabilities(layer, step, cross) is not cross:
+                        raise ParameterError(
+                            "attention swaps do not run on FLUX yet (laspa-mix: swap=off)"
+                        )
+                else:
+                    raise ParameterError(f"{hook.kind.value} hooks do not run on FLUX")
+            return out
+
+    return LaspaFluxAttnProcessor()
+
+
+def describe_flux_layers(transformer) -> dict[str, LayerInfo]:
+    """LayerInfo for FLUX's double-stream attention layers (image-to-text maps on the
+    packed 2 x 2 grid); its single-stream layers keep diffusers' processors."""
+    names = [n for n in transformer.attn_processors if n.startswith("transformer_blocks.")]
+    return {name: LayerInfo(name, "down", i, i, True, 2) for i, name in enumerate(names)}
+
+
+def install_flux_processors(transformer) -> AttentionState:
+    """laspa's processor on FLUX's double-stream layers, diffusers' own elsewhere."""
+    state = AttentionState()
+    layers = describe_flux_layers(transformer)
+    processors = dict(transformer.attn_processors)
+    processors.update({name: flux_processor(info, state) for name, info in layers.items()})
+    transformer.set_attn_processor(processors)
+    return state

@@ -47,8 +47,10 @@ from .attention import (
     LayerInfo,
     SelfAttentionStore,
     coarse_cross_levels,
+    describe_flux_layers,
     describe_joint_layers,
     describe_layers,
+    install_flux_processors,
     install_joint_processors,
     install_processors,
     self_attention_level,
@@ -138,11 +140,10 @@ class Engine:
     def _init_flow(self, transformer, scheduler) -> None:
         """A flow transformer (SD3, FLUX) with the flow-matching scheduler of its config.
         SD3's joint attention runs laspa's processor (its image-to-text block as
-        cross-attention: maps and swaps; laspa.attention.LaspaJointAttnProcessor); FLUX
-        keeps diffusers' own processors."""
+        cross-attention: maps and swaps; laspa.attention.LaspaJointAttnProcessor); FLUX's
+        double-stream layers a processor that adds maps to diffusers' own."""
         import diffusers
 
-        from .attention import AttentionState
         from .flow import FlowDenoiser, FluxDenoiser
 
         scheduler_class = type(scheduler)
@@ -152,12 +153,13 @@ class Engine:
         self.default_sampler = "flow"
         self.guidance_embedding_dim = None
         flux = type(transformer).__name__ == "FluxTransformer2DModel"
-        # SD3's joint attention exposes its image-to-text block to the hooks; FLUX's
-        # attention keeps diffusers' processors (no maps yet)
-        self.attention = AttentionState() if flux else install_joint_processors(transformer)
+        # SD3's joint attention, and FLUX's double-stream attention, expose their
+        # image-to-text block to the hooks (laspa.attention)
+        install = install_flux_processors if flux else install_joint_processors
+        self.attention = install(transformer)
         denoiser_class = FluxDenoiser if flux else FlowDenoiser
         self.denoiser = denoiser_class(transformer, self.scheduler, self.attention)
-        self.layers = {} if flux else describe_joint_layers(transformer)
+        self.layers = (describe_flux_layers if flux else describe_joint_layers)(transformer)
         self.num_train_timesteps = self.denoiser.num_train_timesteps
         self.progress = None
         self._embeddings = {}
@@ -419,11 +421,6 @@ class Engine:
         self, rows: slice | None = None, levels: set[int] | None = None
     ) -> CrossAttentionStore:
         """A cross-attention recorder at the default map level (see coarse_cross_levels)."""
-        if not self.layers:
-            raise ParameterError(
-                "cross-attention maps are not recorded on FLUX's attention yet (SD 1.x/2.x, "
-                "SDXL and SD3 record them)"
-            )
         return CrossAttentionStore(levels or coarse_cross_levels(self.layers), rows=rows)
 
     def self_attention_store(self) -> SelfAttentionStore:

@@ -281,11 +281,18 @@ def test_instdiffedit_on_sd3_masks_from_the_joint_attention(sd3):
             sd3.edit(picture(), PROMPT, method="instdiffedit", steps=4, **options)
 
 
-def test_flux_refuses_attention_maps_in_one_line(flux):
-    for options in ({"method": "laspa-mix", "subject": "cat"}, {"record_attention": True},
-                    {"method": "instdiffedit"}):  # fmt: skip
-        with pytest.raises(ParameterError, match="^cross-attention maps are not recorded on FLUX"):
-            flux.edit(picture(), PROMPT, steps=2, **options)
+def test_word_maps_from_fluxs_double_stream_attention(flux):
+    maps = flux.attention_maps(picture(), PROMPT, words=["cat", "red"], steps=4)
+    assert maps["cat"].shape == (16, 16) and maps["cat"].max() == 1
+    assert not np.array_equal(maps["cat"], maps["red"])
+    plain = flux.edit(picture(), PROMPT, steps=4)
+    assert torch.equal(
+        plain.latent, flux.edit(picture(), PROMPT, steps=4, record_attention=True).latent
+    )
+    with pytest.raises(
+        ParameterError, match="^laspa-mix's cross-attention swap does not run on FLUX"
+    ):
+        flux.edit(picture(), PROMPT, method="laspa-mix", subject="cat", steps=2)
 
 
 # ---------------------------------------------------------------------------- FlowEdit
@@ -533,13 +540,13 @@ def test_every_alignment_at_weight_one_reproduces_the_input_on_flux(flux, alignm
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
 
 
-#: the methods that read cross-attention maps, which FLUX does not record yet
-FLUX_METHODS = [m for m in FLOW_METHODS if m not in ("laspa-mix", "instdiffedit")]
+#: FLUX's laspa-mix runs without the attention swap (not on FLUX yet)
+FLUX_NEEDED = {**NEEDED, "laspa-mix": {"subject": "cat", "swap": "off"}}
 
 
-@pytest.mark.parametrize("method", FLUX_METHODS)
+@pytest.mark.parametrize("method", FLOW_METHODS)
 def test_every_flow_method_runs_on_flux_and_repeats_its_bytes(flux, method):
-    options = dict(method=method, steps=4, seed=5, **NEEDED.get(method, {}))
+    options = dict(method=method, steps=4, seed=5, **FLUX_NEEDED.get(method, {}))
     first = flux.edit(picture(), PROMPT, **options)
     assert first.latent.shape == (1, 16, 16, 16) and torch.isfinite(first.latent).all()
     assert torch.equal(first.latent, flux.edit(picture(), PROMPT, **options).latent)
@@ -599,8 +606,9 @@ def test_every_flow_method_runs_in_half_precision_and_on_a_second_device(
     half = Editor.from_pretrained(folder, device="cpu", dtype=torch.float16)
     with SecondDevice() as device:
         elsewhere = Editor.from_pretrained(folder, device=device, dtype=torch.float32)
-    for method in FLOW_METHODS if family == "sd3" else FLUX_METHODS:
-        options = dict(method=method, steps=3, **NEEDED.get(method, {}))
+    for method in FLOW_METHODS:
+        needed = NEEDED if family == "sd3" else FLUX_NEEDED
+        options = dict(method=method, steps=3, **needed.get(method, {}))
         assert torch.isfinite(half.edit(picture(), PROMPT, **options).latent).all()
         with SecondDevice():
             result = elsewhere.edit(picture(), PROMPT, **options)
