@@ -205,7 +205,9 @@ ModelOption = typer.Option(None, "--model", help=MODEL_HELP)
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)")
 ThreadsOption = typer.Option(None, "--threads", min=1, help=THREADS_HELP)
 SamplerOption = typer.Option(
-    None, "--sampler", help="ddim, ancestral (DDPM), lcm or tcd (default: the model's scheduler)"
+    None,
+    "--sampler",
+    help="ddim, ancestral (DDPM), lcm or tcd; flow on SD3 / FLUX (default: the model's scheduler)",
 )
 SetOption = typer.Option(
     [], "--set", help="any method option as NAME=VALUE (repeatable), e.g. --set phi=0.3"

@@ -82,7 +82,8 @@ METHOD_INTERFACE = frozenset((
 
 
 class Engine:
-    """A Stable Diffusion model (1.x/2.x or SDXL) with the sampler loop, as methods see it.
+    """A Stable Diffusion model (1.x/2.x, SDXL; SD3 and FLUX as flow models, laspa.flow)
+    with the sampler loop, as methods see it.
 
     The components must already sit on ``device`` in ``dtype`` (the VAE may be kept in
     float32, see ``force_upcast``). The sampler follows the checkpoint's scheduler class
