@@ -25,6 +25,8 @@ coordinates of the variance-preserving latent, the conversion its authors descri
 x_t = sqrt(a) x0 + sqrt(1 - a) eps = c ((1 - s) x0 + s eps) with c = sqrt(a) + sqrt(1 - a)
 and s = sqrt(1 - a) / c, so Z = x_t / c is a rectified-flow latent at level s with the
 same x0 and eps, and V = eps - x0 (laspa.loop.Step.flow_level). The model sees c Z.
+Then V_tar - V_src = ((eps_tar - eps_src) - (Z_edit - X_src)) / (1 - s), the formula its
+authors give for eps models (fallenshock/FlowEdit, issue 3).
 
 Defaults are the published ones of the model (SD3_exp.yaml, FLUX_exp.yaml): on SD3
 T = 50, n_max = 33, src_guidance_scale 3.5, tar_guidance_scale 13.5; on FLUX T = 28,
