@@ -555,13 +555,14 @@ def _load_t5(source: str, torch_dtype: torch.dtype) -> dict[str, Any]:
     index = DiffusionPipeline.load_config(source)
     if (index.get("text_encoder_3") or [None])[0] is None:
         return {}
-    from transformers import T5EncoderModel, T5TokenizerFast
+    from transformers import AutoTokenizer, T5EncoderModel
 
     return {
         "text_encoder_3": T5EncoderModel.from_pretrained(
             source, subfolder="text_encoder_3", use_safetensors=True, dtype=torch_dtype
         ),
-        "tokenizer_3": T5TokenizerFast.from_pretrained(source, subfolder="tokenizer_3"),
+        # the class the folder names (T5TokenizerFast in SD3 checkpoints)
+        "tokenizer_3": AutoTokenizer.from_pretrained(source, subfolder="tokenizer_3"),
     }
 
 

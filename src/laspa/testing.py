@@ -199,10 +199,11 @@ def save_tiny_sdxl_model(folder: str | Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
-def tiny_sd3_components(seed: int = 0, shift: float = 3.0) -> dict:
+def tiny_sd3_components(seed: int = 0, shift: float = 3.0, t5: bool = False) -> dict:
     """Tiny random SD3 components by pipeline name, as diffusers' SD3 tests build them: two
     CLIP text encoders with projections, no T5 (``text_encoder_3=None``: the pipeline then
-    conditions on zeros in its place), an ``SD3Transformer2DModel`` (MMDiT, patch 2) and a
+    conditions on zeros in its place) unless ``t5`` (a tiny T5 encoder, the tiny CLIP
+    tokenizer as its tokenizer), an ``SD3Transformer2DModel`` (MMDiT, patch 2) and a
     16-channel VAE with SD3's scaling and shift factors; ``FlowMatchEulerDiscreteScheduler``
     with SD3's ``shift``. 32 px images, 16 x 16 latents."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
@@ -237,6 +238,18 @@ def tiny_sd3_components(seed: int = 0, shift: float = 3.0) -> dict:
         use_quant_conv=False,
         use_post_quant_conv=False,
     )
+    text_encoder_3 = tokenizer_3 = None
+    if t5:
+        from transformers import T5Config, T5EncoderModel
+
+        tokenizer_3 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+        text_encoder_3 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_3), d_model=64, d_kv=8, d_ff=64, num_layers=1,
+                num_heads=2, relative_attention_num_buckets=8,
+                pad_token_id=tokenizer_3.pad_token_id,
+            )
+        )  # fmt: skip
     return {
         "transformer": transformer,
         "scheduler": FlowMatchEulerDiscreteScheduler(shift=shift),
@@ -245,8 +258,8 @@ def tiny_sd3_components(seed: int = 0, shift: float = 3.0) -> dict:
         "tokenizer": tokenizer,
         "text_encoder_2": CLIPTextModelWithProjection(text_config),
         "tokenizer_2": tokenizer_2,
-        "text_encoder_3": None,
-        "tokenizer_3": None,
+        "text_encoder_3": text_encoder_3,
+        "tokenizer_3": tokenizer_3,
     }
 
 

@@ -90,6 +90,22 @@ def test_conditioning_equals_the_pipelines_prompt_encoding(sd3):
     torch.testing.assert_close(cond.uncond_added["pooled_projections"], negative_pooled)
 
 
+def test_an_sd3_folder_with_t5_conditions_on_it_as_the_pipeline_does(tmp_path):
+    folder = save_tiny_sd3_model(tmp_path / "sd3-t5", t5=True)
+    ed = Editor.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    assert type(ed.text_encoder_3).__name__ == "T5EncoderModel"
+    cond = ed.engine.conditioning(batch_of(guidance=5.0))
+    pipe = pipeline(ed)
+    pipe.text_encoder_3, pipe.tokenizer_3 = ed.text_encoder_3, ed.engine._text.tokenizer_3
+    embeds, negative, pooled, _ = pipe.encode_prompt(
+        PROMPT, None, None, do_classifier_free_guidance=True
+    )
+    torch.testing.assert_close(cond.cond, embeds)
+    torch.testing.assert_close(cond.uncond, negative)
+    assert cond.cond[:, 40:].abs().sum() > 0  # T5's tokens, not zeros
+    torch.testing.assert_close(cond.added["pooled_projections"], pooled)
+
+
 def test_flow_sampler_equals_diffusers_sd3_pipeline(sd3):
     engine = sd3.engine
     batch = batch_of(guidance=5.0, steps=6)
