@@ -15,13 +15,15 @@ output, so the loop skips it there (fewer ``unet_evals``).
 
 Prints one JSON line per method with ``seconds`` (median per edit), ``unet_evals`` and
 ``ratio_to_generate`` (``fpe-warm-cache``: a second FPE edit of the same image, whose
-inversion is cached; InstDiffEdit rows also carry ``ratio_to_peer_diffedit``, against
+inversion is cached; InstDiffEdit and DiffEdit rows also carry ``ratio_to_peer_diffedit``, against
 diffusers' DiffEdit pipeline timed in the same rounds), then one line per batch size with
 the per-edit seconds of ``laspa-x0`` when 1, 4 and 8 edits of one image share a batch.
 
 ``--few-step mini-lcm`` adds rows ``laspa-x0@mini-lcm-N``: LASPA x0 on that few-step model
 at each of ``--few-step-steps`` (default 2,4,8), timed in the same rounds, each with its
-ratio to ``laspa-x0`` on the main model (``--steps``) and to ``peer-diffedit``.
+ratio to ``laspa-x0`` on the main model (``--steps``) and to ``peer-diffedit``;
+``--few-step-set`` gives those rows' options (default: the settings docs/results.md
+measures mini-lcm's edits with, TCD at gamma 0, K 300, beta 0.75).
 
     python benchmarks/speed.py                       # bundled miniature (tiny random if missing)
     python benchmarks/speed.py --threads 1,2 --methods laspa-x0,laspa-input,laspa-eps
@@ -60,6 +62,7 @@ METHOD_PARAMS = {
     "instdiffedit-snap": {"smoothing": "snap"},  # masks along self-attention
     "instdiffedit-spread": {"smoothing": "spread"},
     "fpe": {},
+    "diffedit": {"source_prompt": None},  # our DiffEdit; the scene's source caption
     "peer-diffedit": {},  # diffusers' DiffEdit pipeline (needs a model folder)
 }
 #: rows that run a method with other parameters
@@ -150,9 +153,13 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4,8", help="edit_many sizes timed ('' for none)")
     parser.add_argument("--few-step", default=None, help="a few-step model, e.g. mini-lcm")
     parser.add_argument("--few-step-steps", default="2,4,8", help="its step counts")
+    parser.add_argument(
+        "--few-step-set", default="sampler=tcd,gamma=0,K=300,beta=0.75",
+        help="laspa-x0's options on the few-step model, NAME=VALUE,...",
+    )  # fmt: skip
     args = parser.parse_args()
 
-    from laspa.cli import quiet_libraries
+    from laspa.cli import method_options, quiet_libraries
 
     quiet_libraries()
     editor, name = load(args.model)
@@ -165,6 +172,7 @@ def main() -> None:
     image: Image.Image = render(scene, size=editor.resolution)
     prompt = case.target_caption
     METHOD_PARAMS["laspa-mix"]["subject"] = case.target.objects[case.edit.index].shape
+    METHOD_PARAMS["diffedit"]["source_prompt"] = case.source_caption
     common = {"steps": args.steps, "guidance": args.guidance}
     methods = [m for m in args.methods.split(",") if m]
     generate = diffusers_generate(editor, prompt, args.steps, args.guidance, image.size)
@@ -184,6 +192,9 @@ def main() -> None:
     few_step_rows = {}
     if args.few_step:
         few_editor, few_name = load(args.few_step)
+        few_options = method_options(
+            "laspa-x0", {}, [kv for kv in args.few_step_set.split(",") if kv.strip()]
+        )
         for count in (int(s) for s in args.few_step_steps.split(",") if s.strip()):
             few_step_rows[f"laspa-x0@{args.few_step}-{count}"] = (few_editor, count)
         methods += list(few_step_rows)
@@ -199,7 +210,10 @@ def main() -> None:
         if diffedit is not None:
             diffedit.run(image, prompt, 0, diffedit_params)
         for few_editor, count in few_step_rows.values():
-            few_editor.edit(image, prompt, method="laspa-x0", steps=count, guidance=args.guidance)
+            few_editor.edit(
+                image, prompt, method="laspa-x0", steps=count, guidance=args.guidance,
+                **few_options,
+            )  # fmt: skip
     for round_index in range(args.rounds):
         order = [m for m in timed if m != "fpe-warm-cache"]
         thread_order = list(counts)
@@ -213,7 +227,7 @@ def main() -> None:
                     few_editor, count = few_step_rows[method]
                     result = few_editor.edit(
                         image, prompt, method="laspa-x0", seed=round_index, steps=count,
-                        guidance=args.guidance,
+                        guidance=args.guidance, **few_options,
                     )  # fmt: skip
                     evals[method] = result.unet_evals
                     timings[threads, method].append(result.seconds)
@@ -238,7 +252,7 @@ def main() -> None:
                 row.update(model=args.few_step, steps=few_step_rows[method][1])
                 if "laspa-x0" in medians:
                     row["ratio_to_laspa_x0"] = round(seconds / medians["laspa-x0"], 3)
-            if (method.startswith("instdiffedit") or method in few_step_rows) and (
+            if (method.startswith(("instdiffedit", "diffedit")) or method in few_step_rows) and (
                 "peer-diffedit" in medians
             ):
                 row["ratio_to_peer_diffedit"] = round(seconds / medians["peer-diffedit"], 3)

@@ -250,7 +250,9 @@ def edit(
         None, "--strength", help="sdedit: re-noised fraction; instdiffedit: r"
     ),
     source_prompt: str | None = typer.Option(
-        None, "--source-prompt", help="ddim-inversion: inversion prompt; fpe: generated mode"
+        None,
+        "--source-prompt",
+        help="ddim-inversion: inversion prompt; fpe: generated mode; diffedit: mask source",
     ),
     replace_fraction: float | None = typer.Option(
         None, "--replace-fraction", help="fpe: fraction of steps with replacement"
@@ -261,7 +263,7 @@ def edit(
     ),
     settings: list[str] = SetOption,
     mask_out: Path | None = typer.Option(
-        None, "--mask-out", help="write the method's mask (instdiffedit, laspa-mix) here"
+        None, "--mask-out", help="write the method's mask (instdiffedit, laspa-mix, diffedit) here"
     ),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     model: str | None = ModelOption,

@@ -39,6 +39,7 @@ from .models import (
     folder_kind,
     is_sdxl,
 )
+from .samplers import SAMPLERS
 from .tokens import phrase_occurs, positions_of, word_tokens
 
 DEFAULT_METHOD = "laspa-x0"
@@ -500,7 +501,18 @@ class Editor:
         prompt = variant.pop("prompt", None)
         check_prompt(prompt)
         seed = check_seed(variant.pop("seed", 0))
+        if variant.get("steps") is None:
+            variant.pop("steps", None)
+            steps = self.default_steps(variant.get("sampler"))
+            if steps is not None:
+                variant["steps"] = steps
         return EditRow(prompt, seed, make_params(method, variant))
+
+    def default_steps(self, sampler: str | None = None) -> int | None:
+        """The steps of an edit that names none: 4 on a few-step sampler (LCM, TCD), the
+        method's own default (None) otherwise. ``sampler``: the edit's, or the model's."""
+        name = self.engine.default_sampler if sampler in (None, "auto") else sampler
+        return SAMPLERS[name].default_steps if name in SAMPLERS else None
 
 
 def check_method_fits(method: str, sampler: str | None, model: str | Path | None) -> None:
@@ -508,7 +520,6 @@ def check_method_fits(method: str, sampler: str | None, model: str | Path | None
     model a local folder holds (FPE on SD3, ddim on a flow model, ...); a hub id is checked
     once loaded (Editor.edit_many, Engine.steps)."""
     from .mini import MODEL_NAMES
-    from .samplers import SAMPLERS
 
     # the bundled models (the default, and those named) are UNets
     kind = "unet" if model is None or model in MODEL_NAMES else folder_kind(model)

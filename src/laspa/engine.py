@@ -13,7 +13,8 @@ sampler plugs in behind these members, and every method keeps working unchanged:
 - ``generators(batch)``, ``noise(generators, shape)``: each row's noise from its seed;
 - ``conditioning(batch, ...)``: text conditioning of latent rows, with guidance;
 - ``sample(x, steps, conditioning, hooks, attention=..., callback=...)``: the loop;
-- ``invert(reference, prompt, num_steps)``: a cached inversion trajectory;
+- ``invert(reference, prompt, num_steps, guidance=, first_step=)``: a cached (partial,
+  optionally guided) inversion trajectory;
 - ``attention_store(...)``, ``self_attention_store()``, ``layers``: what attention
   hooks need to know about the denoiser's attention layers;
 - ``word_tokens``, ``positions_of``, ``token_alignment``: prompts' words as tokens;
@@ -179,13 +180,19 @@ class Engine:
         return self.denoiser.unet_evals
 
     # ------------------------------------------------------------------ latents
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """enc(I): the VAE posterior mean (deterministic), scaled as diffusers does."""
+    def encode(self, pixels: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """enc(I): the VAE posterior mean (deterministic), scaled as diffusers does. With
+        ``noise`` (standard normal latent rows, one per row of ``pixels``, or any number
+        for one image): posterior samples ``mean + std * noise``, what diffusers'
+        ``latent_dist.sample`` draws."""
         with torch.no_grad():
             posterior = self._vae.encode(pixels.to(self.device, self._vae_dtype)).latent_dist
-        if self._vae_shift is not None:
-            return (posterior.mean.float() - self._vae_shift) * self._vae.config.scaling_factor
-        return posterior.mean.float() * self._vae.config.scaling_factor
+        latent = posterior.mean.float()
+        if noise is not None:
+            latent = latent + posterior.std.float() * noise.to(latent.device)
+        if self._vae_shift is not None:  # SD3 / FLUX: centred latents
+            latent = latent - self._vae_shift
+        return latent * self._vae.config.scaling_factor
 
     def latent_shape(self, pixels: torch.Tensor) -> tuple[int, int, int, int]:
         """The (1, C, h, w) shape of the latent of (1, 3, H, W) ``pixels``."""
@@ -379,30 +386,51 @@ class Engine:
             attention=attention, callback=callback, noise=noise,
         )  # fmt: skip
 
-    def invert(self, reference: torch.Tensor, prompt: str, num_steps: int) -> list[torch.Tensor]:
+    def invert(
+        self, reference: torch.Tensor, prompt: str, num_steps: int, *,
+        guidance: float = 1.0, first_step: int = 0,
+    ) -> list[torch.Tensor]:  # fmt: skip
         """DDIM inversion trajectory of ``reference`` (x_T first), cached per
-        (latent content, prompt, steps) so several edits of one image invert once.
+        (latent content, prompt, steps, guidance) so several edits of one image invert once.
+
+        ``first_step`` > 0 inverts only up to the noise level of that sampling step (a
+        partial inversion, DiffEdit's ``inpaint_strength``): the result holds the latents
+        at ``steps[first_step:]``'s timesteps, then the input. A cached longer inversion
+        of the same key serves it as its tail (inverting starts at the input, so the
+        tail is the same). ``guidance`` > 1 guides each inversion step with the empty
+        prompt as diffusers' pipelines' ``invert`` do (twice the UNet rows).
 
         The cache holds at most ``inversion_cache_size`` trajectories (least recently used
         out); each costs ``(steps + 1) * latent bytes`` (3.3 MB for SD at 512 px, 50 steps).
         """
         self.check_kind("DDIM inversion", ("unet",))
         digest = hashlib.sha1(reference.float().cpu().numpy().tobytes()).hexdigest()
-        key = (digest, tuple(reference.shape), prompt, num_steps)
-        if key in self._inversions:
-            self.inversion_cache_hits += 1
-            self._inversions.move_to_end(key)
-            return self._inversions[key]
+        base = (digest, tuple(reference.shape), prompt, num_steps)
+        if guidance != 1.0:  # the key of an unguided inversion stays what it was
+            base = (*base, float(guidance))
+        for cached_first in range(first_step, -1, -1):
+            key = base if cached_first == 0 else (*base, "from", cached_first)
+            if key in self._inversions:
+                self.inversion_cache_hits += 1
+                self._inversions.move_to_end(key)
+                return self._inversions[key][first_step - cached_first :]
         pixels = self._pixels_of(reference)
-        cond, added = self._text_conditioning([prompt] * reference.shape[0], pixels)
+        prompts = [prompt] * reference.shape[0]
+        cond, added = self._text_conditioning(prompts, pixels)
         conditioning = Conditioning(cond, added=added)
-        if self.guidance_embedding_dim:  # unguided: w = 0
-            zero = torch.zeros(reference.shape[0], device=self.device)
-            conditioning.timestep_cond = ddim.guidance_embedding(zero, self.guidance_embedding_dim)
-        steps = self.denoiser.steps(num_steps)
+        if self.guidance_embedding_dim:  # w = guidance - 1 (0: unguided), LCM's convention
+            w = torch.full((reference.shape[0],), max(guidance - 1.0, 0.0), device=self.device)
+            conditioning.timestep_cond = ddim.guidance_embedding(w, self.guidance_embedding_dim)
+        elif guidance > 1.0:
+            uncond, uncond_added = self._text_conditioning([""] * len(prompts), pixels)
+            conditioning = Conditioning(
+                cond, uncond, float(guidance), added=added, uncond_added=uncond_added
+            )
+        steps = self.denoiser.steps(num_steps)[first_step:]
         trajectory = loop.invert(
             self.denoiser, reference, steps, conditioning, self._progress("invert")
         )
+        key = base if first_step == 0 else (*base, "from", first_step)
         self._inversions[key] = trajectory
         while len(self._inversions) > self.inversion_cache_size:
             self._inversions.popitem(last=False)

@@ -6,6 +6,7 @@ Maps are float tensors of shape (rows, h, w) unless said otherwise; ``token_maps
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -52,18 +53,64 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
 
 
-def gaussian_kernel(size: int = 5, sigma: float = 1.1) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    return kernel[:, None] * kernel[None, :]
+#: OpenCV's GaussianBlur((5, 5), 0), the released InstDiffEdit's blur: for 5 taps and
+#: sigma 0 OpenCV takes this fixed binomial kernel, not a sampled Gaussian
+BINOMIAL_5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 
 
-def gaussian_blur(maps: torch.Tensor, size: int = 5, sigma: float = 1.1) -> torch.Tensor:
-    """Gaussian blur of (rows, h, w) maps with reflected borders."""
-    kernel = gaussian_kernel(size, sigma).to(maps)[None, None]
-    padded = F.pad(maps[:, None], [size // 2] * 4, mode="reflect")
+def gaussian_blur(maps: torch.Tensor) -> torch.Tensor:
+    """OpenCV's 5x5 Gaussian blur (sigma 0: the binomial kernel :data:`BINOMIAL_5`) of
+    (rows, h, w) maps, with OpenCV's default border (reflect without the edge pixel)."""
+    taps = torch.tensor(BINOMIAL_5).to(maps)
+    kernel = (taps[:, None] * taps[None, :])[None, None]
+    padded = F.pad(maps[:, None], [len(BINOMIAL_5) // 2] * 4, mode="reflect")
     return F.conv2d(padded, kernel)[:, 0]
+
+
+def _pillow_bicubic(x: float) -> float:
+    """Pillow's cubic convolution kernel (Keys, a = -0.5)."""
+    a, x = -0.5, abs(x)
+    if x < 1:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+    if x < 2:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
+@functools.lru_cache(maxsize=32)
+def _cubic_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) weights of Pillow's bicubic resampling along one axis: the
+    kernel widened by the scale when shrinking, the window cut at the borders and its
+    weights renormalised (Pillow's precompute_coeffs)."""
+    scale = size_in / size_out
+    stretch = max(scale, 1.0)
+    support = 2.0 * stretch
+    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    for out in range(size_out):
+        center = (out + 0.5) * scale
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), size_in)
+        weights = [_pillow_bicubic((x - center + 0.5) / stretch) for x in range(first, last)]
+        total = sum(weights)
+        for x, weight in zip(range(first, last), weights, strict=True):
+            matrix[out, x] = weight / total if total else 0.0
+    return matrix
+
+
+def cubic_resize(
+    maps: torch.Tensor, size: tuple[int, int], clip: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """Pillow's bicubic resize (its ``Image.resize`` default) of (rows, h, w) maps to
+    ``size`` = (height, width): rows first, then columns; ``clip`` = (low, high) clamps
+    after each pass, as Pillow does for 8-bit images."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    across = _cubic_matrix(maps.shape[-1], size[1]).to(maps)
+    down = _cubic_matrix(maps.shape[-2], size[0]).to(maps)
+    out = maps @ across.T
+    out = out if clip is None else out.clamp(*clip)
+    out = down @ out
+    return out if clip is None else out.clamp(*clip)
 
 
 def dilate(masks: torch.Tensor, pixels: int = 1) -> torch.Tensor:

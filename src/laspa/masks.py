@@ -18,12 +18,22 @@ from . import maps as maps_lib
 DEFAULT_PHI = {"blur": 0.2, "snap": 0.35, "spread": 0.35}
 
 
-def prepared_word_maps(token_maps: torch.Tensor, words: list[tuple[int, ...]], size) -> tuple:
-    """(start-token map inverted, word maps): each scaled to its max, upsampled to ``size``,
-    min-max normalised; ``token_maps`` is one edit's (h, w, tokens), seeds already averaged.
-    All maps go through each operation together: this runs after every step."""
-    maps = maps_lib.word_maps(token_maps, [(0,), *words])
-    maps = maps_lib.minmax(maps_lib.resize(maps_lib.scale_to_max(maps), size))
+def prepared_word_maps(
+    token_maps: torch.Tensor, words: list[tuple[int, ...]], size, resize: str = "bilinear"
+) -> tuple:
+    """(start-token map inverted, word maps): each scaled to its max, upsampled to ``size``
+    (``resize``: ``"bilinear"``, or ``"bicubic"``, Pillow's bicubic clipped to [0, 1], as
+    the released code resizes 8-bit images with Pillow's default), min-max normalised;
+    ``token_maps`` is one edit's (h, w, tokens), seeds already averaged. All maps go
+    through each operation together: this runs after every step."""
+    maps = maps_lib.scale_to_max(maps_lib.word_maps(token_maps, [(0,), *words]))
+    if resize == "bicubic":
+        maps = maps_lib.cubic_resize(maps, size, clip=(0.0, 1.0))
+    elif resize == "bilinear":
+        maps = maps_lib.resize(maps, size)
+    else:
+        raise ValueError(f"unknown word-map resize {resize!r} (expected bilinear or bicubic)")
+    maps = maps_lib.minmax(maps)
     return 1 - maps[0], maps[1:]
 
 
@@ -59,24 +69,33 @@ def index_word(
     return int(sims.argmax())
 
 
-def refine(
+#: each word's weight as an object word and as a background word, (words,) each
+WordWeights = tuple[torch.Tensor, torch.Tensor]
+
+
+def word_weights(
     word_maps: torch.Tensor,
     index: int,
     object_threshold: float,
     background_threshold: float,
     soft: bool = False,
-) -> torch.Tensor:
-    """Adaptive aggregation: object words minus background words, clamped at 0."""
-    if word_maps.shape[0] == 1:
-        return word_maps[0]
+) -> WordWeights:
+    """Adaptive aggregation's split of the words by cosine similarity to the index word's
+    map: object words (>= ``object_threshold``) and background words (<=
+    ``background_threshold``); ``soft`` weighs the words between them linearly."""
     sims = maps_lib.cosine_similarity(word_maps, word_maps[index][None].expand_as(word_maps))
     if soft:
         span = max(object_threshold - background_threshold, 1e-6)
         object_weight = ((sims - background_threshold) / span).clamp(0, 1)
-        background_weight = 1 - object_weight
-    else:
-        object_weight = (sims >= object_threshold).float()
-        background_weight = (sims <= background_threshold).float()
+        return object_weight, 1 - object_weight
+    return (sims >= object_threshold).float(), (sims <= background_threshold).float()
+
+
+def refine(word_maps: torch.Tensor, weights: WordWeights) -> torch.Tensor:
+    """Adaptive aggregation: object words minus background words, clamped at 0."""
+    if word_maps.shape[0] == 1:
+        return word_maps[0]
+    object_weight, background_weight = weights
     objects = maps_lib.minmax(_weighted_mean(word_maps, object_weight)[None])[0]
     if float(background_weight.sum()) == 0:
         return objects
@@ -89,7 +108,8 @@ def _weighted_mean(maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def binarise(mask: torch.Tensor, phi: float) -> torch.Tensor:
-    """Gaussian blur 5x5 (sigma 1.1) twice, min-max normalise, threshold at phi."""
+    """OpenCV's 5x5 Gaussian blur (the binomial kernel) twice, min-max normalise,
+    threshold at phi: the released code's post-processing."""
     blurred = maps_lib.gaussian_blur(maps_lib.gaussian_blur(mask[None]))
     return (maps_lib.minmax(blurred)[0] > phi).float()
 
@@ -145,36 +165,44 @@ def seed_mean(per_seed: torch.Tensor, seeds: int) -> torch.Tensor:
     return per_seed.view(-1, seeds, *per_seed.shape[1:]).mean(1)
 
 
+#: what an edit's mask keeps from its first step: the index word and the word weights
+Chosen = tuple[int, WordWeights]
+
+
 def instant_mask(
     token_maps: torch.Tensor,
     words: list[tuple[int, ...]],
     size: tuple[int, int],
     options: Any,
-    index: int | None = None,
+    chosen: Chosen | None = None,
     word_texts: list[str] | None = None,
     affinity: torch.Tensor | None = None,
     grid: tuple[int, int] | None = None,
-) -> tuple[torch.Tensor, int]:
-    """One edit's binary mask (h, w) at ``size`` and its index word.
+) -> tuple[torch.Tensor, Chosen]:
+    """One edit's binary mask (h, w) at ``size``, and the index word and word weights it
+    was made with.
 
     ``token_maps``: the edit's (h, w, tokens) running-mean cross-attention, seeds averaged;
     ``words``: each word's token positions; ``options``: the edit's InstDiffEdit
-    parameters (thresholds, weighting, smoothing, phi, spread_steps, index_words);
-    ``index``: the index word chosen earlier, or None to choose it now among
-    ``word_texts``' content words (or all words); ``affinity`` on ``grid``: the
-    self-attention for snap and spread.
+    parameters (thresholds, weighting, smoothing, phi, spread_steps, index_words,
+    word_resize);
+    ``chosen``: the index word and word weights of the first step, or None to choose them
+    now (the index among ``word_texts``' content words, or all words): the released code
+    splits the words once, at the first step, and keeps the split; ``affinity`` on
+    ``grid``: the self-attention for snap and spread.
     """
-    start, word_maps = prepared_word_maps(token_maps, words, size)
-    if index is None:
+    start, word_maps = prepared_word_maps(token_maps, words, size, options.word_resize)
+    if chosen is None:
         allowed = None
         if options.index_words == "content":
             allowed = content_words(word_texts)
         index = index_word(start, word_maps, allowed)
-    refined = refine(
-        word_maps, index, options.object_threshold, options.background_threshold,
-        soft=options.weighting == "soft",
-    )  # fmt: skip
+        chosen = index, word_weights(
+            word_maps, index, options.object_threshold, options.background_threshold,
+            soft=options.weighting == "soft",
+        )  # fmt: skip
+    refined = refine(word_maps, chosen[1])
     mask = smooth_and_threshold(
         refined, options.smoothing, options.phi, affinity, grid, options.spread_steps
     )
-    return mask, index
+    return mask, chosen

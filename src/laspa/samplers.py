@@ -56,6 +56,9 @@ class Sampler:
     default_noise: ClassVar[str] = "fixed"
     #: the denoiser kinds it runs on: "unet" (eps / v models), "flow" (rectified flow)
     kinds: ClassVar[tuple[str, ...]] = ("unet",)
+    #: steps of an edit that names none: a few-step sampler's own count, else None (the
+    #: method's default)
+    default_steps: ClassVar[int | None] = None
 
     def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
         """``gamma``: the stochasticity of samplers that have one (tcd); others ignore it."""
@@ -132,6 +135,7 @@ class LCM(Sampler):
     name = "lcm"
     summary = "LCM multistep consistency sampling: few steps, re-noised consistency estimates"
     deterministic = False
+    default_steps = 4
 
     def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
         return consistency_steps(denoiser, num_steps, gamma=1.0)
@@ -141,6 +145,10 @@ class TCD(Sampler):
     name = "tcd"
     summary = "TCD: LCM's steps, re-noised from (1 - gamma) of the way (gamma 0: deterministic)"
     deterministic = False
+    default_steps = 4
+    # the update keeps a direction term (the model's eps, which carries earlier steps'
+    # noise): adding the same draw again every step would compound it, unlike lcm's
+    default_noise = "fresh"
 
     def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
         return consistency_steps(denoiser, num_steps, gamma)

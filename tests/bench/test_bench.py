@@ -406,6 +406,44 @@ def test_bench_smoke_run(capsys, tiny_model_dir, tmp_path):
     assert "sdedit vs peer-sdedit" in stdout
 
 
+def test_diffedit_is_compared_with_diffusers_diffedit(capsys, tiny_model_dir, tmp_path):
+    out = tmp_path / "diffedit.json"
+    code, stdout, stderr = run_cli(
+        capsys, "bench", "--model", tiny_model_dir, "--cases", 2, "--steps", 4,
+        "--methods", "diffedit,diffedit@paper,peer-diffedit", "--param",
+        "diffedit@paper.blend=paper", "--json", out, "-q",
+    )  # fmt: skip
+    assert code == 0, stderr
+    check = json.loads(out.read_text())["checks"]["diffedit_vs_peer_diffedit"]
+    assert set(check["rows"]) == {"diffedit", "diffedit@paper"}
+    ours, peer = check["rows"]["diffedit"], check["peer"]
+    # at its defaults our diffedit draws what diffusers' pipeline draws: the same masks
+    assert ours["mask_iou_vs_peer"] == ours["min_mask_iou_vs_peer"] == 1.0
+    assert ours["mask_iou"] == peer["mask_iou"] and ours["same_params"]
+    assert ours["bg_psnr"] == pytest.approx(peer["bg_psnr"], abs=0.05)
+    assert ours["unet_evals"] < peer["unet_evals"]  # the mask's conditional rows only
+    assert check["rows"]["diffedit@paper"]["blend"] == "paper"
+    assert "diffedit vs peer-diffedit (same options; blend diffusers" in stdout
+
+
+def test_a_peer_the_installed_diffusers_lacks_is_skipped_with_a_note(
+    capsys, tiny_model_dir, tmp_path, monkeypatch
+):
+    from laspa.bench.peers import DiffEditPeer
+
+    monkeypatch.setattr(DiffEditPeer, "unavailable", classmethod(lambda cls: "not shipped"))
+    out = tmp_path / "skip.json"
+    code, stdout, stderr = run_cli(
+        capsys, "bench", "--model", tiny_model_dir, "--cases", 1, "--steps", 4,
+        "--methods", "diffedit,peer-diffedit", "--json", out, "-q",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "laspa bench: skipped peer-diffedit: not shipped" in stderr
+    data = json.loads(out.read_text())
+    assert data["skipped"] == {"peer-diffedit": "not shipped"}
+    assert list(data["methods"]) == ["diffedit", "generate"] and not data["checks"]
+
+
 def test_bench_on_a_piebench_fixture_says_what_it_skipped(capsys, tiny_model_dir, tmp_path):
     out = tmp_path / "pie.json"
     code, stdout, stderr = run_cli(

@@ -359,6 +359,21 @@ def _numbers():
         "ddim-inversion on the ancestral sampler": (
             opt("-m", "ddim-inversion", "--sampler", "ancestral"), "use --sampler ddim, not ancestral"),
         "unknown step noise": (opt("--step-noise", "sometimes"), "step_noise must be one of"),
+        "tcd gamma above 1": (opt("--sampler", "tcd", "--gamma", "1.5"), "gamma must be in [0.0, 1.0]"),
+        "fpe on the TCD sampler": (
+            opt("-m", "fpe", "--sampler", "tcd", "--gamma", "0"), "use --sampler ddim, not tcd"),
+        "diffedit: mask_encode_strength 0": (
+            opt("-m", "diffedit", "--set", "mask_encode_strength=0"), "mask_encode_strength must be in (0.0, 1.0]"),
+        "diffedit: num_maps_per_mask 0": (
+            opt("-m", "diffedit", "--set", "num_maps_per_mask=0"), "num_maps_per_mask must be in [1, 100]"),
+        "diffedit: mask_thresholding_ratio inf": (
+            opt("-m", "diffedit", "--set", "mask_thresholding_ratio=inf"), "mask_thresholding_ratio must be a finite"),
+        "diffedit: inpaint_strength x steps leaves no step": (
+            opt("-m", "diffedit", "--steps", "4", "--set", "inpaint_strength=0.2"),
+            "inpaint_strength 0.2 with 4 steps leaves no step"),
+        "diffedit: unknown blend": (opt("-m", "diffedit", "--set", "blend=mean"), "blend must be one of diffusers, paper"),
+        "diffedit on the ancestral sampler": (
+            opt("-m", "diffedit", "--sampler", "ancestral"), "diffedit inverts the image, which needs a deterministic"),
         "sweep: fpe on the ancestral sampler": (
             lambda p: sweep("-m", "fpe", "--sampler", "ancestral", "--seeds", "1,2")(p), "needs a deterministic sampler"),
         "sweep: K list with inf": (sweep("--K", "100,inf"), "comma-separated numbers"),
@@ -533,6 +548,9 @@ AFTER_LOAD = {
     "guidance embedding asked of a UNet without one": (
         lambda p: p.edit("--guidance-mode", "embedding", "--steps", 2, "-q"),
         "guidance_mode embedding needs a UNet distilled with a guidance embedding"),
+    "diffedit: the source prompt is the prompt": (
+        lambda p: p.edit("-m", "diffedit", "--source-prompt", "a red cat", "--steps", 2, "-q"),
+        "give a source_prompt other than the prompt"),
     "fpe on a model whose scheduler is LCM's": (
         lambda p: p.edit("-m", "fpe", "--steps", 2, "-q", "--model", lcm_model(p)),
         "fpe inverts the image, which needs a deterministic sampler: use --sampler ddim, not lcm"),

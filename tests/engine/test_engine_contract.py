@@ -40,6 +40,8 @@ RUNS = {
     "fpe generated": {"source_prompt": "a red dog"},
     "sdedit": {},
     "ddim-inversion": {"source_prompt": "a dog"},
+    "diffedit": {"source_prompt": "a dog"},
+    "diffedit mean-paper": {"posterior": "mean", "blend": "paper"},
     "generate": {},
     "flowedit": {"source_prompt": "a cat", "n_max": 3},
 }

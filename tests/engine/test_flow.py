@@ -217,7 +217,7 @@ def test_every_flow_method_runs_on_sd3_and_repeats_its_bytes(sd3, method):
 
 
 def test_the_methods_that_do_not_run_on_flow_models_are_named():
-    assert set(UNET_ONLY) == {"fpe", "ddim-inversion"}
+    assert set(UNET_ONLY) == {"fpe", "ddim-inversion", "diffedit"}
     assert "flowedit" in FLOW_METHODS and "laspa-x0" in FLOW_METHODS
 
 

@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from laspa.masks import (
     seed_mean,
     smooth_and_threshold,
     spread_along,
+    word_weights,
 )
 
 
@@ -66,25 +68,65 @@ def test_instdiffedit_mask_maths():
     maps[2, 5:, :] = 1  # background
     start_inverted = maps[0].clone()
     assert index_word(start_inverted, maps) == 0
-    refined = refine(maps, 0, 0.8, 0.3)
+    weights = word_weights(maps, 0, 0.8, 0.3)
+    assert [w.tolist() for w in weights] == [[1, 1, 0], [0, 0, 1]]  # object, background
+    refined = refine(maps, weights)
     assert refined[3, 3] > 0.9 and refined[6, 1] == 0
     mask = binarise(refined, 0.2)
     assert mask[3, 3] == 1 and mask[7, 7] == 0 and set(mask.unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(refine(maps[:1], 0, 0.9, 0.6), maps[0])  # one word: its own map
+    one = maps[:1]
+    assert torch.equal(refine(one, word_weights(one, 0, 0.9, 0.6)), maps[0])  # its own map
+
+
+def test_blur_is_opencvs_five_tap_binomial_with_reflect_101_borders():
+    delta = torch.zeros(1, 9, 9)
+    delta[0, 4, 4] = 1.0
+    taps = torch.tensor([1.0, 4, 6, 4, 1]) / 16  # cv2.getGaussianKernel(5, 0)
+    expected = torch.zeros(9, 9)
+    expected[2:7, 2:7] = taps[:, None] * taps[None, :]
+    torch.testing.assert_close(maps_lib.gaussian_blur(delta)[0], expected)
+    edge = torch.zeros(1, 9, 9)
+    edge[0, 0, 4] = 1.0  # at the border: mirrored without repeating the edge row
+    assert maps_lib.gaussian_blur(edge)[0, 0, 4] == pytest.approx(6 / 16 * 6 / 16)
+
+
+def test_cubic_resize_is_pillows_bicubic():
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for rows, cols, size in [(8, 8, (16, 16)), (5, 7, (13, 3)), (16, 16, (8, 8))]:
+        maps = torch.rand(1, rows, cols, generator=generator)
+        picture = Image.fromarray(maps[0].numpy(), mode="F")
+        pillow = torch.from_numpy(
+            np.asarray(picture.resize((size[1], size[0]), Image.BICUBIC)).copy()
+        )
+        torch.testing.assert_close(maps_lib.cubic_resize(maps, size)[0], pillow)
+    # clipped: an 8-bit image's overshoot stops at the range
+    step = torch.zeros(1, 4, 4)
+    step[..., 2:] = 1.0
+    clipped = maps_lib.cubic_resize(step, (8, 8), clip=(0.0, 1.0))
+    assert clipped.amin() == 0 and clipped.amax() == 1
+    assert maps_lib.cubic_resize(step, (8, 8)).amin() < 0
 
 
 def test_prepared_word_maps_follow_the_released_recipe_word_by_word():
     token_maps = torch.rand(4, 4, 77)
     words = [(1,), (2, 3), (5,)]  # a two-token word is averaged
-    start, maps = prepared_word_maps(token_maps, words, (8, 8))
+    for resize in ("bilinear", "bicubic"):
+        start, maps = prepared_word_maps(token_maps, words, (8, 8), resize)
 
-    def one(positions):  # per word: mean of tokens, / max, upsampled, min-max
-        word = token_maps[..., list(positions)].mean(-1)[None]
-        return maps_lib.minmax(maps_lib.resize(word / word.max(), (8, 8)))[0]
+        def one(positions, resize=resize):  # per word: mean of tokens, / max, upsampled, min-max
+            word = token_maps[..., list(positions)].mean(-1)[None]
+            word = word / word.max()
+            if resize == "bicubic":  # the released code's: Pillow's, on 8-bit images
+                return maps_lib.minmax(maps_lib.cubic_resize(word, (8, 8), clip=(0.0, 1.0)))[0]
+            return maps_lib.minmax(maps_lib.resize(word, (8, 8)))[0]
 
-    torch.testing.assert_close(start, 1 - one((0,)))
-    torch.testing.assert_close(maps, torch.stack([one(p) for p in words]))
-    assert maps.amin() == 0 and maps.amax() == 1
+        torch.testing.assert_close(start, 1 - one((0,)))
+        torch.testing.assert_close(maps, torch.stack([one(p) for p in words]))
+        assert maps.amin() == 0 and maps.amax() == 1
+    with pytest.raises(ValueError, match="bicubic"):
+        prepared_word_maps(token_maps, words, (8, 8), "nearest")
 
 
 def test_index_word_among_content_words():
@@ -109,7 +151,8 @@ def test_seed_mean_averages_each_edits_own_seed_rows():
 def options(**changes):
     """InstDiffEdit's defaults, as instant_mask reads them."""
     defaults = dict(object_threshold=0.9, background_threshold=0.6, weighting="hard",
-                    smoothing="blur", phi=0.2, spread_steps=4, index_words="content")  # fmt: skip
+                    smoothing="blur", phi=0.2, spread_steps=4, index_words="content",
+                    word_resize="bilinear")  # fmt: skip
     return SimpleNamespace(**{**defaults, **changes})
 
 
@@ -121,13 +164,17 @@ def test_instant_mask_chooses_the_index_word_once_and_composes_the_steps():
     token_maps[2:5, 2:6, 2] = 1.0  # "cat": the object, a little wider
     token_maps[6:, :, 3] = 1.0  # "grass": the ground
     words, texts = [(1,), (2,), (3,)], ["a", "cat", "grass"]
-    mask, index = instant_mask(token_maps, words, (8, 8), options(), word_texts=texts)
+    mask, (index, weights) = instant_mask(token_maps, words, (8, 8), options(), word_texts=texts)
     assert index == 1  # "a" matches best but is a function word
     _, word_maps = prepared_word_maps(token_maps, words, (8, 8))
-    assert torch.equal(mask, binarise(refine(word_maps, 1, 0.9, 0.6), 0.2))
+    expected = word_weights(word_maps, 1, 0.9, 0.6)
+    assert all(torch.equal(a, b) for a, b in zip(weights, expected, strict=True))
+    assert torch.equal(mask, binarise(refine(word_maps, weights), 0.2))
     assert mask[3, 3] == 1 and mask[7, 0] == 0
     every_word = options(index_words="all")
-    assert instant_mask(token_maps, words, (8, 8), every_word, word_texts=texts)[1] == 0
-    # an index chosen earlier is kept, whatever the maps say now
-    kept, index = instant_mask(token_maps, words, (8, 8), options(), index=2)
-    assert index == 2 and kept[7, 0] == 1 and kept[3, 3] == 0
+    assert instant_mask(token_maps, words, (8, 8), every_word, word_texts=texts)[1][0] == 0
+    # the index word and the words' split chosen earlier are kept, whatever the maps say
+    # now (the released code splits the words once, at the first step)
+    grass = (torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, 0.0]))
+    kept, chosen = instant_mask(token_maps, words, (8, 8), options(), chosen=(2, grass))
+    assert chosen == (2, grass) and kept[7, 0] == 1 and kept[3, 3] == 0

@@ -9,10 +9,11 @@ import pytest
 from PIL import Image
 
 from laspa import METHODS
-from laspa.errors import ImageError, ParameterError
+from laspa.errors import ImageError, ModelError, ParameterError
+from laspa.testing import tiny_editor
 from laspa.visual import labelled_grid, map_overlay
 from laspa.web import options as opts
-from laspa.web.session import WebSession
+from laspa.web.session import ModelShelf, WebSession, suggested_steps
 
 
 @pytest.fixture()
@@ -235,3 +236,34 @@ def test_serve_bad_options_and_models_are_one_line_errors(capsys):
     assert code == 2 and "--max-upload-mb must be > 0" in err
     code, err = run_cli(["serve", "--model", "/nonexistent", "--port", "1"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_a_shelf_loads_one_model_at_a_time_and_keeps_serving_after_a_failed_load(editor):
+    loads = []
+
+    def load(name):
+        loads.append(name)
+        if name == "broken":
+            raise ModelError("model folder not found: broken")
+        return editor if name == "tiny" else tiny_editor(scheduler_class="LCMScheduler")
+
+    shelf = ModelShelf(["tiny", "lcm", "broken"], load)
+    session = WebSession(shelf)
+    assert loads == ["tiny"] and suggested_steps(session.editor) is None
+    lcm = session.select_model("lcm")
+    assert shelf.current == "lcm" and session.editor is lcm and suggested_steps(lcm) == 4
+    with pytest.raises(ModelError, match="not found"):
+        session.select_model("broken")
+    assert loads == ["tiny", "lcm", "broken", "lcm"] and shelf.current == "lcm"
+    with pytest.raises(ParameterError, match="offers no model 'other'; choose one of: tiny"):
+        session.edit(None, "a red circle", "laspa-x0", 0, {}, model="other")
+
+
+def test_an_edit_names_its_model_and_a_few_step_model_defaults_to_its_steps(scene_png):
+    shelf = ModelShelf(["tiny", "lcm"], lambda name: tiny_editor(
+        scheduler_class="LCMScheduler" if name == "lcm" else "DDIMScheduler"))  # fmt: skip
+    session = WebSession(shelf)
+    outcome = session.edit(scene_png, "a red circle", "laspa-x0", 0, {}, model="lcm")
+    assert shelf.current == "lcm" and "8 UNet evaluations" in outcome.info  # 4 steps, cfg
+    outcome = session.edit(scene_png, "a red circle", "laspa-x0", 0, {"steps": 3}, model="tiny")
+    assert shelf.current == "tiny" and "6 UNet evaluations" in outcome.info

@@ -59,13 +59,22 @@ def wait_until_served(url: str, process: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model_dir, tmp_path_factory):
-    """The URL of `laspa serve --model <tiny>` on a free loopback port."""
+def tiny_lcm_dir(tmp_path_factory):
+    from laspa.testing import save_tiny_model
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-lcm"
+    return save_tiny_model(folder, scheduler_class="LCMScheduler")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tiny_lcm_dir, tmp_path_factory):
+    """The URL of `laspa serve --model <tiny> --model <tiny LCM>` on a free loopback port."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "laspa.cli", "serve", "--model", str(tiny_model_dir),
+        "--model", str(tiny_lcm_dir),
         "--port", str(port), "--max-upload-mb", str(UPLOAD_LIMIT_MB),
     ]  # fmt: skip
     with open(log, "w") as stream:
@@ -97,6 +106,23 @@ def test_gradio_client_edit_returns_an_image(served, tmp_path):
     assert mask is None
     assert "UNet evaluations" in timing
     assert Path(download).suffix == ".png"
+
+
+def test_gradio_client_names_one_of_the_served_models(served, tiny_lcm_dir, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(served, verbose=False, download_files=str(tmp_path))
+    scene, caption, *_ = client.predict(scene=1, api_name="/demo_scene")
+    _, _, timing, _ = client.predict(
+        image=handle_file(scene), prompt=caption, options={"steps": 2, "model": str(tiny_lcm_dir)},
+        api_name="/edit",
+    )  # fmt: skip
+    assert "4 UNet evaluations" in timing  # 2 LCM steps with guidance (no embedding)
+    with pytest.raises(AppError, match="this server offers no model 'other'; choose one of"):
+        client.predict(
+            image=handle_file(scene), prompt=caption, options={"model": "other"}, api_name="/edit"
+        )
 
 
 def test_gradio_client_gets_one_line_reasons_for_bad_requests(served, tmp_path):
@@ -299,9 +325,28 @@ def test_method_options_sweep_and_attention_tabs(page, tmp_path):
     save_artefact(page, tmp_path, "laspa-serve-sweep.png")
 
     page.get_by_role("tab", name="Attention").click()
-    fill_confirmed(page.get_by_label("Words"), "circle, background")
-    page.locator("#maps").click()
+    words = page.get_by_label("Words")
+    fill_confirmed(words, "circle, background")
+    words.press("Enter")  # submit from the box itself: a click can race its last input event
     wait_for_text(page, "#maps-info", "2 word maps", tmp_path)
     captions = page.locator("#maps-gallery .caption-label")
     assert captions.all_inner_texts() == ["circle", "background"]
     save_artefact(page, tmp_path, "laspa-serve-attention.png")
+
+
+@pytest.mark.browser
+def test_the_model_menu_loads_the_chosen_model_and_proposes_its_steps(page, tiny_lcm_dir, tmp_path):
+    from playwright.sync_api import expect
+
+    steps = page.get_by_label("number input for steps")
+    expect(steps).to_have_value("50")
+    page.locator("#model input").click()
+    page.get_by_role("option", name=str(tiny_lcm_dir), exact=True).click()
+    wait_for_text(page, "#model-line", "tiny-lcm", tmp_path)
+    expect(steps).to_have_value("4")  # a few-step model's own count
+    page.locator("#scene input").fill("3")
+    page.locator("#load-scene").click()
+    page.locator("#input-image img").wait_for()
+    page.locator("#prompt textarea").fill("a red circle")
+    page.locator("#edit").click()
+    wait_for_text(page, "#edit-info", "8 UNet evaluations", tmp_path)  # 4 steps, cfg

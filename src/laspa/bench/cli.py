@@ -220,6 +220,8 @@ def load_inputs(request: BenchRequest, model, device, threads, clip_model: str):
     from . import cases as case_sources
 
     learned, skipped = {}, {}
+    for name in drop_unavailable_peers(request.specs, skipped):
+        note(f"laspa bench: skipped {name}: {skipped[name]}")
     if not request.scene_suite:
         from .learned import load_clip, load_lpips
 
@@ -237,6 +239,21 @@ def load_inputs(request: BenchRequest, model, device, threads, clip_model: str):
             cases_file=request.cases_file, kinds=request.edit_kinds,
         )  # fmt: skip
     return editor, learned, skipped
+
+
+def drop_unavailable_peers(specs: dict, skipped: dict[str, str]) -> list[str]:
+    """Remove the rows of peers the installed diffusers cannot run from ``specs``, with
+    the reason in ``skipped``; returns their names."""
+    from .peers import PEERS
+
+    dropped = []
+    for name, spec in list(specs.items()):
+        reason = PEERS[spec.method].unavailable() if spec.is_peer else None
+        if reason is not None:
+            del specs[name]
+            skipped[name] = reason
+            dropped.append(name)
+    return dropped
 
 
 def run_request(request: BenchRequest, editor, learned: dict, skipped: dict, quiet: bool):

@@ -6,7 +6,8 @@
 - ``peer-diffedit``: ``StableDiffusionDiffEditPipeline``: ``generate_mask``, ``invert``
   and the call, with the pipeline's documented defaults (deprecated in diffusers but
   importable; a text-to-image folder has no inverse scheduler, so one is made from the
-  model's scheduler config).
+  model's scheduler config, starting from the alpha the DDIM scheduler ends on). A
+  diffusers release without it skips the row with a note (``Peer.unavailable``).
 
 Both load the editor's model from ``editor.source`` (folder or hub id) as separate
 pipelines, so the engine's attention processors never touch them. Each peer takes a
@@ -118,11 +119,25 @@ class Peer:
             "tcd": TCDScheduler.from_config(config),
         }
         self.pipe.scheduler = self.schedulers["ddim"]
+        if hasattr(self.pipe, "inverse_scheduler"):
+            from diffusers import DDIMInverseScheduler
+
+            # the mirror of the final step: DDIM inversion's first step starts from the
+            # alpha the loop's last step lands on (1 by default; the config's would treat
+            # enc(I) as slightly noisy, docs/bench.md "peer-diffedit")
+            self.pipe.inverse_scheduler = DDIMInverseScheduler.from_config(
+                config, set_alpha_to_one=final_alpha_one
+            )
         self.evals = 0
         self.pipe.unet.register_forward_pre_hook(self._count)
 
     def _count(self, module, args) -> None:
         self.evals += int(args[0].shape[0])
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why the installed diffusers cannot run this peer (None: it can)."""
+        return None
 
     def _load(self, source: str, device, dtype):
         raise NotImplementedError
@@ -246,12 +261,23 @@ class DiffEditPeer(Peer):
     summary = "diffusers StableDiffusionDiffEditPipeline: generate_mask, invert, call"
     Params = DiffEditPeerParams
 
-    def _load(self, source, device, dtype):
-        from diffusers import DDIMInverseScheduler, StableDiffusionDiffEditPipeline
+    @classmethod
+    def unavailable(cls) -> str | None:
+        # deprecated in diffusers: a release without it skips the row, the bench goes on
+        import diffusers
 
-        pipe = _from_pretrained(StableDiffusionDiffEditPipeline, source, device, dtype)
-        pipe.inverse_scheduler = DDIMInverseScheduler.from_config(pipe.scheduler.config)
-        return pipe
+        if not hasattr(diffusers, "StableDiffusionDiffEditPipeline"):
+            return (
+                f"diffusers {diffusers.__version__} no longer ships "
+                "StableDiffusionDiffEditPipeline (our diffedit still runs)"
+            )
+        return None
+
+    def _load(self, source, device, dtype):
+        from diffusers import StableDiffusionDiffEditPipeline
+
+        # a text-to-image folder has no inverse scheduler: Peer.__init__ makes it
+        return _from_pretrained(StableDiffusionDiffEditPipeline, source, device, dtype)
 
     def _edit(self, image, prompt, generator, params, latent):
         p = params

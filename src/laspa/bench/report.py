@@ -94,7 +94,31 @@ def render(data: dict[str, Any]) -> str:
             f"{check['same_latent_psnr']:.2f} dB mean, {check['same_latent_min_psnr']:.2f} dB min "
             "(100 = identical bytes)"
         )
+    diffedit = data.get("checks", {}).get("diffedit_vs_peer_diffedit")
+    if diffedit:
+        parts.append(diffedit_lines(diffedit))
     return "\n\n".join(parts)
+
+
+def diffedit_lines(check: dict[str, Any]) -> str:
+    """The diffedit-vs-peer-diffedit check under the table: mask agreement, quality, speed."""
+    peer = check["peer"]
+    lines = []
+    for name, row in check["rows"].items():
+        same = "same" if row["same_params"] else "DIFFERENT"
+        lines.append(
+            f"{name} vs peer-diffedit ({same} options; blend {row['blend']}, posterior "
+            f"{row['posterior']}): mask IoU {_cell(row['mask_iou_vs_peer'], '{:.3f}')} mean, "
+            f"{_cell(row['min_mask_iou_vs_peer'], '{:.3f}')} min; vs exact mask "
+            f"{_cell(row['mask_iou'], '{:.3f}')} / {_cell(peer['mask_iou'], '{:.3f}')}, "
+            f"bg_psnr {_cell(row['bg_psnr'], '{:.2f}')} / {_cell(peer['bg_psnr'], '{:.2f}')}, "
+            f"edit_success {_cell(row['edit_success'], '{:.2f}')} / "
+            f"{_cell(peer['edit_success'], '{:.2f}')}, s/edit "
+            f"{_cell(row['seconds_per_edit'], '{:.3f}')} / "
+            f"{_cell(peer['seconds_per_edit'], '{:.3f}')} "
+            f"({_cell(row['speedup'], '{:.2f}')}x faster)"
+        )
+    return "\n".join(lines)
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> Path:

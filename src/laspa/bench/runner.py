@@ -422,9 +422,12 @@ def run_bench(
     sample_images: dict[str, dict[str, Image.Image]] = {}
     agreement: dict[str, list[float]] = {"as_documented": [], "same_latent": []}
     exact = _exact_peer_spec(specs)
+    diffedits = _diffedit_rows(specs)
+    mask_agreement: dict[str, list[float]] = {name: [] for name in diffedits}
     for index, case in enumerate(cases):
         seed_i = case_seed(seed, index)
         produced: dict[str, Image.Image] = {}
+        masks: dict[str, np.ndarray | None] = {}
         for name, spec in specs.items():
             outcome = runner.run_one(spec, case, seed_i)
             row = {"id": case.id, "kind": case.kind, "method": name, "seed": seed_i}
@@ -433,7 +436,10 @@ def run_bench(
             row["cpu_seconds"] = outcome.cpu_seconds
             records.append(row)
             produced[name] = outcome.image
+            masks[name] = outcome.mask
             runner.tick()
+        for name in diffedits:
+            mask_agreement[name].append(metrics.mask_iou(masks[name], masks[DIFFEDIT_PEER] > 0.5))
         ceiling.append(_ceiling(runner, case))
         if exact is not None:
             ours = metrics.to_array(produced["sdedit"])
@@ -458,6 +464,8 @@ def run_bench(
     )
     if exact is not None:
         result.checks["sdedit_vs_peer_sdedit"] = _agreement(specs, agreement)
+    if diffedits:
+        result.checks["diffedit_vs_peer_diffedit"] = _diffedit_check(result, mask_agreement)
     result.total_seconds = time.perf_counter() - start
     result.total_cpu_seconds = time.process_time() - cpu_start
     return result
@@ -509,6 +517,46 @@ def _agreement(specs: dict[str, MethodSpec], values: dict[str, list[float]]) -> 
         "same_latent_psnr": metrics.mean(latent),
         "same_latent_min_psnr": min(latent),
     }
+
+
+#: the diffusers pipeline our ``diffedit`` rows are compared with, and what must agree
+DIFFEDIT_PEER = "peer-diffedit"
+DIFFEDIT_SHARED = (
+    "steps", "guidance", "mask_encode_strength", "num_maps_per_mask", "mask_thresholding_ratio",
+    "inpaint_strength",
+)  # fmt: skip
+
+
+def _diffedit_rows(specs: dict[str, MethodSpec]) -> list[str]:
+    """The ``diffedit`` rows (any ``@label``) to compare with peer-diffedit, when it runs."""
+    if DIFFEDIT_PEER not in specs:
+        return []
+    return [name for name, spec in specs.items() if spec.method == "diffedit"]
+
+
+def _diffedit_check(result: BenchResult, mask_iou: dict[str, list[float]]) -> dict[str, Any]:
+    """Each ``diffedit`` row against diffusers' DiffEdit on the same cases and seeds: the
+    IoU of the two masks (mean, min), and each one's mask IoU with the exact mask,
+    bg_psnr, edit_success and seconds per edit; ``speedup``: their seconds over ours."""
+    keys = ("mask_iou", "bg_psnr", "edit_success", "seconds_per_edit", "unet_evals")
+    theirs = summarize(result.method_rows(DIFFEDIT_PEER))
+    peer_params = result.specs[DIFFEDIT_PEER].build(result.specs[DIFFEDIT_PEER].params())
+    rows = {}
+    for name, ious in mask_iou.items():
+        ours = summarize(result.method_rows(name))
+        params = result.specs[name].build(result.specs[name].params())
+        rows[name] = {
+            "mask_iou_vs_peer": metrics.mean(ious),
+            "min_mask_iou_vs_peer": min(ious) if ious else None,
+            **{key: ours[key] for key in keys},
+            "speedup": _ratio(theirs["seconds_per_edit"], ours["seconds_per_edit"]),
+            "same_params": all(
+                getattr(params, k) == getattr(peer_params, k) for k in DIFFEDIT_SHARED
+            ),
+            "blend": params.blend,
+            "posterior": params.posterior,
+        }
+    return {"peer": {key: theirs[key] for key in keys}, "rows": rows}
 
 
 # ------------------------------------------------------------------ sweeps

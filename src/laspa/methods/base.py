@@ -85,7 +85,7 @@ class CommonParams:
     step_noise: str = option(
         "auto", choices=("auto", "fixed", "fresh"),
         help="noise of ancestral / lcm / tcd steps: one draw per edit or one per step (auto: fixed "
-        "for lcm, fresh for ancestral)",
+        "for lcm, fresh for ancestral and tcd)",
     )  # fmt: skip
     guidance_mode: str = option(
         "auto", choices=("auto", "cfg", "embedding"),
@@ -268,6 +268,10 @@ def make_params(method: str, overrides: dict[str, Any], params_cls: type | None 
     check_option_names(method, overrides, params_cls)
     params = params_cls(**overrides)
     validate(params)
+    # options that are each in range but together impossible (e.g. strength x steps)
+    check_together = getattr(params, "check_together", None)
+    if callable(check_together):
+        check_together()
     if method in METHODS:
         check_sampler(method, getattr(params, "sampler", "auto"))
     return params

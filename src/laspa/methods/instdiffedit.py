@@ -4,8 +4,10 @@ The released code's algorithm (docs/methods.md, "InstDiffEdit"): enc(I) is forwa
 strength r with B noise seeds (one batch); during the last r-fraction of the steps the
 conditional cross-attention of the target text is averaged (seeds, layers, heads, running
 mean over steps), the word closest to the inverted start-token map is the index word,
-words alike to it are the object and unlike words the background, and the refined map,
-blurred and thresholded, blends every step towards the forward-noised input. The released
+words alike to it are the object and unlike words the background (both chosen at the
+first step and kept), and the refined map, blurred and thresholded, blends every step
+towards the forward-noised input; checked against the released code on the same inputs
+(benchmarks/parity.py, docs/results.md "Parity with the released code"). The released
 code then inpaints the image inside the last mask (``final_pass="inpaint"``: the base
 model's blended latent diffusion, or an inpainting checkpoint when one is named); by
 default the mask loop's own result is the output (``final_pass="loop"``), measured to keep
@@ -55,6 +57,13 @@ class InstDiffEditParams(CommonParams):
         "and spread)"
     )  # fmt: skip
     weighting: str = option("hard", choices=("hard", "soft"), help="word aggregation weights")
+    # bilinear rather than the released code's bicubic: measured (docs/methods.md)
+    word_resize: str = option(
+        "bilinear",
+        choices=("bilinear", "bicubic"),
+        help="word maps to latent size: bilinear, or Pillow's bicubic clipped to [0, 1] "
+        "(released code)",
+    )
     # content rather than the released code's all: measured (docs/methods.md, "InstDiffEdit")
     index_words: str = option(
         "content",
@@ -94,7 +103,8 @@ class InstantMask(SamplerHooks):
         self.word_texts = [[w.word for w in edit] for edit in words]
         self.params = params  # per edit
         self.seeds = seeds
-        self.index: list[int] | None = None  # index word per edit, chosen at the first step
+        # per edit: the index word and word weights, chosen at the first step
+        self.chosen: list | None = None
         self.masks: torch.Tensor | None = None  # (N, 1, h, w)
 
     def edit_maps(self) -> torch.Tensor:
@@ -107,13 +117,13 @@ class InstantMask(SamplerHooks):
         if self.affinities is not None:  # (N, q, q) running-mean self-attention
             affinities = seed_mean(self.affinities.mean(), self.seeds)
             grid = self.affinities.grid(size)
-        index = self.index or [None] * len(per_edit)
+        chosen = self.chosen or [None] * len(per_edit)
         made = [
-            instant_mask(per_edit[i], words, size, params, index[i], self.word_texts[i],
+            instant_mask(per_edit[i], words, size, params, chosen[i], self.word_texts[i],
                          affinities[i], grid)
             for i, (words, params) in enumerate(zip(self.words, self.params, strict=True))
         ]  # fmt: skip
-        self.index = [chosen for _, chosen in made]
+        self.chosen = [kept for _, kept in made]
         return torch.stack([mask for mask, _ in made])[:, None]
 
     def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
@@ -197,8 +207,8 @@ class InstDiffEdit(Method):
             # the maps the masks were made from
             token_maps=hooks.edit_maps() if batch.record_attention else None,
             notes=[
-                {"index_word": texts[i]}
-                for texts, i in zip(hooks.word_texts, hooks.index, strict=True)
+                {"index_word": texts[index]}
+                for texts, (index, _) in zip(hooks.word_texts, hooks.chosen, strict=True)
             ],
         )
 

@@ -1,4 +1,5 @@
-"""``laspa serve``: the web UI, a thin gradio layer over one :class:`laspa.Editor`.
+"""``laspa serve``: the web UI, a thin gradio layer over :class:`laspa.Editor` (one model
+at a time of those ``--model`` names).
 
 This module stays light (typer only): gradio is imported when the UI is built, so the
 CLI starts fast whether or not the ``web`` extra is installed.
@@ -42,13 +43,20 @@ def build_app(editor, **kwargs) -> gr.Blocks:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (loopback by default)"),
     port: int = typer.Option(7860, "--port", help="TCP port"),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
+    models: list[str] = typer.Option(
+        [],
+        "--model",
+        help=f"{MODEL_HELP}; repeat to offer several (the page's Model menu; one is loaded "
+        "at a time). Default: mini and mini-lcm",
+    ),  # fmt: skip
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest upload accepted"),
 ) -> None:
     """Serve the web UI (edit, sweep, attention maps) on HOST:PORT."""
     from ..cli import load_editor, note
+    from ..editor import check_model_source
+    from ..mini import MODEL_NAMES
 
     if not 0 < port < 65536:
         raise LaspaError(f"--port must be in 1..65535, got {port}")
@@ -56,15 +64,21 @@ def serve(
         raise LaspaError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
     _require_gradio()
     _check_address(host, port)  # before loading a model that may take minutes
-    editor = load_editor(model, device, threads)
+    names = list(dict.fromkeys(models)) or list(MODEL_NAMES)
+    for name in names:  # every model checked now: the others load only when chosen
+        if name not in MODEL_NAMES:
+            check_model_source(name)
     from .app import build_app as build
     from .app import launch
+    from .session import ModelShelf
+
+    shelf = ModelShelf(names, lambda name: load_editor(name, device, threads))
 
     limit = int(max_upload_mb * 2**20)
     if host not in ("127.0.0.1", "localhost", "::1"):
         note(f"laspa: serving on {host}: anyone who can reach this address can use the model")
     note(f"laspa: starting the web UI on http://{host}:{port} (Ctrl-C stops it)")
-    demo = build(editor, max_upload_bytes=limit)
+    demo = build(shelf, max_upload_bytes=limit)
     try:
         launch(demo, host, port, max_upload_bytes=limit, block=False)
     except OSError as error:  # taken since the check, or an address gradio cannot use

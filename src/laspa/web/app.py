@@ -1,11 +1,13 @@
-"""The gradio app of ``laspa serve``: a thin layer over one :class:`laspa.Editor`.
+"""The gradio app of ``laspa serve``: a thin layer over the models a WebSession offers.
 
 Imported only when the UI is built, so that ``laspa --help`` never pays for gradio.
 
 Two kinds of events: the page's own (private: their inputs are every option widget of
 every method, which changes whenever a method is added), and the public API endpoints
 ``/edit``, ``/sweep``, ``/attention`` and ``/demo_scene`` whose signatures stay put: a
-method's options travel as one ``options`` dict; options left out take its defaults.
+method's options travel as one ``options`` dict; options left out take its defaults. Its
+one key that is not a method option, ``model``, names one of the served models (default:
+the one loaded now), so clients written before a server offered several keep working.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from ..editor import DEFAULT_METHOD  # noqa: E402
 from ..errors import ImageError, LaspaError, ParameterError  # noqa: E402
 from ..methods import METHODS  # noqa: E402
 from . import options as opts  # noqa: E402
-from .session import MAX_UPLOAD_BYTES, EditOutcome, WebSession  # noqa: E402
+from .session import (  # noqa: E402
+    MAX_UPLOAD_BYTES,
+    EditOutcome,
+    ModelShelf,
+    WebSession,
+    suggested_steps,
+)
 
 #: every event that touches the Editor shares this queue slot: one edit at a time
 EDITOR_QUEUE = "editor"
@@ -93,23 +101,26 @@ def _progress(progress: gr.Progress) -> Callable[[str, int, int], None]:
     return report
 
 
-def _option_widget(spec: opts.OptionSpec, visible: bool) -> gr.components.Component:
+def _option_widget(
+    spec: opts.OptionSpec, visible: bool, value: Any = None
+) -> gr.components.Component:
+    value = spec.default if value is None else value
     common = {"label": spec.name, "info": spec.info, "visible": visible}
     if spec.kind == "slider":
         return gr.Slider(
-            minimum=spec.minimum, maximum=spec.high, step=spec.step, value=spec.default, **common
+            minimum=spec.minimum, maximum=spec.high, step=spec.step, value=value, **common
         )
     if spec.kind == "number":
         precision = 0 if spec.python_type is int else None
         return gr.Number(
-            value=spec.default, minimum=spec.minimum, maximum=spec.high, precision=precision,
+            value=value, minimum=spec.minimum, maximum=spec.high, precision=precision,
             step=spec.step, **common,
         )  # fmt: skip
     if spec.kind == "radio":
-        return gr.Radio(choices=list(spec.choices), value=spec.default, **common)
+        return gr.Radio(choices=list(spec.choices), value=value, **common)
     if spec.kind == "checkbox":
-        return gr.Checkbox(value=spec.default, **common)
-    return gr.Textbox(value=spec.default, **common)
+        return gr.Checkbox(value=value, **common)
+    return gr.Textbox(value=value, **common)
 
 
 def _widget_update(spec: opts.OptionSpec) -> dict:
@@ -141,15 +152,20 @@ def _sweep_values(method: str, name: str | None) -> str:
     return opts.default_sweep_values(specs[name]) if name in specs else ""
 
 
-def _options_dict(method: str, options: Any) -> dict[str, Any]:
-    """The API's ``options`` argument: a dict of ``method``'s option values, or nothing.
-    A name the method does not take is refused, as the CLI refuses it."""
+def _options_dict(method: str, options: Any) -> tuple[dict[str, Any], str | None]:
+    """The API's ``options`` argument (a dict of ``method``'s option values and optionally
+    ``model``, or nothing) as (option values, model). A name the method does not take is
+    refused, as the CLI refuses it."""
     if options in (None, ""):
-        return {}
+        return {}, None
     if not isinstance(options, dict):
         raise ParameterError(f"options must be a JSON object of option values, got {options!r}")
-    opts.check_api_options(method, options)
-    return options
+    values = dict(options)
+    model = values.pop("model", None)
+    if model is not None and not isinstance(model, str):
+        raise ParameterError(f"model must be the name of a served model, got {model!r}")
+    opts.check_api_options(method, values)
+    return values, model
 
 
 class _Downloads:
@@ -175,6 +191,8 @@ class _Page:
     prompt: gr.Textbox
     scene_number: gr.Number
     scene_button: gr.Button
+    model: gr.Dropdown
+    model_line: gr.Markdown
     method: gr.Dropdown
     method_note: gr.Markdown
     seed: gr.Number
@@ -223,7 +241,7 @@ def _images_row() -> tuple[gr.Image, gr.Image, gr.Image]:
     return _hand_over_unopened(source), result, result_map
 
 
-def _edit_tab(union: dict[str, opts.OptionSpec]) -> dict[str, Any]:
+def _edit_tab(union: dict[str, opts.OptionSpec], values: dict[str, Any]) -> dict[str, Any]:
     initial = {spec.name for spec in opts.method_options(DEFAULT_METHOD)}
     with gr.Tab("Edit", id="edit"), gr.Row():
         with gr.Column(scale=1):
@@ -236,7 +254,10 @@ def _edit_tab(union: dict[str, opts.OptionSpec]) -> dict[str, Any]:
             info = gr.Markdown(label="Timing", elem_id="edit-info")
             download = gr.DownloadButton("Download result", visible=False, elem_id="download")
         with gr.Column(scale=2):
-            widgets = [_option_widget(spec, name in initial) for name, spec in union.items()]
+            widgets = [
+                _option_widget(spec, name in initial, values.get(name))
+                for name, spec in union.items()
+            ]
     return {
         "method": method, "method_note": method_note, "seed": seed, "edit_button": edit_button,
         "info": info, "download": download, "names": list(union), "widgets": widgets,
@@ -295,10 +316,15 @@ def _attention_tab() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _layout(editor) -> _Page:
+def _layout(session: WebSession) -> _Page:
     gr.Markdown(INTRO)
-    model = getattr(editor, "name", "model")
-    gr.Markdown(f"Model: `{model}` at {editor.resolution} px", elem_id="model-line")
+    models = session.models
+    with gr.Row(equal_height=True):
+        model = gr.Dropdown(
+            choices=models.names, value=models.current, label="Model", scale=1,
+            interactive=len(models.names) > 1, elem_id="model",
+        )  # fmt: skip
+        model_line = gr.Markdown(session.describe_model(), elem_id="model-line")
     source, result, result_map = _images_row()
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", placeholder="a photo of ...", scale=4, elem_id="prompt")
@@ -307,7 +333,8 @@ def _layout(editor) -> _Page:
         )
         scene_button = gr.Button("Load demo scene", scale=1, elem_id="load-scene")
     with gr.Tabs():
-        edit = _edit_tab(opts.all_options(DEFAULT_METHOD))
+        steps = suggested_steps(session.editor)
+        edit = _edit_tab(opts.all_options(DEFAULT_METHOD), {"steps": steps})
         sweep = _sweep_tab()
         attention = _attention_tab()
     # the API's endpoints: hidden, never clicked by the page
@@ -316,6 +343,7 @@ def _layout(editor) -> _Page:
     api_sweep = gr.Button(visible=False)
     api_attention = gr.Button(visible=False)
     return _Page(
+        model=model, model_line=model_line,
         source=source, result=result, result_map=result_map, prompt=prompt,
         scene_number=scene_number, scene_button=scene_button, **edit, **sweep, **attention,
         current_method=gr.State(DEFAULT_METHOD), map_label=gr.State(""),
@@ -377,22 +405,41 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
 
     def edit_from_page(data: dict, progress=PROGRESS):
         (path, text, method, seed), options = page_values(data)
-        outcome = _edit(session, path, text, method, seed, options, progress)
+        outcome = _edit(session, path, text, method, seed, options, progress, data[page.model])
         return _edit_outputs(outcome, downloads, method)
 
     def sweep_from_page(data: dict, progress=PROGRESS):
         (path, text, method, seed), options = page_values(data)
         axes = [data[c] for c in (page.x_name, page.x_values, page.y_name, page.y_values)]
-        return _sweep(session, path, text, method, seed, options, axes, progress)
+        return _sweep(session, path, text, method, seed, options, axes, progress, data[page.model])
 
     def maps_from_page(data: dict, progress=PROGRESS):
         (path, text, method, seed), options = page_values(data)
-        return _attention(session, path, text, data[page.words], method, seed, options, progress)
+        return _attention(
+            session, path, text, data[page.words], method, seed, options, progress,
+            data[page.model],
+        )  # fmt: skip
+
+    steps_widget = page.option_widgets["steps"]
+
+    def switch_model(name: str, progress=PROGRESS):
+        """Load the chosen model now (not on the first edit) and propose its steps."""
+        try:
+            editor = session.select_model(name, _progress(progress))
+        except LaspaError as error:
+            raise _user_error(error) from None
+        steps = suggested_steps(editor)
+        default = opts.all_options(DEFAULT_METHOD)["steps"].default
+        return session.describe_model(), gr.update(value=steps or default)
 
     def show_outputs(heat, label: str):
         return gr.update(visible=heat is not None, label=label or None), gr.update(visible=True)
 
     page.source.upload(check_upload, page.source, page.source, **UI_ONLY)
+    page.model.change(
+        switch_model, page.model, [page.model_line, steps_widget],
+        api_visibility="private", **ON_EDITOR,
+    )  # fmt: skip
     page.scene_button.click(
         load_scene, page.scene_number, [page.source, page.prompt, *source_prompt],
         api_name="demo_scene", concurrency_limit=None,
@@ -406,7 +453,7 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     for axis, values in ((page.x_name, page.x_values), (page.y_name, page.y_values)):
         axis.change(_sweep_values, [page.method, axis], values, **UI_ONLY)
 
-    edit_inputs = {page.source, page.prompt, page.method, page.seed, *page.widgets}
+    edit_inputs = {page.model, page.source, page.prompt, page.method, page.seed, *page.widgets}
     edit_outputs = [page.result, page.result_map, page.info, page.download, page.map_label]
     for trigger in (page.edit_button.click, page.prompt.submit):
         trigger(
@@ -438,10 +485,10 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     ):
         """Edit IMAGE towards PROMPT; returns the result, its mask (or None), timing, file."""
         try:
-            values = _options_dict(method, options)
+            values, model = _options_dict(method, options)
         except LaspaError as error:
             raise _user_error(error) from None
-        outcome = _edit(session, image, prompt, method, seed, values, progress)
+        outcome = _edit(session, image, prompt, method, seed, values, progress, model)
         return _edit_outputs(outcome, downloads, method)[:4]
 
     def sweep(
@@ -458,11 +505,11 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     ):
         """A labelled grid of edits over two options, from one batched run."""
         try:
-            values = _options_dict(method, options)
+            values, model = _options_dict(method, options)
         except LaspaError as error:
             raise _user_error(error) from None
         axes = (columns, column_values, rows, row_values)
-        return _sweep(session, image, prompt, method, seed, values, axes, progress)
+        return _sweep(session, image, prompt, method, seed, values, axes, progress, model)
 
     def attention(
         image: str,
@@ -475,10 +522,10 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     ):
         """Each word's attention map (comma-separated WORDS, or every word) over IMAGE."""
         try:
-            values = _options_dict(method, options)
+            values, model = _options_dict(method, options)
         except LaspaError as error:
             raise _user_error(error) from None
-        return _attention(session, image, prompt, words, method, seed, values, progress)
+        return _attention(session, image, prompt, words, method, seed, values, progress, model)
 
     page.api_attention.click(
         attention,
@@ -486,7 +533,8 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         [page.maps_gallery, page.maps_info], api_name="attention", **ON_EDITOR,
     )  # fmt: skip
     page.api_edit.click(
-        edit, [page.source, page.prompt, page.method, page.seed, page.api_options],
+        edit,
+        [page.source, page.prompt, page.method, page.seed, page.api_options],
         [page.result, page.result_map, page.info, page.download],
         api_name="edit", **ON_EDITOR,
     )  # fmt: skip
@@ -498,9 +546,9 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     )  # fmt: skip
 
 
-def _edit(session, path, prompt, method, seed, values, progress) -> EditOutcome:
+def _edit(session, path, prompt, method, seed, values, progress, model=None) -> EditOutcome:
     try:
-        return session.edit(path, prompt, method, seed, values, _progress(progress))
+        return session.edit(path, prompt, method, seed, values, _progress(progress), model)
     except LaspaError as error:
         raise _user_error(error) from None
 
@@ -512,34 +560,38 @@ def _edit_outputs(outcome: EditOutcome, downloads: _Downloads, method: str) -> t
     return outcome.image, outcome.map, outcome.info, saved, outcome.map_label
 
 
-def _sweep(session, path, prompt, method, seed, values, axes, progress):
+def _sweep(session, path, prompt, method, seed, values, axes, progress, model=None):
     x_name, x_values, y_name, y_values = axes
     try:
         return session.sweep(
             path, prompt, method, seed, values, ((x_name, x_values), (y_name, y_values)),
-            _progress(progress),
+            _progress(progress), model,
         )  # fmt: skip
     except LaspaError as error:
         raise _user_error(error) from None
 
 
-def _attention(session, path, prompt, words, method, seed, values, progress):
+def _attention(session, path, prompt, words, method, seed, values, progress, model=None):
     try:
-        return session.attention(path, prompt, words, method, seed, values, _progress(progress))
+        return session.attention(
+            path, prompt, words, method, seed, values, _progress(progress), model
+        )
     except LaspaError as error:
         raise _user_error(error) from None
 
 
 # -------------------------------------------------------------------- the app
 def build_app(
-    editor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, title: str = "laspa"
+    editor: Any, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, title: str = "laspa"
 ) -> gr.Blocks:
-    """The laspa web UI over ``editor``, queued so that one request uses it at a time."""
-    session = WebSession(editor, max_upload_bytes=max_upload_bytes)
+    """The laspa web UI over ``editor`` (an Editor, or a ModelShelf of several models),
+    queued so that one request uses it at a time."""
+    models = editor if isinstance(editor, ModelShelf) else ModelShelf.single(editor)
+    session = WebSession(models, max_upload_bytes=max_upload_bytes)
     downloads = _Downloads()
     # uploaded files are cleared from gradio's cache after an hour
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        page = _layout(editor)
+        page = _layout(session)
         _wire_page(page, session, downloads)
         _wire_api(page, session, downloads)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)

@@ -1,17 +1,18 @@
 """What the web UI does, without gradio: one Editor behind a lock, inputs checked first.
 
 Every request of the page lands here, so the rules (size limit, one edit at a time,
-one batched run per sweep) hold for the browser and for API clients alike, and the
-behaviour is testable without a server.
+one batched run per sweep, one model in memory) hold for the browser and for API clients
+alike, and the behaviour is testable without a server.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .. import images
-from ..errors import ImageError, ParameterError
+from ..errors import ImageError, LaspaError, ParameterError
 from ..methods.base import check_prompt
 from ..methods.options import split_list, sweep_grid
 from ..visual import enlarge, labelled_grid, map_overlay
@@ -48,13 +49,88 @@ def describe_cost(method: str, seconds: float, unet_evals: float, count: int = 1
     return f"{method}: {seconds:.2f} s, {unet_evals:g} UNet evaluations{each}"
 
 
+class ModelShelf:
+    """The models a server offers, by name, each loaded when a request first names it.
+
+    One is held at a time: choosing another drops the current one's weights before the
+    next loads (a real checkpoint takes gigabytes), and if that load fails the previous
+    model is loaded again so the server keeps working.
+    """
+
+    def __init__(self, names: Sequence[str], load: Callable[[str], Any], first: Any = None):
+        self.names = list(dict.fromkeys(names))
+        if not self.names:
+            raise ValueError("a ModelShelf needs at least one model")
+        self._load = load
+        self.current = self.names[0]
+        self.editor = first if first is not None else load(self.current)
+
+    @classmethod
+    def single(cls, editor) -> ModelShelf:
+        return cls([getattr(editor, "name", None) or "model"], lambda name: editor, editor)
+
+    def check(self, name: str | None) -> None:
+        if name not in (None, "") and name not in self.names:
+            raise ParameterError(
+                f"this server offers no model {name!r}; choose one of: {', '.join(self.names)}"
+            )
+
+    def get(self, name: str | None):
+        """The Editor of ``name`` (None or "": the current one), loading it if needed."""
+        self.check(name)
+        if name in (None, "", self.current):
+            return self.editor
+        previous, self.editor = self.current, None
+        _free_memory()
+        try:
+            self.editor = self._load(name)
+        except LaspaError:
+            self.editor = self._load(previous)
+            raise
+        self.current = name
+        return self.editor
+
+
+def _free_memory() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def suggested_steps(editor) -> int | None:
+    """The steps the page proposes for ``editor``: a few-step model's own count (4 for
+    LCM), or None for the methods' default."""
+    default_steps = getattr(editor, "default_steps", None)
+    return default_steps() if callable(default_steps) else None
+
+
 class WebSession:
-    """One Editor serving one request at a time (it is not thread-safe)."""
+    """The offered models serving one request at a time (an Editor is not thread-safe)."""
 
     def __init__(self, editor, max_upload_bytes: int = MAX_UPLOAD_BYTES):
-        self.editor = editor
+        """``editor``: one Editor, or a ModelShelf of several models by name."""
+        self.models = editor if isinstance(editor, ModelShelf) else ModelShelf.single(editor)
         self.max_upload_bytes = max_upload_bytes
         self.lock = threading.Lock()
+
+    @property
+    def editor(self):
+        """The model loaded now."""
+        return self.models.editor
+
+    def describe_model(self) -> str:
+        editor = self.editor
+        return f"Model: `{self.models.current}` at {editor.resolution} px"
+
+    def select_model(self, name: str | None, progress: Progress | None = None):
+        """Load ``name`` (if it is not loaded) between requests; returns its Editor."""
+        self.models.check(name)
+        if progress is not None:
+            progress(f"loading {name}", 0, 1)
+        with self.lock:
+            return self.models.get(name)
 
     # ------------------------------------------------------------------ inputs
     def load_upload(self, path: str | os.PathLike | None) -> Image.Image:
@@ -82,13 +158,16 @@ class WebSession:
         return render(scene, size=self.editor.resolution), caption(scene)
 
     # ----------------------------------------------------------------- editing
-    def _run(self, progress: Progress | None, work: Callable[[], Any]) -> Any:
+    def _run(
+        self, progress: Progress | None, work: Callable[[Any], Any], model: str | None = None
+    ) -> Any:
         with self.lock:
-            self.editor.progress = progress
+            editor = self.models.get(model)
+            editor.progress = progress
             try:
-                return work()
+                return work(editor)
             finally:
-                self.editor.progress = None
+                editor.progress = None
 
     def edit(
         self,
@@ -98,14 +177,17 @@ class WebSession:
         seed: int,
         values: dict[str, Any],
         progress: Progress | None = None,
+        model: str | None = None,
     ) -> EditOutcome:
         check_prompt(prompt)  # the cheap checks first, the image last
         options = opts.pick_options(method, values)
         seed = _seed(seed)
+        self.models.check(model)
         picture = self.load_upload(path)
         result = self._run(
             progress,
-            lambda: self.editor.edit(picture, prompt, method=method, seed=seed, **options),
+            lambda editor: editor.edit(picture, prompt, method=method, seed=seed, **options),
+            model,
         )
         heat, label = result_map(result)
         # over the input: the mask says which part of the original the method may change
@@ -125,6 +207,7 @@ class WebSession:
         values: dict[str, Any],
         axes: tuple[tuple[str, str], tuple[str, str]],
         progress: Progress | None = None,
+        model: str | None = None,
     ) -> tuple[Image.Image, str]:
         """A grid of edits over two options (columns, rows) from one ``edit_many`` call,
         so the edits share UNet batches instead of running one by one."""
@@ -144,10 +227,11 @@ class WebSession:
                 f"(at most {MAX_SWEEP_CELLS} edits)"
             )
         seed = _seed(seed)
+        self.models.check(model)
         picture = self.load_upload(path)
         variants = sweep_grid({**base, "prompt": prompt, "seed": seed}, (y_name, ys), (x_name, xs))
         results = self._run(
-            progress, lambda: self.editor.edit_many(picture, variants, method=method)
+            progress, lambda editor: editor.edit_many(picture, variants, method=method), model
         )
         width = len(xs)
         cells = [[r.image for r in results[i * width : (i + 1) * width]] for i in range(len(ys))]
@@ -167,6 +251,7 @@ class WebSession:
         seed: int,
         values: dict[str, Any],
         progress: Progress | None = None,
+        model: str | None = None,
     ) -> tuple[list[tuple[Image.Image, str]], str]:
         """Each word's cross-attention map over the input, from one pass of ``method``;
         ``words`` is a comma-separated list (a phrase maps to the mean of its words), or
@@ -175,13 +260,15 @@ class WebSession:
         options = opts.pick_options(method, values)
         chosen = split_list(words) or None
         seed = _seed(seed)
+        self.models.check(model)
         picture = self.load_upload(path)
         start = time.perf_counter()
         maps = self._run(
             progress,
-            lambda: self.editor.attention_maps(
+            lambda editor: editor.attention_maps(
                 picture, prompt, chosen, method=method, seed=seed, **options
             ),
+            model,
         )
         seconds = time.perf_counter() - start
         shown = enlarge(picture)
