@@ -40,7 +40,7 @@ def root() -> None:
 
 
 #: Modules adding commands with ``register(app)``; each imports its heavy libraries lazily.
-COMMAND_MODULES = ("laspa.bench.cli", "laspa.web", "laspa.demo")
+COMMAND_MODULES = ("laspa.bench.cli", "laspa.web", "laspa.demo", "laspa.batch.cli")
 
 
 def _mount_subcommands() -> None:

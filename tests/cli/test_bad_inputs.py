@@ -383,7 +383,60 @@ def _numbers():
     }  # fmt: skip
 
 
-CLI_BEFORE_LOAD = {**_images(), **_outputs(), **_prompts(), **_numbers()}
+def _batches():
+    def batch(*args, source=None, out=None):
+        def build(p):
+            manifest = p.root / "job.jsonl"
+            if not manifest.exists():
+                manifest.write_text(json.dumps({"image": "in.png", "prompt": "a red cat"}) + "\n")
+            where = source(p) if source else manifest
+            return ["batch", where, "-o", out(p) if out else p.root / "results",
+                    "--model", p.model, *args]  # fmt: skip
+
+        return build
+
+    def file(name, data):
+        def make(p):
+            (p.root / name).write_bytes(data)
+            return p.root / name
+
+        return make
+
+    def folder(name):
+        def make(p):
+            (p.root / name).mkdir()
+            return p.root / name
+
+        return make
+
+    def dangling(p):
+        (p.root / "gone.jsonl").symlink_to(p.root / "nowhere.jsonl")
+        return p.root / "gone.jsonl"
+
+    def closed_port(p):
+        return f"127.0.0.1:{_free_port()}"  # bound a moment ago, then closed: nothing answers
+
+    return {
+        "batch: manifest missing": (batch(source=lambda p: p.root / "none.jsonl"), "manifest not found"),
+        "batch: manifest a link to nowhere": (batch(source=dangling), "manifest not found"),
+        "batch: manifest not UTF-8": (batch(source=file("bad.jsonl", b'{"image": "\xff"}\n')), "not UTF-8 text"),
+        "batch: manifest with no edits": (batch(source=file("empty.jsonl", b"\n \n")), "holds no edits"),
+        "batch: a folder without --prompt": (batch(source=lambda p: p.root), "give the edit's --prompt"),
+        "batch: a folder without images": (batch("--prompt", "a cat", source=folder("none")), "holds no images"),
+        "batch: --prompt with a manifest": (batch("--prompt", "a cat"), "--prompt is for a folder"),
+        "batch: output folder is a file": (batch(out=lambda p: p.out), "exists and is not a folder"),
+        "batch: output folder's parent missing": (batch(out=lambda p: p.root / "no" / "out"), "parent does not exist"),
+        "batch: --ray-address nothing answers at": (
+            lambda p: batch("--ray-address", closed_port(p))(p), "no Ray cluster answers at 127.0.0.1:"),
+        "batch: --ray-address not HOST:PORT": (batch("--ray-address", "somewhere"), "must be HOST:PORT"),
+        "batch: --workers without --ray": (batch("--workers", 2), "--workers is for --ray"),
+        "batch: --set of another method": (batch("-m", "sdedit", "--set", "K=100"), "--set takes NAME=VALUE"),
+        "batch: --steps 0": (batch("--steps", 0), "steps must be in"),
+        "batch: --batch-size 0": (batch("--batch-size", 0), "--batch-size must be >= 1"),
+    }  # fmt: skip
+
+
+CLI_BEFORE_LOAD = {**_images(), **_outputs(), **_prompts(), **_numbers(), **_batches()}
 
 
 @pytest.fixture()
@@ -958,12 +1011,22 @@ def test_web_demo_scene_refuses_bad_numbers_visibly(web_client):
     assert "scene number must be a whole number" in message
 
 
+def test_batch_ray_without_ray_installed_is_one_line(place, capfd, monkeypatch, no_model_loads):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets without the extra
+    (place.root / "job.jsonl").write_text(json.dumps({"image": "in.png", "prompt": "a cat"}))
+    before = snapshot(place.root)
+    args = ["batch", place.root / "job.jsonl", "-o", place.root / "results", "--ray"]
+    code, out, err = run_cli(capfd, [*args, "--model", place.model])
+    assert_one_line_refusal(code, out, err, "--ray needs Ray: pip install 'laspa[ray]'")
+    assert snapshot(place.root) == before
+
+
 def test_the_corpus_holds_what_the_readme_says():
     """README: "The bad-input corpus ... holds N cases"; keep the count honest."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     cases = (
         len(CLI_BEFORE_LOAD) + len(MODELS) + len(AFTER_LOAD) + len(WEB) + len(SIGNAL_MOMENTS)
-        + 5  # hub id offline, full disk, two read-only folders, demo scene
+        + 6  # hub id offline, full disk, two read-only folders, demo scene, batch without Ray
     )  # fmt: skip
     assert f"holds {cases} cases" in readme
     assert cases >= 60

@@ -125,16 +125,42 @@ def bench(
     clip_model: str = typer.Option(
         "openai/clip-vit-large-patch14", "--clip-model", help="CLIP for piebench/tedbench"
     ),
+    ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="shard the cases over Ray workers (a local cluster unless --ray-address)",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Ray workers (default: one per GPU, else one per --threads CPUs)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Benchmark editing methods: quality against exact targets, speed, trade-off plots."""
+    from ..batch.cli import check_ray_request
+
     request = check_request(
         suite, cases, seed, kinds, cases_file, data, methods, param, steps, json_out, plots,
         sweep, sweep_methods, {"K": sweep_k, "beta": sweep_beta, "strength": sweep_strength},
         samples, sampler,
     )  # fmt: skip
-    editor, learned, skipped = load_inputs(request, model, device, threads, clip_model)
-    result = run_request(request, editor, learned, skipped, quiet)
+    use_ray = check_ray_request(ray, ray_address, workers, model, threads)
+    if use_ray:
+        from ..cli import note
+
+        skipped: dict[str, str] = {}
+        for name in drop_unavailable_peers(request.specs, skipped):
+            note(f"laspa bench: skipped {name}: {skipped[name]}")
+        result = run_request_on_ray(
+            request, model, device, threads, workers, ray_address, clip_model, quiet, skipped
+        )
+    else:
+        editor, learned, skipped = load_inputs(request, model, device, threads, clip_model)
+        result = run_request(request, editor, learned, skipped, quiet)
     write_outputs(result, json_out, plots)
 
 
@@ -280,6 +306,28 @@ def run_request(request: BenchRequest, editor, learned: dict, skipped: dict, qui
     finally:
         bar.close()
     return result
+
+
+def run_request_on_ray(
+    request, model, device, threads, workers, address, clip_model, quiet, skipped
+):
+    """The cases sharded over Ray workers (laspa.bench.on_ray), under one progress bar."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .on_ray import case_count
+    from .on_ray import run_request_on_ray as run_on_ray
+
+    total = case_count(request) * (len(request.specs) + request.sweep_edits)
+    bar = tqdm(total=total, desc="bench", unit="edit", file=sys.stderr, disable=quiet)
+    try:
+        return run_on_ray(
+            request, model=model, device=device, threads=threads, workers=workers,
+            address=address, clip_model=clip_model, progress=bar.update, skipped=skipped,
+        )  # fmt: skip
+    finally:
+        bar.close()
 
 
 def write_outputs(result, json_out: Path | None, plots: Path | None) -> None:

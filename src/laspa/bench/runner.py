@@ -400,6 +400,22 @@ def clean(value: Any) -> Any:
     return value
 
 
+@dataclass
+class CaseRun:
+    """What one case gave: its records (one per method), the VAE ceiling, the SDEdit
+    agreement values and, for the first cases, the pictures. Cases run apart (on other
+    workers too) and are put together by :func:`assemble`."""
+
+    index: int
+    records: list[dict[str, Any]]
+    ceiling: dict[str, Any]
+    agreement: dict[str, float] | None = None
+    #: each diffedit row's mask IoU with peer-diffedit's mask (when both run)
+    mask_ious: dict[str, float] = field(default_factory=dict)
+    produced: dict[str, Image.Image] | None = None
+    model: str = ""
+
+
 def run_bench(
     editor,
     cases: Sequence[BenchCase],
@@ -417,57 +433,101 @@ def run_bench(
     runner = Runner(editor, progress)
     runner.load_peers(specs)
     start, cpu_start = time.perf_counter(), time.process_time()
+    runs = [
+        run_case(runner, index, case, specs, seed, learned, keep_images=index < samples)
+        for index, case in enumerate(cases)
+    ]
+    result = assemble(
+        editor.name, suite, seed, steps, specs, cases, runs, skipped=skipped, samples=samples
+    )
+    result.total_seconds = time.perf_counter() - start
+    result.total_cpu_seconds = time.process_time() - cpu_start
+    return result
+
+
+def run_case(
+    runner: Runner,
+    index: int,
+    case: BenchCase,
+    specs: dict[str, MethodSpec],
+    seed: int,
+    learned: dict[str, Callable] | None = None,
+    keep_images: bool = False,
+) -> CaseRun:
+    """Every method on case number ``index`` (its seed follows from ``seed`` and the
+    index alone, so a case gives the same wherever it runs)."""
+    seed_i = case_seed(seed, index)
     records: list[dict[str, Any]] = []
-    ceiling: list[dict[str, Any]] = []
-    sample_images: dict[str, dict[str, Image.Image]] = {}
-    agreement: dict[str, list[float]] = {"as_documented": [], "same_latent": []}
+    produced: dict[str, Image.Image] = {}
+    masks: dict[str, np.ndarray | None] = {}
+    for name, spec in specs.items():
+        outcome = runner.run_one(spec, case, seed_i)
+        row = {"id": case.id, "kind": case.kind, "method": name, "seed": seed_i}
+        row.update(score(case, outcome.image, outcome.mask, learned))
+        row["seconds"], row["unet_evals"] = outcome.seconds, outcome.unet_evals
+        row["cpu_seconds"] = outcome.cpu_seconds
+        records.append(row)
+        produced[name] = outcome.image
+        masks[name] = outcome.mask
+        runner.tick()
+    run = CaseRun(index, records, _ceiling(runner, case), model=runner.editor.name)
+    for name in _diffedit_rows(specs):
+        run.mask_ious[name] = metrics.mask_iou(masks[name], masks[DIFFEDIT_PEER] > 0.5)
     exact = _exact_peer_spec(specs)
-    diffedits = _diffedit_rows(specs)
-    mask_agreement: dict[str, list[float]] = {name: [] for name in diffedits}
-    for index, case in enumerate(cases):
-        seed_i = case_seed(seed, index)
-        produced: dict[str, Image.Image] = {}
-        masks: dict[str, np.ndarray | None] = {}
-        for name, spec in specs.items():
-            outcome = runner.run_one(spec, case, seed_i)
-            row = {"id": case.id, "kind": case.kind, "method": name, "seed": seed_i}
-            row.update(score(case, outcome.image, outcome.mask, learned))
-            row["seconds"], row["unet_evals"] = outcome.seconds, outcome.unet_evals
-            row["cpu_seconds"] = outcome.cpu_seconds
-            records.append(row)
-            produced[name] = outcome.image
-            masks[name] = outcome.mask
-            runner.tick()
-        for name in diffedits:
-            mask_agreement[name].append(metrics.mask_iou(masks[name], masks[DIFFEDIT_PEER] > 0.5))
-        ceiling.append(_ceiling(runner, case))
-        if exact is not None:
-            ours = metrics.to_array(produced["sdedit"])
-            agreement["as_documented"].append(
-                metrics.psnr(ours, metrics.to_array(produced["peer-sdedit"]))
-            )
-            same = runner.run_one(exact, case, seed_i).image
-            agreement["same_latent"].append(metrics.psnr(ours, metrics.to_array(same)))
-        if index < samples:
-            sample_images[case.id] = {"input": case.source, **_target(case), **produced}
+    if exact is not None:
+        ours = metrics.to_array(produced["sdedit"])
+        same = runner.run_one(exact, case, seed_i).image
+        run.agreement = {
+            "as_documented": metrics.psnr(ours, metrics.to_array(produced["peer-sdedit"])),
+            "same_latent": metrics.psnr(ours, metrics.to_array(same)),
+        }
+    if keep_images:
+        run.produced = {"input": case.source, **_target(case), **produced}
+    return run
+
+
+def assemble(
+    model: str,
+    suite: str,
+    seed: int,
+    steps: int,
+    specs: dict[str, MethodSpec],
+    cases: Sequence[BenchCase],
+    runs: Iterable[CaseRun],
+    *,
+    skipped: dict[str, str] | None = None,
+    samples: int = 4,
+) -> BenchResult:
+    """One BenchResult from the cases' runs, in case order whatever order they came in."""
+    ordered = sorted(runs, key=lambda run: run.index)
     result = BenchResult(
-        model=editor.name,
+        model=model,
         suite=suite,
         seed=seed,
         steps=steps,
         specs=specs,
-        records=records,
+        records=[record for run in ordered for record in run.records],
         cases=list(cases),
-        ceiling=ceiling,
+        ceiling=[run.ceiling for run in ordered],
         skipped=dict(skipped or {}),
-        samples=sample_images,
+        samples={
+            cases[run.index].id: run.produced
+            for run in ordered
+            if run.produced is not None and run.index < samples
+        },
     )
-    if exact is not None:
+    if _exact_peer_spec(specs) is not None:
+        agreement = {
+            key: [run.agreement[key] for run in ordered if run.agreement]
+            for key in ("as_documented", "same_latent")
+        }
         result.checks["sdedit_vs_peer_sdedit"] = _agreement(specs, agreement)
-    if diffedits:
-        result.checks["diffedit_vs_peer_diffedit"] = _diffedit_check(result, mask_agreement)
-    result.total_seconds = time.perf_counter() - start
-    result.total_cpu_seconds = time.process_time() - cpu_start
+    diffedit_ious = {
+        name: [run.mask_ious[name] for run in ordered if name in run.mask_ious]
+        for name in _diffedit_rows(specs)
+    }
+    if diffedit_ious:
+        result.checks["diffedit_vs_peer_diffedit"] = _diffedit_check(result, diffedit_ious)
     return result
 
 
@@ -600,19 +660,45 @@ def run_sweeps(
     """For each method, each axis and each value: the means over cases of the trade-off
     metrics. One case's variants of one method share UNet batches (``edit_many``)."""
     runner = Runner(editor, progress)
+    return summarize_sweeps(
+        [sweep_case(runner, index, case, specs, plan, seed) for index, case in enumerate(cases)]
+    )
+
+
+SweepRows = list[tuple[str, str, Any, dict[str, Any]]]
+
+
+def sweep_case(
+    runner: Runner,
+    index: int,
+    case: BenchCase,
+    specs: dict[str, MethodSpec],
+    plan: dict[str, list[tuple[str, Any]]],
+    seed: int,
+) -> SweepRows:
+    """Case number ``index`` through every swept method's variants: (method, axis,
+    value, scores) rows."""
+    seed_i = case_seed(seed, index)
+    rows: SweepRows = []
+    for name, variants in plan.items():
+        outcomes = runner.run_variants(
+            specs[name], case, seed_i, [{axis: value} for axis, value in variants]
+        )
+        for (axis, value), outcome in zip(variants, outcomes, strict=True):
+            row = score(case, outcome.image, outcome.mask)
+            row["seconds"], row["unet_evals"] = outcome.seconds, outcome.unet_evals
+            row["cpu_seconds"], row["kind"] = outcome.cpu_seconds, case.kind
+            rows.append((name, axis, value, row))
+        runner.tick(len(variants))
+    return rows
+
+
+def summarize_sweeps(per_case: Iterable[SweepRows]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The sweep's points from every case's rows (given in case order)."""
     rows: dict[tuple[str, str, Any], list[dict[str, Any]]] = {}
-    for index, case in enumerate(cases):
-        seed_i = case_seed(seed, index)
-        for name, variants in plan.items():
-            outcomes = runner.run_variants(
-                specs[name], case, seed_i, [{axis: value} for axis, value in variants]
-            )
-            for (axis, value), outcome in zip(variants, outcomes, strict=True):
-                row = score(case, outcome.image, outcome.mask)
-                row["seconds"], row["unet_evals"] = outcome.seconds, outcome.unet_evals
-                row["cpu_seconds"], row["kind"] = outcome.cpu_seconds, case.kind
-                rows.setdefault((name, axis, value), []).append(row)
-            runner.tick(len(variants))
+    for case_rows in per_case:
+        for name, axis, value, row in case_rows:
+            rows.setdefault((name, axis, value), []).append(row)
     sweeps: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for (name, axis, value), of_point in rows.items():
         point = {"value": value, **summarize(of_point)}

@@ -189,8 +189,10 @@ class DiffEdit(Method):
         inversion outside the mask."""
         num_steps, source = batch.shared("steps"), batch.shared("source_prompt")
         first = start_index(num_steps, batch.shared("inpaint_strength"))
-        # with the empty source prompt guidance changes nothing: share the unguided inversion
-        guidance = batch.shared("guidance") if source else 1.0
+        # with the empty source prompt (or a scale of at most 1) guidance changes nothing:
+        # share the unguided inversion (ddim-inversion's and fpe's)
+        guidance = batch.shared("guidance")
+        guidance = guidance if source and guidance > 1.0 else 1.0
         if batch.shared("posterior") == "mean":  # one enc(I): one inversion for all edits
             references = references[:1]
         trajectories = [
