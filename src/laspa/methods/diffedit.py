@@ -135,6 +135,8 @@ class DiffEdit(Method):
         "inpaint_strength", "blend", "posterior",
     )  # fmt: skip
     needs_deterministic_sampler = True
+    # DDIM inversion of an eps / v model
+    kinds = ("unet",)
 
     def run(self, engine: Engine, batch: EditBatch) -> MethodOutput:
         source = batch.shared("source_prompt")
