@@ -4,6 +4,8 @@ in flow terms, and FlowEdit against a transcription of the published algorithm."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -629,3 +631,22 @@ def test_every_flow_method_runs_in_half_precision_and_on_a_second_device(
         with SecondDevice():
             result = elsewhere.edit(picture(), PROMPT, **options)
         assert result.latent.device.type == "cpu" and torch.isfinite(result.latent).all()
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_the_bench_runs_diffusers_flow_img2img_as_the_sdedit_peer(family, tmp_path, capsys):
+    from laspa.testing import run_cli, save_tiny_flux_model, save_tiny_sd3_model
+
+    save = save_tiny_sd3_model if family == "sd3" else save_tiny_flux_model
+    folder = save(tmp_path / family)
+    report = tmp_path / "bench.json"
+    args = [
+        "bench", "--model", folder, "--cases", 1, "--steps", 4, "-q", "--json", report,
+        "--methods", "sdedit,peer-sdedit",
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    result = json.loads(report.read_text())
+    assert result["methods"]["peer-sdedit"]["unet_evals"] > 0
+    # from the same latent, our flow SDEdit is diffusers' img2img pipeline of the family
+    assert result["checks"]["sdedit_vs_peer_sdedit"]["same_latent_min_psnr"] >= 60
