@@ -41,6 +41,7 @@ def demo(
     from .bench.cases import scene_case
     from .bench.runner import make_specs, run_bench
     from .methods.base import METHODS
+    from .samplers import SAMPLERS
     from .visual import labelled_grid
     from .world import EDIT_KINDS, sample_edit, sample_scene
 
@@ -60,6 +61,12 @@ def demo(
         raise LaspaError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
 
     editor = load_editor(model, device, threads)
+    overrides = {}
+    if not methods:  # every method this model can run; inverting ones on DDIM if need be
+        names = [m for m in names if editor.engine.kind in METHODS[m].kinds]
+        if not SAMPLERS[editor.engine.default_sampler].deterministic:
+            overrides = {m: {"sampler": "ddim"} for m in names
+                         if METHODS[m].needs_deterministic_sampler}  # fmt: skip
     rng = np.random.default_rng(seed)
     scene = sample_scene(rng)
     while kind is not None:  # a scene on which the requested kind is possible
@@ -72,7 +79,7 @@ def demo(
         edit = sample_edit(rng, scene)
     case = scene_case(f"demo-{seed}", scene, edit, editor.resolution)
     result = run_bench(
-        editor, [case], make_specs(names, {}, steps), suite="demo", seed=seed, steps=steps
+        editor, [case], make_specs(names, overrides, steps), suite="demo", seed=seed, steps=steps
     )
 
     output.mkdir(exist_ok=True)

@@ -216,6 +216,19 @@ def test_demo_writes_the_grid_and_prints_the_table(capsys, tmp_path):
     assert code == 2 and "--kind must be one of" in stderr
 
 
+def test_demo_on_a_few_step_model_runs_the_inverting_methods_on_ddim(capsys, tmp_path):
+    from laspa.methods import METHODS
+    from laspa.testing import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "lcm", scheduler_class="LCMScheduler")
+    code, stdout, stderr = run_cli(
+        capsys, "demo", "-o", tmp_path / "demo", "--steps", 2, "--json", "--model", model
+    )  # fmt: skip
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["method"] for r in rows) == sorted(METHODS)  # fpe, diffedit... too
+
+
 def test_outputs_are_written_whole_with_a_new_files_permissions(tmp_path, monkeypatch):
     import os
 
