@@ -422,8 +422,13 @@ class Editor:
         evals = (self.denoiser.unet_evals - evals_before) / len(rows)
         return [
             EditResult(
-                image=decoded[i], method=method, prompt=prompt, seed=row.seed,
-                params=dataclasses.asdict(row.params), seconds=seconds, unet_evals=evals,
+                image=decoded[i],
+                method=method,
+                prompt=prompt,
+                seed=row.seed,
+                params=dataclasses.asdict(row.params),
+                seconds=seconds,
+                unet_evals=evals,
                 latent=output.latents[i : i + 1].cpu(),
                 mask=None if output.masks is None else output.masks[i].cpu(),
             )  # fmt: skip

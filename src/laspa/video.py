@@ -92,9 +92,7 @@ def frame_name(index: int) -> str:
 # ----------------------------------------------------------------------------- reading
 def folder_frames(folder: Path) -> list[Path]:
     """The frame files of a folder, in name order."""
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()
-    )
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
 
 
 def probe(source: str | os.PathLike, fps: float | None = None) -> ClipInfo:
@@ -198,7 +196,7 @@ def read_frames(source: str | os.PathLike) -> Iterator[Image.Image]:
 
 # ----------------------------------------------------------------------------- writing
 def output_kind(output: str | os.PathLike) -> str:
-    """"folder", or the suffix of a video file we write."""
+    """The kind of output: "folder", or the suffix of a video file we write."""
     path = Path(output)
     if path.is_dir() or not path.suffix:
         return "folder"
@@ -252,17 +250,19 @@ def write_video(frames: Path, count: int, output: Path, info: ClipInfo) -> None:
         return
     av = _av()
     container_format, codec, pixel_format = WRITERS[output.suffix.lower()]
-    with replaced_atomically(output) as temporary:
-        with av.open(str(temporary), mode="w", format=container_format) as container:
-            options = {"crf": MP4_CRF} if codec == "libx264" else {}
-            stream = container.add_stream(codec, rate=info.fps, options=options)
-            stream.width, stream.height = info.size
-            stream.pix_fmt = pixel_format
-            for index in range(count):
-                with Image.open(frames / frame_name(index)) as picture:
-                    frame = av.VideoFrame.from_image(picture.convert("RGB"))
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
+    with (
+        replaced_atomically(output) as temporary,
+        av.open(str(temporary), mode="w", format=container_format) as container,
+    ):
+        options = {"crf": MP4_CRF} if codec == "libx264" else {}
+        stream = container.add_stream(codec, rate=info.fps, options=options)
+        stream.width, stream.height = info.size
+        stream.pix_fmt = pixel_format
+        for index in range(count):
+            with Image.open(frames / frame_name(index)) as picture:
+                frame = av.VideoFrame.from_image(picture.convert("RGB"))
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
 
 
 def _write_gif(frames: Path, count: int, output: Path, info: ClipInfo) -> None:
