@@ -224,8 +224,6 @@ def check_output(output: str | os.PathLike, source: str | os.PathLike, info: Cli
                 raise OutputError(f"output folder's parent does not exist: {shortened(parent)}")
             check_writable(parent / frame_name(0))
             return kind
-        if path.is_dir():
-            raise OutputError(f"output {shortened(path)} is a folder")
         if not path.parent.is_dir():
             raise OutputError(f"output directory does not exist: {shortened(path.parent)}")
         check_writable(path)
