@@ -17,6 +17,7 @@ then removed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -355,5 +356,86 @@ def edit_video(
     if kind != "folder":
         write_video(folder, info.frames, output, info)
         shutil.rmtree(folder)
+    seconds = time.perf_counter() - start
+    return VideoSummary(output, info.frames, edited, skipped, info.size, info.fps, seconds)
+
+
+# ----------------------------------------------------------------------------- on Ray
+def plan_chunks(folder: Path, frames: int, batch_size: int) -> tuple[list[list[int]], int]:
+    """The frames not yet in ``folder``, in chunks of ``batch_size`` in clip order (the
+    chunks an in-process run edits, so both write the same bytes), and how many are done."""
+    pending = [i for i in range(frames) if not (folder / frame_name(i)).is_file()]
+    chunks = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
+    return chunks, frames - len(pending)
+
+
+def edit_chunk(editor, payload: str) -> str:
+    """A Ray handler: read the chunk's frames from the clip, edit them, write them; safe
+    to repeat (a restarted worker reruns its chunk; the frames are written atomically)."""
+    job = json.loads(payload)
+    indices = job["indices"]
+    folder = Path(job["folder"])
+    if not all((folder / frame_name(i)).is_file() for i in indices):
+        wanted, frames = set(indices), []
+        for index, picture in enumerate(read_frames(job["source"])):
+            if index in wanted:
+                frames.append(picture)
+            if index >= indices[-1]:
+                break
+        seeds = [frame_seed(job["seed"], job["noise"], i) for i in indices]
+        results = editor.edit_frames(frames, job["prompt"], job["method"], seeds, **job["params"])
+        for index, result in zip(indices, results, strict=True):
+            images.save_image(result.image, folder / frame_name(index))
+    return json.dumps(indices)
+
+
+def edit_video_on_ray(
+    source: str | os.PathLike,
+    prompt: str,
+    output: str | os.PathLike,
+    info: ClipInfo,
+    *,
+    method: str,
+    seed: int,
+    frame_noise: str,
+    batch_size: int,
+    params: dict[str, Any],
+    model: str | None,
+    device: str | None,
+    threads: int | None,
+    workers: int | None,
+    address: str | None,
+    progress: Callable[[int], Any] | None = None,
+) -> VideoSummary:
+    """``edit_video`` with the frames sharded over Ray workers (laspa.batch.on_ray), each
+    holding one Editor: chunks of ``batch_size`` frames, the noise still fixed (or
+    fresh by frame index) across the whole clip. Workers read the clip and write the
+    frames themselves, so on a cluster both paths must be on storage they share."""
+    from .batch.on_ray import map_with_editors
+
+    start = time.perf_counter()
+    output = Path(output)
+    kind = output_kind(output)
+    folder = frames_folder(output, kind)
+    folder.mkdir(exist_ok=True)
+    chunks, skipped = plan_chunks(folder, info.frames, batch_size)
+    if progress is not None and skipped:
+        progress(skipped)
+    base = {
+        "source": str(Path(source).resolve()), "folder": str(folder.resolve()),
+        "prompt": prompt, "method": method, "seed": seed, "noise": frame_noise,
+        "params": params,
+    }  # fmt: skip
+    payloads = [json.dumps({**base, "indices": chunk}) for chunk in chunks]
+    if payloads:
+        map_with_editors(
+            payloads, edit_chunk, model=model, device=device, threads=threads, workers=workers,
+            address=address,
+            progress=None if progress is None else (lambda done: progress(len(json.loads(done)))),
+        )  # fmt: skip
+    if kind != "folder":
+        write_video(folder, info.frames, output, info)
+        shutil.rmtree(folder)
+    edited = info.frames - skipped
     seconds = time.perf_counter() - start
     return VideoSummary(output, info.frames, edited, skipped, info.size, info.fps, seconds)

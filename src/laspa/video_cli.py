@@ -46,12 +46,26 @@ def video(
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     threads: int | None = ThreadsOption,
+    ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="shard the frames over Ray workers (a local cluster unless --ray-address)",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Ray workers (default: one per GPU, else one per --threads CPUs)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Edit every frame of SOURCE towards PROMPT into -o, keeping the frame rate and size.
     A rerun of the same command resumes: the frames already edited (in the output folder,
     or in OUTPUT.frames beside a video file until it is written) are skipped."""
     from . import video as video_lib
+    from .batch.cli import check_ray_request
     from .cli import load_editor, method_options
     from .errors import LaspaError
     from .methods.base import check_prompt, check_seed
@@ -65,17 +79,25 @@ def video(
         raise LaspaError(f"--batch-size must be >= 1, got {batch_size}")
     info = video_lib.probe(source, fps)
     kind = video_lib.check_output(output, source, info)
-    editor = load_editor(model, device, threads)
+    use_ray = check_ray_request(ray, ray_address, workers, model, threads)
     from tqdm import tqdm
 
+    editor = None if use_ray else load_editor(model, device, threads)
     bar = tqdm(
         total=info.frames, desc="video", unit="frame", file=sys.stderr, disable=quiet, leave=False
     )
     try:
-        summary = video_lib.edit_video(
-            editor, source, prompt, output, method=method, seed=seed, frame_noise=noise,
-            batch_size=batch_size, progress=bar.update, info=info, **options,
-        )  # fmt: skip
+        if use_ray:
+            summary = video_lib.edit_video_on_ray(
+                source, prompt, output, info, method=method, seed=seed, frame_noise=noise,
+                batch_size=batch_size, params=options, model=model, device=device,
+                threads=threads, workers=workers, address=ray_address, progress=bar.update,
+            )  # fmt: skip
+        else:
+            summary = video_lib.edit_video(
+                editor, source, prompt, output, method=method, seed=seed, frame_noise=noise,
+                batch_size=batch_size, progress=bar.update, info=info, **options,
+            )  # fmt: skip
     finally:
         bar.close()
     what = "frames" if kind == "folder" else "a video"
@@ -84,5 +106,5 @@ def video(
         f"laspa: wrote {what} to {output}: {summary.frames} frames "
         f"{summary.size[0]}x{summary.size[1]} at {float(summary.fps):g} fps, "
         f"{summary.edited} edited, {summary.skipped} already there ({method}, "
-        f"{noise} noise{rate}); used {editor.description}"
+        f"{noise} noise{rate}); used " + ("Ray workers" if editor is None else editor.description)
     )
