@@ -501,6 +501,11 @@ def _videos():
         "video: --batch-size 0": (video("--batch-size", 0), "--batch-size must be >= 1"),
         "video: --fps 0": (video("--fps", 0, source=lambda p: clip(p, "frames")), "fps must be in"),
         "video: --steps 0": (video("--steps", 0), "steps must be in"),
+        "bench clips: --frames 1": (
+            lambda p: ["bench", "--suite", "clips", "--frames", 1, "--model", p.model], "--frames must be in"),
+        "bench clips: --plots": (
+            lambda p: ["bench", "--suite", "clips", "--plots", p.root / "pl", "--model", p.model],
+            "--plots is not for --suite clips"),
     }  # fmt: skip
 
 

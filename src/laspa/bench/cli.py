@@ -147,10 +147,15 @@ def bench(
     from ..batch.cli import check_ray_request
 
     if suite == "clips":
-        if ray or ray_address is not None:
-            from ..errors import ParameterError
+        from ..errors import ParameterError
 
-            raise ParameterError("--suite clips runs in this process (no --ray yet)")
+        given = {
+            "--ray": ray or ray_address is not None, "--plots": plots is not None,
+            "--sweep": sweep, "--kinds": kinds is not None, "--cases-file": cases_file is not None,
+            "--data": data is not None,
+        }  # fmt: skip
+        for flag in (flag for flag, there in given.items() if there):
+            raise ParameterError(f"{flag} is not for --suite clips")
         clips_bench(
             cases, seed, methods, param, steps, sampler, model, device, threads, json_out,
             quiet, frames,
