@@ -453,7 +453,8 @@ class Editor:
         frames) at the input's frame rate and size. ``frame_noise="fixed"``: every frame edited
         with ``seed`` (one x_T, and z, for the whole clip); ``"fresh"``: frame i with
         ``seed + i``. Frames are streamed ``batch_size`` at a time; a rerun resumes (see
-        :mod:`laspa.video`). ``fps``: the frame rate of a folder input (default 24).
+        :mod:`laspa.video`). ``fps``: the output's frame rate (default: the file's own; 24
+        for a folder).
         ``progress``: called with the number of frames finished by each step.
         Returns a :class:`laspa.video.VideoSummary`."""
         from . import video

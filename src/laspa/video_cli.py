@@ -41,7 +41,7 @@ def video(
     seed: int = typer.Option(0, "--seed", help="random seed"),
     batch_size: int = typer.Option(4, "--batch-size", help="frames edited in one UNet batch"),
     fps: float | None = typer.Option(
-        None, "--fps", help="frame rate of a folder of frames (default 24; a file keeps its own)"
+        None, "--fps", help="output frame rate (default: a video file's own; 24 for a folder)"
     ),
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
