@@ -212,6 +212,14 @@ SamplerOption = typer.Option(
 SetOption = typer.Option(
     [], "--set", help="any method option as NAME=VALUE (repeatable), e.g. --set phi=0.3"
 )
+RayAddressOption = typer.Option(
+    None,
+    "--ray-address",
+    help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray",
+)
+WorkersOption = typer.Option(
+    None, "--workers", help="Ray workers (default: one per GPU, else one per --threads CPUs)"
+)
 
 
 @app.command(cls=SchemaHelp)

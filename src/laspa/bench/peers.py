@@ -32,6 +32,7 @@ from PIL import Image
 
 from ..errors import ModelError, ParameterError, first_line
 from ..methods.base import DETERMINISTIC_SAMPLERS, CommonParams, make_params, option
+from ..methods.diffedit import DiffEditOptions
 from ..samplers import sampler_for_scheduler
 
 
@@ -60,20 +61,7 @@ class SDEditPeerParams(CommonParams):
 
 
 @dataclass
-class DiffEditPeerParams(CommonParams):
-    guidance: float = option(7.5, low=0.0, help="classifier-free guidance (DiffEdit's default)")
-    source_prompt: str = option("", help="prompt of the mask's source branch and the inversion")
-    mask_encode_strength: float = option(
-        0.5, low=0.0, high=1.0, low_open=True, help="noise level of the mask estimate"
-    )
-    num_maps_per_mask: int = option(10, low=1, high=100, help="noise draws averaged per mask")
-    mask_thresholding_ratio: float = option(
-        3.0, low=0.0, low_open=True, help="mask threshold, in units of the mean difference"
-    )
-    inpaint_strength: float = option(
-        0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule inverted"
-    )
-
+class DiffEditPeerParams(DiffEditOptions):
     def __post_init__(self) -> None:
         if self.sampler not in ("auto", *DETERMINISTIC_SAMPLERS):
             raise ParameterError(
