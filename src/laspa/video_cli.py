@@ -8,7 +8,16 @@ from pathlib import Path
 
 import typer
 
-from .cli import DeviceOption, ModelOption, SamplerOption, SetOption, ThreadsOption, note
+from .cli import (
+    DeviceOption,
+    ModelOption,
+    RayAddressOption,
+    SamplerOption,
+    SetOption,
+    ThreadsOption,
+    WorkersOption,
+    note,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,14 +60,8 @@ def video(
         "--ray",
         help="shard the frames over Ray workers (a local cluster unless --ray-address)",
     ),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray",
-    ),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Ray workers (default: one per GPU, else one per --threads CPUs)"
-    ),
+    ray_address: str | None = RayAddressOption,
+    workers: int | None = WorkersOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Edit every frame of SOURCE towards PROMPT into -o, keeping the frame rate and size.
