@@ -40,7 +40,9 @@ def root() -> None:
 
 
 #: Modules adding commands with ``register(app)``; each imports its heavy libraries lazily.
-COMMAND_MODULES = ("laspa.bench.cli", "laspa.web", "laspa.demo", "laspa.batch.cli")
+COMMAND_MODULES = (
+    "laspa.bench.cli", "laspa.web", "laspa.demo", "laspa.batch.cli", "laspa.video_cli"
+)  # fmt: skip
 
 
 def _mount_subcommands() -> None:

@@ -496,6 +496,91 @@ class Editor:
             result.seconds += overhead
         return results  # type: ignore[return-value]
 
+    def edit_frames(
+        self,
+        frames: Sequence[Image.Image | str | Path],
+        prompt: str,
+        method: str = DEFAULT_METHOD,
+        seeds: int | Sequence[int] = 0,
+        **params: Any,
+    ) -> list[EditResult]:
+        """One edit (``prompt``, the method's options ``params``) of several images of one
+        size, e.g. a video's frames; ``seeds``: one for all (the same x_T, and z for input
+        alignment, for every frame: LASPA A.1's fixed noise) or one per frame.
+
+        Methods that take one reference per row (``many_images``: LASPA's alignments,
+        SDEdit) edit the frames in one UNet batch; the others edit them one by one.
+        """
+        if not frames:
+            raise ParameterError("no frames given")
+        seeds = [seeds] * len(frames) if isinstance(seeds, int) else list(seeds)
+        if len(seeds) != len(frames):
+            raise ParameterError(f"{len(seeds)} seeds for {len(frames)} frames")
+        plugin = get_method(method)
+        if not plugin.many_images or len(frames) == 1:
+            return [
+                self.edit(frame, prompt, method, seed, **params)
+                for frame, seed in zip(frames, seeds, strict=True)
+            ]
+        start = time.perf_counter()
+        rows = [self._row(method, {"prompt": prompt, "seed": seed, **params}) for seed in seeds]
+        pictures = [images.load_image(frame) for frame in frames]
+        size = pictures[0].size
+        if any(picture.size != size for picture in pictures):
+            raise ParameterError("frames edited together must all have one size")
+        pixels = torch.cat([images.to_tensor(p, self.model_size(p)) for p in pictures])
+        if plugin.needs_deterministic_sampler and rows[0].params.sampler == "auto":
+            check_sampler(method, self.engine.sampler())
+        batch = EditBatch(self.encode(pixels), rows, False, pixels[:1])
+        evals_before = self.denoiser.unet_evals
+        output = plugin.run(self.engine, batch)
+        decoded = images.to_pil(self.decode(output.latents), size)
+        seconds = (time.perf_counter() - start) / len(rows)
+        evals = (self.denoiser.unet_evals - evals_before) / len(rows)
+        return [
+            EditResult(
+                image=decoded[i],
+                method=method,
+                prompt=prompt,
+                seed=row.seed,
+                params=dataclasses.asdict(row.params),
+                seconds=seconds,
+                unet_evals=evals,
+                latent=output.latents[i : i + 1].cpu(),
+                mask=None if output.masks is None else output.masks[i].cpu(),
+            )  # fmt: skip
+            for i, row in enumerate(rows)
+        ]
+
+    def edit_video(
+        self,
+        source: str | Path,
+        prompt: str,
+        output: str | Path,
+        method: str = DEFAULT_METHOD,
+        seed: int = 0,
+        frame_noise: str = "fixed",
+        batch_size: int = 4,
+        fps: float | None = None,
+        progress: Any = None,
+        **params: Any,
+    ):
+        """Edit every frame of ``source`` (an mp4 / webm / gif / ... file or a folder of
+        frames) towards ``prompt`` and write ``output`` (a video file or a folder of PNG
+        frames) at the input's frame rate and size. ``frame_noise="fixed"``: every frame edited
+        with ``seed`` (one x_T, and z, for the whole clip); ``"fresh"``: frame i with
+        ``seed + i``. Frames are streamed ``batch_size`` at a time; a rerun resumes (see
+        :mod:`laspa.video`). ``fps``: the output's frame rate (default: the file's own; 24
+        for a folder).
+        ``progress``: called with the number of frames finished by each step.
+        Returns a :class:`laspa.video.VideoSummary`."""
+        from . import video
+
+        return video.edit_video(
+            self, source, prompt, output, method=method, seed=seed, frame_noise=frame_noise,
+            batch_size=batch_size, fps=fps, progress=progress, **params,
+        )  # fmt: skip
+
     def _row(self, method: str, variant: dict[str, Any]) -> EditRow:
         variant = dict(variant)
         prompt = variant.pop("prompt", None)

@@ -436,7 +436,82 @@ def _batches():
     }  # fmt: skip
 
 
-CLI_BEFORE_LOAD = {**_images(), **_outputs(), **_prompts(), **_numbers(), **_batches()}
+def _videos():
+    def clip(p, name="clip.mp4", frames=3, size=(40, 24)):
+        """A small mp4 (or folder of PNG frames when ``name`` has no suffix) in the case."""
+        path = p.root / name
+        if not path.exists():
+            if not path.suffix:
+                path.mkdir()
+                for index in range(frames):
+                    Image.new("RGB", size, (index * 40, 0, 0)).save(path / f"f{index}.png")
+            else:
+                import av
+
+                with av.open(str(path), "w") as container:
+                    stream = container.add_stream("libx264", rate=12)
+                    stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+                    for index in range(frames):
+                        picture = Image.new("RGB", size, (index * 40, 0, 0))
+                        container.mux(stream.encode(av.VideoFrame.from_image(picture)))
+                    container.mux(stream.encode(None))
+        return path
+
+    def video(*args, source=None, out=None):
+        def build(p):
+            where = source(p) if source else clip(p)
+            target = out(p) if out else p.root / "edited.mp4"
+            return ["video", where, "a red cat", "-o", target, "--model", p.model, *args]
+
+        return build
+
+    def file(name, data):
+        def make(p):
+            (p.root / name).write_bytes(data)
+            return p.root / name
+
+        return make
+
+    def mixed(p):
+        folder = clip(p, "frames")
+        Image.new("RGB", (48, 24)).save(folder / "f9.png")
+        return folder
+
+    def made(name, kind):
+        def make(p):
+            (p.root / name).mkdir() if kind == "dir" else (p.root / name).write_bytes(b"x")
+            return p.root / name
+
+        return make
+
+    return {
+        "video: input missing": (video(source=lambda p: p.root / "none.mp4"), "input video not found"),
+        "video: input empty": (video(source=file("empty.mp4", b"")), "input video is empty"),
+        "video: input not a video": (video(source=file("junk.mp4", b"\x00junk" * 99)), "cannot read video"),
+        "video: a folder without frames": (video(source=made("none", "dir")), "holds no frames"),
+        "video: a folder with mixed frame sizes": (video(source=mixed), "frames differ in size"),
+        "video: output .txt": (video(out=lambda p: p.root / "o.txt"), "must be a folder or end in"),
+        "video: output over the input": (video(out=lambda p: clip(p)), "would overwrite the input"),
+        "video: output folder is a file": (video(out=made("results", "file")), "exists and is not a folder"),
+        "video: output an image": (video(out=lambda p: p.root / "o.png"), "must be a folder or end in"),
+        "video: output in a missing folder": (video(out=lambda p: p.root / "no" / "o.mp4"), "does not exist"),
+        "video: mp4 of odd-sized frames": (
+            video(source=lambda p: clip(p, "odd", size=(41, 25))), "needs even frame sides"),
+        "video: --noise other": (video("--noise", "warm"), "noise must be one of"),
+        "video: --batch-size 0": (video("--batch-size", 0), "--batch-size must be >= 1"),
+        "video: --fps 0": (video("--fps", 0, source=lambda p: clip(p, "frames")), "fps must be in"),
+        "video: --steps 0": (video("--steps", 0), "steps must be in"),
+        "bench clips: --frames 1": (
+            lambda p: ["bench", "--suite", "clips", "--frames", 1, "--model", p.model], "--frames must be in"),
+        "bench clips: --plots": (
+            lambda p: ["bench", "--suite", "clips", "--plots", p.root / "pl", "--model", p.model],
+            "--plots is not for --suite clips"),
+    }  # fmt: skip
+
+
+CLI_BEFORE_LOAD = {
+    **_images(), **_outputs(), **_prompts(), **_numbers(), **_batches(), **_videos()
+}  # fmt: skip
 
 
 @pytest.fixture()

@@ -87,7 +87,7 @@ def bench(
         "shapes-brief",
         "--suite",
         help="shapes-brief (the default, the suite of record: prompts name only the edited "
-        "object), shapes, shapes-detail, piebench or tedbench",
+        "object), shapes, shapes-detail, piebench, tedbench, or clips (video editing)",
     ),
     cases: int | None = typer.Option(
         None, "--cases", help="number of cases (scene suites: 24; other suites: all)"
@@ -134,9 +134,28 @@ def bench(
     ray_address: str | None = RayAddressOption,
     workers: int | None = WorkersOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    frames: int = typer.Option(8, "--frames", help="clips suite: frames per clip"),
 ) -> None:
-    """Benchmark editing methods: quality against exact targets, speed, trade-off plots."""
+    """Benchmark editing methods: quality against exact targets, speed, trade-off plots.
+    ``--suite clips``: video editing of scene-world clips, fixed against fresh noise
+    (bg_psnr, edit_success and flicker per clip)."""
     from ..batch.cli import check_ray_request
+
+    if suite == "clips":
+        from ..errors import ParameterError
+
+        given = {
+            "--ray": ray or ray_address is not None, "--plots": plots is not None,
+            "--sweep": sweep, "--kinds": kinds is not None, "--cases-file": cases_file is not None,
+            "--data": data is not None,
+        }  # fmt: skip
+        for flag in (flag for flag, there in given.items() if there):
+            raise ParameterError(f"{flag} is not for --suite clips")
+        clips_bench(
+            cases, seed, methods, param, steps, sampler, model, device, threads, json_out,
+            quiet, frames,
+        )  # fmt: skip
+        return
 
     request = check_request(
         suite, cases, seed, kinds, cases_file, data, methods, param, steps, json_out, plots,
@@ -323,6 +342,51 @@ def run_request_on_ray(
         )  # fmt: skip
     finally:
         bar.close()
+
+
+def clips_bench(
+    cases, seed, methods, param, steps, sampler, model, device, threads, json_out, quiet, frames
+) -> None:
+    """``--suite clips``: checks, the run (laspa.bench.clips), the table and the JSON."""
+    import sys
+
+    from tqdm import tqdm
+
+    from ..cli import load_editor, note
+    from ..errors import ParameterError
+    from ..methods.base import METHODS, check_seed
+    from . import clips, report, runner
+
+    check_seed(seed)
+    if steps < 1:
+        raise ParameterError(f"--steps must be >= 1, got {steps}")
+    if not 2 <= frames <= 240:
+        raise ParameterError(f"--frames must be in [2, 240], got {frames}")
+    count = 4 if cases is None else cases
+    if count < 1:
+        raise ParameterError(f"--cases must be >= 1, got {count}")
+    names = runner.parse_methods(
+        clips.DEFAULT_CLIP_METHODS if methods == DEFAULT_METHODS else methods
+    )
+    peers = [name for name in names if name not in METHODS]
+    if peers:
+        raise ParameterError(f"--suite clips runs engine methods only, not {peers[0]}")
+    overrides = runner.parse_params(param, names)
+    common = {"steps": steps} if sampler is None else {"steps": steps, "sampler": sampler}
+    params = {name: {**common, **overrides.get(name, {})} for name in names}
+    runner.make_specs(names, overrides, steps, sampler)  # a bad value fails before loading
+    check_outputs(json_out, None, None, None)
+    editor = load_editor(model, device, threads)
+    total = count * len(names) * len(clips.NOISES)
+    bar = tqdm(total=total, desc="clips", unit="run", file=sys.stderr, disable=quiet)
+    try:
+        result = clips.run_clips(editor, names, params, count, frames, seed, 4, progress=bar.update)
+    finally:
+        bar.close()
+    if json_out is not None:
+        report.write_json(result, json_out)
+        note(f"laspa bench: wrote {json_out}")
+    print(clips.table(result))
 
 
 def write_outputs(result, json_out: Path | None, plots: Path | None) -> None:

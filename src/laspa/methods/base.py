@@ -161,7 +161,9 @@ class EditRow:
 class EditBatch:
     """Edits of one image that share one UNet batch."""
 
-    reference: torch.Tensor | None  # (1, C, h, w): enc(I), scaled like diffusers does
+    #: (1, C, h, w): enc(I), scaled like diffusers does; (N, C, h, w), one image per row,
+    #: for methods with ``many_images``
+    reference: torch.Tensor | None
     rows: list[EditRow]
     record_attention: bool = False  # return each row's cross-attention token maps
     pixels: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1]: the input at model size
@@ -221,6 +223,9 @@ class Method:
     #: subject word); opt-in, because a same-named option can mean something else (FPE's
     #: ``source_prompt`` switches it to generated-image mode)
     case_inputs: ClassVar[tuple[str, ...]] = ()
+    #: whether run() also takes a reference of one row per edit (several images in one
+    #: batch: the frames of a video); methods whose rows expand one image stay one by one
+    many_images: ClassVar[bool] = False
 
     def run(self, engine: Engine, batch: EditBatch) -> MethodOutput:
         raise NotImplementedError

@@ -234,6 +234,7 @@ class _Laspa(Method):
     """Shared run(): noise x_T from each row's seed, edit prompt, one aligned DDIM pass."""
 
     records_attention = True
+    many_images = True  # every hook reads the reference row by row
 
     def hooks(self, batch: EditBatch, reference, weight, generators) -> SamplerHooks:
         raise NotImplementedError

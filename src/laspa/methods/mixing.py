@@ -88,6 +88,7 @@ class LaspaMix(_Laspa):
     case_inputs = ("subject", "change")
     Params = MixParams
     makes_mask = True
+    many_images = False  # its two branches expand one reference
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         n = batch.size

@@ -29,6 +29,7 @@ class SDEdit(Method):
     summary = "SDEdit baseline: re-noise the input to a strength, denoise with the prompt"
     Params = SDEditParams
     batch_key = ("steps", "strength")
+    many_images = True
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps, strength = batch.shared("steps"), batch.shared("strength")

@@ -193,6 +193,61 @@ def edit(
 
 
 @world_app.command()
+def clip(
+    seed: Seed,
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="Directory for source/, target/, mask/ frame folders."),
+    ],
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Edit kind: recolor, reshape or background.")
+    ] = None,
+    frames: Annotated[int, typer.Option("--frames", help="Frames in the clip (2-240).")] = 8,
+    size: Size = 64,
+) -> None:
+    """A clip with exact ground truth: one small object slides across its cell, one edit on
+    every frame; writes source/, target/ and mask/ frame_000000.png ... and prints JSON."""
+    from .clips import CLIP_KINDS, sample_clip
+
+    def body() -> None:
+        _check_seed(seed)
+        _check_size(size)
+        if kind is not None and kind not in CLIP_KINDS:
+            raise UserError(f"unknown --kind {kind!r}; expected one of: {', '.join(CLIP_KINDS)}")
+        if not 2 <= frames <= 240:
+            raise UserError(f"--frames must be in [2, 240], got {frames}")
+        directory = _output_dir(output)
+        case = sample_clip(seed, frames=frames, size=size, kinds=(kind,) if kind else CLIP_KINDS)
+        parts = {
+            "source": case.source_frames(),
+            "target": case.target_frames(),
+            "mask": [Image.fromarray(m.astype(np.uint8) * 255, mode="L") for m in case.masks()],
+        }
+        for name, pictures in parts.items():
+            (directory / name).mkdir(exist_ok=True)
+            for index, picture in enumerate(pictures):
+                save_image(picture, directory / name / f"frame_{index:06d}.png")
+        source_prompt, target_prompt = case.prompts
+        _emit(
+            {
+                "id": case.id,
+                "kind": case.edit.kind,
+                "source_prompt": source_prompt,
+                "target_prompt": target_prompt,
+                "edit": case.edit.to_dict(),
+                "source": case.source.to_dict(),
+                "mover": case.mover,
+                "shifts": case.shifts,
+                "frames": frames,
+                "size": size,
+                "folders": {name: str(directory / name) for name in parts},
+            }
+        )
+
+    _run(body)
+
+
+@world_app.command()
 def read(
     image: Annotated[Path, typer.Argument(help="Image to read the scene from.")],
 ) -> None:
