@@ -1,6 +1,6 @@
 """Editing methods, each a small plug-in on the sampler loop; importing registers them."""
 
-from . import diffedit, fpe, generate, instdiffedit, inversion, laspa, mixing, sdedit  # noqa: F401
+from . import diffedit, fpe, generate, instdiffedit, inversion, laspa, local, mixing, sdedit  # noqa: F401
 from .base import METHODS, EditBatch, EditRow, Method, MethodOutput, get_method, make_params
 
 __all__ = ["METHODS", "EditBatch", "EditRow", "Method", "MethodOutput", "get_method", "make_params"]
