@@ -167,18 +167,22 @@ class LaspaLocal(_Laspa):
         args = (engine.num_train_timesteps, reference.device, timesteps)
         outside = row_weights(batch, "beta_out", "K_out", *args)
         inside = row_weights(batch, "beta_in", "K_in", *args)
-        store = engine.attention_store()
+        # where b_in = b_out at every step the region is never read: no store, so that
+        # the run is laspa-x0's bit for bit (recording attention computes it explicitly)
+        local = any(not torch.equal(outside(t), inside(t)) for t in timesteps)
+        store = engine.attention_store() if local or batch.record_attention else None
         hooks = LocalAlignment(
             reference, outside, inside, batch.param("direction"), store, regions,
             batch.param("edge"),
         )  # fmt: skip
         latents = engine.sample(
-            x_T, steps, engine.conditioning(batch), hooks, attention=[store], noise=noise
-        )
+            x_T, steps, engine.conditioning(batch), hooks,
+            attention=[store] if store else [], noise=noise,
+        )  # fmt: skip
         return MethodOutput(
             latents,
             masks=hooks.mask,
-            token_maps=store.mean() if batch.record_attention else None,
+            token_maps=store.mean() if store and batch.record_attention else None,
         )
 
     @staticmethod
