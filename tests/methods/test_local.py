@@ -47,7 +47,7 @@ def test_the_soft_edge_keeps_the_region_at_one_and_fades_outward():
 def test_the_mask_is_one_latent_sized_map_in_zero_one(ed, region):
     result = edit(ed, region=region, change="cat")
     assert result.mask.shape == (1, *result.latent.shape[-2:])
-    assert 0 <= float(result.mask.min()) and float(result.mask.max()) == 1
+    assert float(result.mask.min()) >= 0 and float(result.mask.max()) == 1
     assert torch.isfinite(result.latent).all()
 
 

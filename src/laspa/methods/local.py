@@ -8,10 +8,10 @@ x0 alignment then weighs each pixel by
 
     b_t(p) = b_out(t) + M(p) * (b_in(t) - b_out(t)),
 
-b_out with (beta_out, K_out) and b_in with (beta_in, K_in), each :func:`laspa.ddim.alignment_weight`:
-strong outside the region, weak inside. M's edge is soft: the binary region grown by
-``edge`` binomial blurs, kept at 1 inside. Where every row's b_in(t) equals b_out(t)
-the mask is not read and the step is laspa-x0's, bit for bit.
+b_out from (beta_out, K_out) and b_in from (beta_in, K_in), each LASPA's alignment weight
+(:func:`laspa.ddim.alignment_weight`): strong outside the region, weak inside. M's edge is
+soft: the binary region grown by ``edge`` binomial blurs, kept at 1 inside. Where every
+row's b_in(t) equals b_out(t) the mask is not read and the step is laspa-x0's, bit for bit.
 """
 
 from __future__ import annotations
@@ -199,7 +199,5 @@ class LaspaLocal(_Laspa):
         words = engine.word_tokens(row.prompt)
         if not words:
             raise ParameterError("laspa-local needs a prompt with at least one word")
-        options = _InstantOptions(
-            params.phi, params.object_threshold, params.background_threshold
-        )
+        options = _InstantOptions(params.phi, params.object_threshold, params.background_threshold)
         return instant_region([w.positions for w in words], [w.word for w in words], options)
