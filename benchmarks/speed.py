@@ -54,6 +54,7 @@ METHOD_PARAMS = {
     "laspa-input-beta1": {"beta": 1.0},
     "laspa-eps-beta1": {"beta": 1.0},
     "laspa-mix": {"subject": None},  # the edited object's shape word
+    "laspa-local": {},  # mask-aware LASPA: the region from the same pass's attention
     "sdedit": {},
     "ddim-inversion": {},
     "instdiffedit": {},  # final pass "loop", B = 3 seeds
