@@ -22,6 +22,7 @@ import torch
 
 from .. import ddim
 from .. import maps as maps_lib
+from ..attention import CrossAttentionStore, coarse_cross_levels
 from ..errors import ParameterError
 from ..loop import Step
 from ..masks import instant_mask
@@ -52,6 +53,10 @@ class LocalParams(CommonParams):
     change: str = option("", help="region=change: the word of the region to redo")
     phi: float = option(0.2, low=0.0, high=1.0, help="region threshold of the normalised map")
     edge: int = option(1, low=0, high=8, help="binomial blurs of the region's soft edge (0: hard)")
+    region_steps: float = option(
+        1.0, low=0.0, high=1.0, low_open=True,
+        help="fraction of the steps whose attention updates the region (then it is kept)",
+    )  # fmt: skip
     # InstDiffEdit's word split, for region=instant (its defaults)
     object_threshold: float = option(0.9, low=-1.0, high=1.0, help="instant: object words")
     background_threshold: float = option(0.6, low=-1.0, high=1.0, help="instant: background")
@@ -84,12 +89,16 @@ class LocalAlignment(X0Alignment):
     """x0 alignment with a per-pixel weight: ``outside`` away from each edit's region,
     ``inside`` within it; the region is recomputed from the attention after every UNet call."""
 
-    def __init__(self, reference, outside, inside, direction, store, regions, edges: list[int]):
+    def __init__(
+        self, reference, outside, inside, direction, store, regions, edges: list[int],
+        region_steps: int,
+    ):  # fmt: skip
         super().__init__(reference, outside, direction)
         self.inside = inside
         self.store = store
         self.regions = regions  # per edit: (token maps, size) -> (h, w) binary region
         self.edges = edges  # per edit: blurs of the soft edge
+        self.region_steps = region_steps  # the region is kept from this step index on
         self.mask: torch.Tensor | None = None  # (N, 1, h, w), the last soft region
 
     def _differs(self, t: int) -> bool:
@@ -101,15 +110,19 @@ class LocalAlignment(X0Alignment):
     def after_x0(self, step: Step, x, eps, x0):
         if not self._differs(step.t):  # one strength everywhere: laspa-x0's step
             return super().after_x0(step, x, eps, x0)
-        maps = self.store.mean()
-        size = tuple(x0.shape[-2:])
-        self.mask = torch.cat([
-            soft_edge(region(maps[i], size)[None, None], blurs)
-            for i, (region, blurs) in enumerate(zip(self.regions, self.edges, strict=True))
-        ])  # fmt: skip
+        if self.mask is None or step.index < self.region_steps:
+            self.mask = self.region(tuple(x0.shape[-2:]))
         outside, inside = self.weight(step.t), self.inside(step.t)
         weight = outside + self.mask * (inside - outside)
         return ddim.blend(self.reference, x0, weight)
+
+    def region(self, size: tuple[int, int]) -> torch.Tensor:
+        """Each edit's soft region (N, 1, h, w) from the running-mean maps so far."""
+        maps = self.store.mean()
+        return torch.cat([
+            soft_edge(region(maps[i], size)[None, None], blurs)
+            for i, (region, blurs) in enumerate(zip(self.regions, self.edges, strict=True))
+        ])  # fmt: skip
 
 
 def change_region(positions, phi: float):
@@ -155,6 +168,7 @@ class LaspaLocal(_Laspa):
     Params = LocalParams
     makes_mask = True
     case_inputs = ("change",)
+    batch_key = ("steps", "region_steps")
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         regions = [self._region(engine, row) for row in batch.rows]
@@ -170,10 +184,19 @@ class LaspaLocal(_Laspa):
         # where b_in = b_out at every step the region is never read: no store, so that
         # the run is laspa-x0's bit for bit (recording attention computes it explicitly)
         local = any(not torch.equal(outside(t), inside(t)) for t in timesteps)
-        store = engine.attention_store() if local or batch.record_attention else None
+        region_steps = max(1, round(batch.shared("region_steps") * len(steps)))
+        store = None
+        if local or batch.record_attention:
+            # after the region is kept, recording (explicit attention) is only a cost
+            store = CrossAttentionStore(
+                coarse_cross_levels(engine.layers),
+                record_step=None if batch.record_attention else (
+                    lambda info: info.index < region_steps
+                ),
+            )  # fmt: skip
         hooks = LocalAlignment(
             reference, outside, inside, batch.param("direction"), store, regions,
-            batch.param("edge"),
+            batch.param("edge"), region_steps,
         )  # fmt: skip
         latents = engine.sample(
             x_T, steps, engine.conditioning(batch), hooks,
