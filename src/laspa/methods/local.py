@@ -33,7 +33,7 @@ from .laspa import AlignmentWeights, X0Alignment, _Laspa, beta_option
 @dataclass
 class LocalParams(CommonParams):
     # defaults measured on shapes-brief (docs/results.md, "Mask-aware LASPA")
-    beta_out: float = beta_option(1.0)
+    beta_out: float = beta_option(0.9)
     K_out: int = option(0, low=0, high=1000, help="outside the region: align while t > K_out")
     beta_in: float = option(0.9, low=0.0, high=1.0, help="alignment strength inside the region")
     K_in: int = option(200, low=0, high=1000, help="inside the region: align while t > K_in")
