@@ -71,7 +71,7 @@ def test_equal_strength_inside_and_out_is_laspa_x0_bit_for_bit(ed, sampler):
         beta_out=0.7, K_out=300, beta_in=0.7, K_in=300, **common,
     )  # fmt: skip
     assert torch.equal(local.latent, x0.latent)
-    assert local.mask is None  # the region was never needed
+    assert not local.mask.any()  # the region was never read
 
 
 def test_a_weaker_inside_changes_the_edit(ed):
@@ -122,3 +122,9 @@ def test_the_change_region_needs_a_word_of_the_prompt(ed):
         edit(ed, region="change")
     with pytest.raises(ParameterError, match="change"):
         edit(ed, region="change", change="zebra")
+
+
+def test_the_change_option_selects_the_change_region():
+    from laspa.methods.options import mix_words
+
+    assert mix_words("laspa-local", None, "sofa") == {"change": "sofa", "region": "change"}

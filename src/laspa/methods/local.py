@@ -204,7 +204,8 @@ class LaspaLocal(_Laspa):
         )  # fmt: skip
         return MethodOutput(
             latents,
-            masks=hooks.mask,
+            # no region read (b_in = b_out at every step): no pixel is weighted apart
+            masks=torch.zeros_like(latents[:, :1]) if hooks.mask is None else hooks.mask,
             token_maps=store.mean() if store and batch.record_attention else None,
         )
 
