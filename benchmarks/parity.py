@@ -19,6 +19,16 @@ stand-in when it is not installed (its PyPI wheel would replace the CPU torch).
 Inputs given to both sides: the case image at the model's size, its target prompt, the
 VAE posterior mean (their InstDiffEdit samples the posterior), and for InstDiffEdit the
 B seed noises that ours draws from the case seed, handed to their ``init_latent``.
+
+Runs per case. InstDiffEdit (masks compared; their final inpainting pass returns the
+input, the miniature has no inpainting checkpoint): theirs as released (LMS), with the
+model's DDIM scheduler, and ``aligned`` (DDIM and ``INSTDIFFEDIT_ALIGNMENTS``); ours with
+the released options (``index_words=all``, ``word_resize=bicubic``) and at our defaults;
+``same_maps_pixels``: our mask maths on their aligned run's attention maps, every step.
+FPE (images compared): theirs with edit_real.ipynb's scheduler and with the model's;
+ours with the released options (``layers=code``, the replace fraction,
+``final_step="scheduler"``) and at our defaults. ``--json`` keeps every case's figures;
+stdout gets the means.
 """
 
 from __future__ import annotations

@@ -437,6 +437,8 @@ class CrossAttentionSwap(ProbabilityReplacement):
         sources = [start + s for s in self.sources]
         targets = [start + t for t in self.targets]
         token_map = self.token_map.to(probs.device)
+        if token_map.shape[1] < probs.shape[-1]:  # SD3: T5's tokens after CLIP's keep their own
+            token_map = F.pad(token_map, (0, probs.shape[-1] - token_map.shape[1]), value=-1)
         index = token_map.clamp(min=0)[:, None, None, :].expand(-1, *probs.shape[1:3], -1)
         swapped = torch.gather(probs[sources], -1, index)
         keep = (token_map < 0)[:, None, None, :]
@@ -475,3 +477,197 @@ class SelfAttentionReplace(QueryKeyReplacement):
         query, key = query.clone(), key.clone()
         query[targets], key[targets] = query[sources], key[sources]
         return query, key
+
+
+# ------------------------------------------------------------------ MMDiT (SD3) attention
+
+
+class LaspaJointAttnProcessor:
+    """SD3's joint attention (diffusers' ``JointAttnProcessor2_0``: image and text tokens
+    attend together, image first) that exposes its image-to-text attention to hooks.
+
+    An MMDiT has no cross-attention layer; its image-to-text attention is the text block of
+    the joint softmax. Hooks see it as cross-attention: the image queries' scores over the
+    text keys, softmaxed over the text keys alone (batch, heads, image tokens, text tokens).
+    Observers (maps) read it beside the fused attention. A probability replacement (the
+    laspa-mix swap) replaces the text block of the joint probabilities, keeping each image
+    query's total attention to the text, so the layer then computes the image queries'
+    attention explicitly. The text queries, and every layer no hook wants, stay fused.
+    """
+
+    def __init__(self, layer: LayerInfo, state: AttentionState):
+        self.layer = layer
+        self.state = state
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ):
+        batch, images = hidden_states.shape[:2]
+        query, key, value = (
+            _split_heads(projection, attn.heads)
+            for projection in (attn.to_q(hidden_states), attn.to_k(hidden_states),
+                               attn.to_v(hidden_states))
+        )  # fmt: skip
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if encoder_hidden_states is not None:
+            text_query, text_key, text_value = (
+                _split_heads(projection, attn.heads)
+                for projection in (attn.add_q_proj(encoder_hidden_states),
+                                   attn.add_k_proj(encoder_hidden_states),
+                                   attn.add_v_proj(encoder_hidden_states))
+            )  # fmt: skip
+            if attn.norm_added_q is not None:
+                text_query = attn.norm_added_q(text_query)
+            if attn.norm_added_k is not None:
+                text_key = attn.norm_added_k(text_key)
+            query = torch.cat([query, text_query], dim=2)
+            key = torch.cat([key, text_key], dim=2)
+            value = torch.cat([value, text_value], dim=2)
+        out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        hooks = [hook for hook in self.state.hooks if hook.wants(self.layer, self.state.step)]
+        if hooks and encoder_hidden_states is not None:
+            out = self._hooked(attn, hooks, query, key, value, out, images)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1])
+        out = out.to(query.dtype)
+        if encoder_hidden_states is None:
+            return attn.to_out[1](attn.to_out[0](out))
+        out, text_out = out[:, :images], out[:, images:]
+        if not attn.context_pre_only:
+            text_out = attn.to_add_out(text_out)
+        return attn.to_out[1](attn.to_out[0](out)), text_out
+
+    def _hooked(self, attn, hooks, query, key, value, out, images: int) -> torch.Tensor:
+        step = self.state.step
+        scale = attn.scale
+        image_query = query[:, :, :images]
+        text_scores = torch.matmul(image_query, key[:, :, images:].transpose(-1, -2)) * scale
+        cross = text_scores.float().softmax(dim=-1).to(query.dtype)
+        replacing = [h for h in hooks if h.kind is HookKind.REPLACE_PROBABILITIES]
+        for hook in hooks:
+            if hook.kind is HookKind.OBSERVE:
+                hook.observe(self.layer, step, cross[step.half(cross.shape[0])])
+            elif hook.kind is not HookKind.REPLACE_PROBABILITIES:
+                raise TypeError(f"{hook.kind.value} hooks do not run on joint attention")
+        if not replacing:
+            return out
+        new = cross
+        for hook in replacing:
+            new = hook.replace_probabilities(self.layer, step, new)
+        if new is cross:  # recorders hand the probabilities back unchanged: stay fused
+            return out
+        # the rows whose maps changed: their image queries' joint probabilities, the text
+        # block replaced at equal mass (the other rows keep the fused result)
+        rows = (new != cross).flatten(1).any(dim=1).nonzero().flatten()
+        scores = torch.matmul(image_query[rows], key[rows].transpose(-1, -2)) * scale
+        probs = scores.float().softmax(dim=-1)
+        text_mass = probs[..., images:].sum(-1, keepdim=True)
+        probs = torch.cat([probs[..., :images], new[rows].float() * text_mass], dim=-1)
+        out = out.clone()
+        out[rows, :, :images] = torch.matmul(probs.to(value.dtype), value[rows])
+        return out
+
+
+LaspaJointAttnProcessor.__call__.__signature__ = inspect.signature(LaspaJointAttnProcessor.__call__)
+
+
+def describe_joint_layers(transformer) -> dict[str, LayerInfo]:
+    """LayerInfo for the joint-attention processors of an SD3 transformer: every one is a
+    "cross" layer (its image-to-text block) on the patch grid, in block order."""
+    patch = int(transformer.config.patch_size)
+    infos: dict[str, LayerInfo] = {}
+    counts = {True: 0, False: 0}
+    for order, name in enumerate(transformer.attn_processors):
+        joint = not name.endswith("attn2.processor")  # SD3.5's attn2: image tokens only
+        infos[name] = LayerInfo(name, "down", order, counts[joint], joint, patch)
+        counts[joint] += 1
+    return infos
+
+
+def install_joint_processors(transformer) -> AttentionState:
+    """Install one LaspaJointAttnProcessor per attention module of an SD3 transformer."""
+    state = AttentionState()
+    layers = describe_joint_layers(transformer)
+    transformer.set_attn_processor(
+        {name: LaspaJointAttnProcessor(info, state) for name, info in layers.items()}
+    )
+    return state
+
+
+# ------------------------------------------------------------------ FLUX attention
+
+
+def flux_processor(layer: LayerInfo, state: AttentionState):
+    """A processor for one of FLUX's double-stream attention layers that computes exactly
+    as diffusers' ``FluxAttnProcessor`` and, where a hook wants the layer, also hands it
+    the image queries' attention over the text keys (rotary positions applied, softmaxed
+    over the text keys alone), as on SD3. Hooks there only read: a replacement (a swap)
+    is refused, since the layer's own computation stays diffusers'."""
+    from diffusers.models.embeddings import apply_rotary_emb
+    from diffusers.models.transformers.transformer_flux import (
+        FluxAttnProcessor,
+        _get_qkv_projections,
+    )
+
+    from .errors import ParameterError
+
+    class LaspaFluxAttnProcessor(FluxAttnProcessor):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None,
+                     attention_mask=None, image_rotary_emb=None):  # fmt: skip
+            out = super().__call__(
+                attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb
+            )
+            step = state.step
+            hooks = [hook for hook in state.hooks if hook.wants(layer, step)]
+            if not hooks or encoder_hidden_states is None:
+                return out
+            query, _, _, _, text_key, _ = _get_qkv_projections(
+                attn, hidden_states, encoder_hidden_states
+            )
+            query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
+            text_key = attn.norm_added_k(text_key.unflatten(-1, (-1, attn.head_dim)))
+            texts = encoder_hidden_states.shape[1]
+            if image_rotary_emb is not None:
+                cos, sin = image_rotary_emb
+                query = apply_rotary_emb(query, (cos[texts:], sin[texts:]), sequence_dim=1)
+                text_key = apply_rotary_emb(text_key, (cos[:texts], sin[:texts]), sequence_dim=1)
+            scores = torch.einsum("bqhd,bkhd->bhqk", query, text_key) * attn.head_dim**-0.5
+            cross = scores.float().softmax(dim=-1).to(query.dtype)
+            for hook in hooks:
+                if hook.kind is HookKind.OBSERVE:
+                    hook.observe(layer, step, cross[step.half(cross.shape[0])])
+                elif hook.kind is HookKind.REPLACE_PROBABILITIES:
+                    if hook.replace_probabilities(layer, step, cross) is not cross:
+                        raise ParameterError(
+                            "attention swaps do not run on FLUX yet (laspa-mix: swap=off)"
+                        )
+                else:
+                    raise ParameterError(f"{hook.kind.value} hooks do not run on FLUX")
+            return out
+
+    return LaspaFluxAttnProcessor()
+
+
+def describe_flux_layers(transformer) -> dict[str, LayerInfo]:
+    """LayerInfo for FLUX's double-stream attention layers (image-to-text maps on the
+    packed 2 x 2 grid); its single-stream layers keep diffusers' processors."""
+    names = [n for n in transformer.attn_processors if n.startswith("transformer_blocks.")]
+    return {name: LayerInfo(name, "down", i, i, True, 2) for i, name in enumerate(names)}
+
+
+def install_flux_processors(transformer) -> AttentionState:
+    """laspa's processor on FLUX's double-stream layers, diffusers' own elsewhere."""
+    state = AttentionState()
+    layers = describe_flux_layers(transformer)
+    processors = dict(transformer.attn_processors)
+    processors.update({name: flux_processor(info, state) for name, info in layers.items()})
+    transformer.set_attn_processor(processors)
+    return state

@@ -205,10 +205,20 @@ ModelOption = typer.Option(None, "--model", help=MODEL_HELP)
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)")
 ThreadsOption = typer.Option(None, "--threads", min=1, help=THREADS_HELP)
 SamplerOption = typer.Option(
-    None, "--sampler", help="ddim, ancestral (DDPM), lcm or tcd (default: the model's scheduler)"
+    None,
+    "--sampler",
+    help="ddim, ancestral (DDPM), lcm or tcd; flow on SD3 / FLUX (default: the model's scheduler)",
 )
 SetOption = typer.Option(
     [], "--set", help="any method option as NAME=VALUE (repeatable), e.g. --set phi=0.3"
+)
+RayAddressOption = typer.Option(
+    None,
+    "--ray-address",
+    help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray",
+)
+WorkersOption = typer.Option(
+    None, "--workers", help="Ray workers (default: one per GPU, else one per --threads CPUs)"
 )
 
 
@@ -272,7 +282,7 @@ def edit(
 ) -> None:
     """Edit IMAGE towards PROMPT and write the result to -o."""
     from . import images
-    from .editor import check_model_source
+    from .editor import check_method_fits, check_model_source
     from .methods.base import METHODS, check_prompt, check_seed
     from .methods.options import mix_words
 
@@ -287,6 +297,7 @@ def edit(
     options = method_options(method, given, settings)
     check_prompt(prompt)
     check_seed(seed)
+    check_method_fits(method, options.get("sampler"), model)  # FPE on SD3, ...: before loading
     if options.get("inpaint_model"):  # loaded late, in the method's last pass: check now
         check_model_source(options["inpaint_model"], unet_channels=9)
     output = images.check_output_path(output, inputs=(image,))

@@ -1,5 +1,5 @@
-"""The Editor: one Stable Diffusion model (1.x/2.x or SDXL), every editing method, batched
-edits of one image."""
+"""The Editor: one Stable Diffusion model (1.x/2.x, SDXL or SD3), every editing method,
+batched edits of one image."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from PIL import Image
 
 from . import images, methods
 from . import maps as maps_lib
-from .engine import Engine, Progress
+from .engine import Engine, Progress, is_flow_denoiser
 from .errors import ModelError, ParameterError, first_line
-from .families import StableDiffusionXLText
+from .families import FluxText, StableDiffusion3Text, StableDiffusionXLText
 from .methods.base import (
     COMMON_BATCH_KEY,
     METHODS,
     EditBatch,
     EditRow,
+    check_model_kind,
     check_prompt,
     check_sampler,
     check_seed,
@@ -31,7 +32,13 @@ from .methods.base import (
     get_method,
     make_params,
 )
-from .models import check_components, check_model_source, check_unet_config, is_sdxl
+from .models import (
+    check_components,
+    check_model_source,
+    check_unet_config,
+    folder_kind,
+    is_sdxl,
+)
 from .samplers import SAMPLERS
 from .tokens import phrase_occurs, positions_of, word_tokens
 
@@ -104,11 +111,17 @@ class Editor:
         text_encoder_2=None,
         tokenizer_2=None,
         force_zeros_for_empty_prompt: bool = True,
+        text_encoder_3=None,
+        tokenizer_3=None,
     ):
         """SDXL: also ``text_encoder_2`` (CLIPTextModelWithProjection) and ``tokenizer_2``;
-        ``force_zeros_for_empty_prompt`` is its pipeline's rule for the empty prompt."""
+        ``force_zeros_for_empty_prompt`` is its pipeline's rule for the empty prompt.
+        SD3: ``unet`` is its SD3Transformer2DModel, ``text_encoder`` and ``text_encoder_2``
+        its CLIP encoders with projections, ``text_encoder_3`` / ``tokenizer_3`` its T5
+        (None: zeros in its place, as diffusers conditions without T5)."""
         self.device, self.dtype = default_device_and_dtype(device, dtype)
-        sdxl = text_encoder_2 is not None
+        flow = is_flow_denoiser(unet)
+        sdxl = text_encoder_2 is not None and not flow
         # SDXL's VAE overflows in float16; its config says so (force_upcast)
         vae_dtype = torch.float32 if sdxl and vae.config.force_upcast else self.dtype
         self.vae = _place(vae, self.device, vae_dtype)
@@ -122,6 +135,21 @@ class Editor:
                 (self.text_encoder, self.text_encoder_2), (tokenizer, tokenizer_2),
                 self.device, force_zeros_for_empty_prompt,
             )  # fmt: skip
+        if flow:
+            self.text_encoder_2 = _place(text_encoder_2, self.device, self.dtype)
+            self.text_encoder_3 = text_encoder_3
+            if text_encoder_3 is not None:
+                self.text_encoder_3 = _place(text_encoder_3, self.device, self.dtype)
+            if _is_flux(unet):
+                text = FluxText(
+                    self.text_encoder, tokenizer, self.text_encoder_2, tokenizer_2, self.device
+                )
+            else:
+                text = StableDiffusion3Text(
+                    (self.text_encoder, self.text_encoder_2), (tokenizer, tokenizer_2),
+                    self.device, int(unet.config.joint_attention_dim), self.text_encoder_3,
+                    tokenizer_3,
+                )  # fmt: skip
         self.engine = Engine(
             self.vae, self.text_encoder, tokenizer, self.unet, scheduler,
             device=self.device, dtype=self.dtype, final_step=final_step,
@@ -136,8 +164,12 @@ class Editor:
         self.source: str | None = None
         self.vae_scale_factor = self.engine.vae_scale_factor
         self.resolution = self.engine.resolution
-        # a side must survive the VAE's and the UNet's downsampling without remainder
-        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        # a side must survive the VAE's and the UNet's downsampling (or the transformer's
+        # patches) without remainder
+        if flow:  # FLUX packs 2 x 2 latent pixels into a token
+            unet_factor = 2 if _is_flux(self.unet) else int(self.unet.config.patch_size)
+        else:
+            unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale_factor * unet_factor
 
     @property
@@ -177,6 +209,11 @@ class Editor:
         check_model_source(model)
         _, torch_dtype = default_device_and_dtype(device, dtype)
         source = str(model)
+        pipeline = _pipeline_class(source)
+        if pipeline.startswith("StableDiffusion3"):
+            return cls._from_sd3(source, device=device, dtype=dtype, **kwargs)
+        if pipeline.startswith("Flux"):
+            return cls._from_flux(source, device=device, dtype=dtype, **kwargs)
         sdxl: dict[str, Any] = {}
         try:
             vae = AutoencoderKL.from_pretrained(
@@ -211,6 +248,85 @@ class Editor:
             )  # fmt: skip
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             # a config the checks above do not cover, caught where the Editor reads it
+            raise ModelError(f"cannot use model {source}: {first_line(error)}") from None
+        editor.source = source
+        return editor
+
+    @classmethod
+    def _from_sd3(cls, source: str, *, device=None, dtype=None, **kwargs) -> Editor:
+        """An SD3 checkpoint (diffusers' StableDiffusion3Pipeline layout), run as a flow
+        model: transformer, VAE, two CLIP encoders with projections, T5 where present."""
+        from diffusers import AutoencoderKL, SD3Transformer2DModel
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+        _, torch_dtype = default_device_and_dtype(device, dtype)
+        weights = {"use_safetensors": True}
+        parts: dict[str, Any] = {}
+        try:
+            parts["unet"] = SD3Transformer2DModel.from_pretrained(
+                source, subfolder="transformer", torch_dtype=torch_dtype, **weights
+            )
+            parts["vae"] = AutoencoderKL.from_pretrained(
+                source, subfolder="vae", torch_dtype=torch_dtype, **weights
+            )
+            for suffix in ("", "_2"):
+                parts[f"text_encoder{suffix}"] = CLIPTextModelWithProjection.from_pretrained(
+                    source, subfolder=f"text_encoder{suffix}", dtype=torch_dtype, **weights
+                )
+                parts[f"tokenizer{suffix}"] = CLIPTokenizer.from_pretrained(
+                    source, subfolder=f"tokenizer{suffix}"
+                )
+            parts["scheduler"] = load_scheduler(source)
+            parts.update(_load_t5(source, torch_dtype))
+        except Exception as error:  # diffusers/hub raise many types; the user needs one line
+            raise ModelError(f"cannot load model {source}: {first_line(error)}") from None
+        latent = parts["vae"].config.latent_channels
+        if latent != parts["unet"].config.in_channels:
+            raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the "
+                             f"transformer takes {parts['unet'].config.in_channels}")  # fmt: skip
+        try:
+            editor = cls(device=device, dtype=dtype, name=source, **parts, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ModelError(f"cannot use model {source}: {first_line(error)}") from None
+        editor.source = source
+        return editor
+
+    @classmethod
+    def _from_flux(cls, source: str, *, device=None, dtype=None, **kwargs) -> Editor:
+        """A FLUX checkpoint (diffusers' FluxPipeline layout), run as a flow model:
+        transformer, VAE, CLIP text encoder (pooled) and T5 encoder with their tokenizers."""
+        from diffusers import AutoencoderKL, FluxTransformer2DModel
+        from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
+
+        _, torch_dtype = default_device_and_dtype(device, dtype)
+        weights = {"use_safetensors": True}
+        try:
+            parts: dict[str, Any] = {
+                "unet": FluxTransformer2DModel.from_pretrained(
+                    source, subfolder="transformer", torch_dtype=torch_dtype, **weights
+                ),
+                "vae": AutoencoderKL.from_pretrained(
+                    source, subfolder="vae", torch_dtype=torch_dtype, **weights
+                ),
+                "text_encoder": CLIPTextModel.from_pretrained(
+                    source, subfolder="text_encoder", dtype=torch_dtype, **weights
+                ),
+                "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
+                "text_encoder_2": T5EncoderModel.from_pretrained(
+                    source, subfolder="text_encoder_2", dtype=torch_dtype, **weights
+                ),
+                "tokenizer_2": AutoTokenizer.from_pretrained(source, subfolder="tokenizer_2"),
+                "scheduler": load_scheduler(source),
+            }
+        except Exception as error:  # diffusers/hub raise many types; the user needs one line
+            raise ModelError(f"cannot load model {source}: {first_line(error)}") from None
+        latent, taken = parts["vae"].config.latent_channels, parts["unet"].config.in_channels
+        if 4 * latent != taken:
+            raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the "
+                             f"transformer takes {taken // 4} (packed 2 x 2: {taken})")  # fmt: skip
+        try:
+            editor = cls(device=device, dtype=dtype, name=source, **parts, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise ModelError(f"cannot use model {source}: {first_line(error)}") from None
         editor.source = source
         return editor
@@ -329,6 +445,7 @@ class Editor:
         """
         start = time.perf_counter()
         plugin = get_method(method)
+        check_model_kind(method, self.engine.kind, plugin.kinds)
         rows = [self._row(method, variant) for variant in variants]
         if not rows:
             raise ParameterError("no edits requested")
@@ -398,6 +515,21 @@ class Editor:
         return SAMPLERS[name].default_steps if name in SAMPLERS else None
 
 
+def check_method_fits(method: str, sampler: str | None, model: str | Path | None) -> None:
+    """Refuse, before the model loads, a method or sampler that does not run on the kind of
+    model a local folder holds (FPE on SD3, ddim on a flow model, ...); a hub id is checked
+    once loaded (Editor.edit_many, Engine.steps)."""
+    from .mini import MODEL_NAMES
+
+    # the bundled models (the default, and those named) are UNets
+    kind = "unet" if model is None or model in MODEL_NAMES else folder_kind(model)
+    if kind is None:
+        return
+    check_model_kind(method, kind, METHODS[method].kinds)
+    if sampler and sampler != "auto":
+        check_model_kind(f"sampler {sampler}", kind, SAMPLERS[sampler].kinds)
+
+
 def load_scheduler(source: str):
     """The checkpoint's scheduler, of the class its config names (which picks the sampler
     "auto" runs); DDIM on the same schedule where that class is not a diffusers scheduler."""
@@ -411,6 +543,38 @@ def load_scheduler(source: str):
     if not known:
         scheduler_class = diffusers.DDIMScheduler
     return scheduler_class.from_config(config)
+
+
+def _is_flux(model) -> bool:
+    return type(model).__name__ == "FluxTransformer2DModel"
+
+
+def _pipeline_class(source: str) -> str:
+    """The pipeline class a folder's or hub id's model_index.json names ("" when unknown)."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return str(DiffusionPipeline.load_config(source).get("_class_name", ""))
+    except Exception:  # no model_index.json: an SD folder assembled by hand
+        return ""
+
+
+def _load_t5(source: str, torch_dtype: torch.dtype) -> dict[str, Any]:
+    """SD3's T5 encoder and tokenizer where the checkpoint has them, else none (zeros)."""
+    from diffusers import DiffusionPipeline
+
+    index = DiffusionPipeline.load_config(source)
+    if (index.get("text_encoder_3") or [None])[0] is None:
+        return {}
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    return {
+        "text_encoder_3": T5EncoderModel.from_pretrained(
+            source, subfolder="text_encoder_3", use_safetensors=True, dtype=torch_dtype
+        ),
+        # the class the folder names (T5TokenizerFast in SD3 checkpoints)
+        "tokenizer_3": AutoTokenizer.from_pretrained(source, subfolder="tokenizer_3"),
+    }
 
 
 def _force_zeros_for_empty_prompt(source: str) -> bool:

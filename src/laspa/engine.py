@@ -20,7 +20,10 @@ sampler plugs in behind these members, and every method keeps working unchanged:
 - ``word_tokens``, ``positions_of``, ``token_alignment``: prompts' words as tokens;
 - ``pipeline(cls, model, ...)``: a diffusers pipeline from another checkpoint, for a
   method that needs one (InstDiffEdit's inpainting checkpoint);
-- ``num_train_timesteps``, ``device``, ``dtype``, ``unet_evals``;
+- ``num_train_timesteps``, ``device``, ``dtype``, ``unet_evals``; ``kind``: "unet" (an eps /
+  v UNet) or "flow" (a rectified-flow transformer, SD3: laspa.flow), for a method that
+  runs on one kind only; ``family``: "sd" (1.x/2.x), "sdxl", "sd3" or "flux", for a method
+  whose published settings differ by model;
 - ``encode``, ``decode``, ``latent_shape``, ``text_embeddings``: a model family's own
   autoencoder and text encoder (the Editor's, rather than the methods').
 
@@ -45,14 +48,23 @@ from .attention import (
     LayerInfo,
     SelfAttentionStore,
     coarse_cross_levels,
+    describe_flux_layers,
+    describe_joint_layers,
     describe_layers,
+    install_flux_processors,
+    install_joint_processors,
     install_processors,
     self_attention_level,
 )
 from .errors import ModelError, ParameterError, first_line
-from .families import StableDiffusionText, StableDiffusionXLText
+from .families import (
+    FluxText,
+    StableDiffusion3Text,
+    StableDiffusionText,
+    StableDiffusionXLText,
+)
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
-from .methods.base import EditBatch
+from .methods.base import EditBatch, check_model_kind
 from .models import check_model_source
 from .samplers import SAMPLERS, RowNoise, sampler_for_scheduler, step_noise_kind
 from .tokens import WordTokens, positions_of, token_alignment, word_tokens
@@ -65,13 +77,14 @@ METHOD_INTERFACE = frozenset((
     "sampler", "steps", "step_noise", "generators", "noise", "conditioning", "sample", "invert",
     "attention_store", "self_attention_store", "layers",
     "word_tokens", "positions_of", "token_alignment", "pipeline",
-    "num_train_timesteps", "device", "dtype", "unet_evals",
+    "num_train_timesteps", "device", "dtype", "unet_evals", "kind", "family",
     "encode", "decode", "latent_shape", "text_embeddings",
 ))  # fmt: skip
 
 
 class Engine:
-    """A Stable Diffusion model (1.x/2.x or SDXL) with the sampler loop, as methods see it.
+    """A Stable Diffusion model (1.x/2.x, SDXL; SD3 and FLUX as flow models, laspa.flow)
+    with the sampler loop, as methods see it.
 
     The components must already sit on ``device`` in ``dtype`` (the VAE may be kept in
     float32, see ``force_upcast``). The sampler follows the checkpoint's scheduler class
@@ -84,7 +97,8 @@ class Engine:
     def __init__(
         self, vae, text_encoder, tokenizer, unet, scheduler, *, device: torch.device,
         dtype: torch.dtype, final_step: str = "clean", inversion_cache_size: int = 8,
-        text: StableDiffusionText | StableDiffusionXLText | None = None,
+        text: StableDiffusionText | StableDiffusionXLText | StableDiffusion3Text | FluxText
+        | None = None,
     ):  # fmt: skip
         from diffusers import DDIMScheduler
 
@@ -93,9 +107,19 @@ class Engine:
         self._vae, self._tokenizer = vae, tokenizer
         self._vae_dtype = vae.dtype
         self._text = text or StableDiffusionText(text_encoder, tokenizer, device)
+        self.family = _FAMILIES[type(self._text)]
         #: pixels per latent pixel, and the model's native image side in pixels
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.resolution = int(unet.config.sample_size) * self.vae_scale_factor
+        if unet.config.get("sample_size") is None:  # FLUX: its VAE's image size (1024 px)
+            self.resolution = int(vae.config.sample_size)
+        else:
+            self.resolution = int(unet.config.sample_size) * self.vae_scale_factor
+        #: SD3's VAE centres its latents: z = (mean - shift) * scale
+        self._vae_shift = vae.config.get("shift_factor")
+        self.kind = "flow" if is_flow_denoiser(unet) else "unet"
+        if self.kind == "flow":
+            self._init_flow(unet, scheduler)
+            return
         self.scheduler = DDIMScheduler.from_config(scheduler.config)
         #: the sampler "auto" means: the one the checkpoint's scheduler class names
         self.default_sampler = sampler_for_scheduler(type(scheduler).__name__)
@@ -115,6 +139,41 @@ class Engine:
         self.inversion_cache_hits = 0
         self._pipelines: dict[tuple[str, str], Any] = {}
 
+    def _init_flow(self, transformer, scheduler) -> None:
+        """A flow transformer (SD3, FLUX) with the flow-matching scheduler of its config.
+        SD3's joint attention runs laspa's processor (its image-to-text block as
+        cross-attention: maps and swaps; laspa.attention.LaspaJointAttnProcessor); FLUX's
+        double-stream layers a processor that adds maps to diffusers' own."""
+        import diffusers
+
+        from .flow import FlowDenoiser, FluxDenoiser
+
+        scheduler_class = type(scheduler)
+        if not issubclass(scheduler_class, diffusers.FlowMatchEulerDiscreteScheduler):
+            scheduler_class = diffusers.FlowMatchEulerDiscreteScheduler
+        self.scheduler = scheduler_class.from_config(scheduler.config)
+        self.default_sampler = "flow"
+        self.guidance_embedding_dim = None
+        flux = type(transformer).__name__ == "FluxTransformer2DModel"
+        # SD3's joint attention, and FLUX's double-stream attention, expose their
+        # image-to-text block to the hooks (laspa.attention)
+        install = install_flux_processors if flux else install_joint_processors
+        self.attention = install(transformer)
+        denoiser_class = FluxDenoiser if flux else FlowDenoiser
+        self.denoiser = denoiser_class(transformer, self.scheduler, self.attention)
+        self.layers = (describe_flux_layers if flux else describe_joint_layers)(transformer)
+        self.num_train_timesteps = self.denoiser.num_train_timesteps
+        self.progress = None
+        self._embeddings = {}
+        self._inversions = OrderedDict()
+        self.inversion_cache_size = 0
+        self.inversion_cache_hits = 0
+        self._pipelines = {}
+
+    def check_kind(self, what: str, kinds: Sequence[str]) -> None:
+        """Refuse, in one line, what does not run on this model's kind (check_model_kind)."""
+        check_model_kind(what, self.kind, kinds)
+
     @property
     def unet_evals(self) -> int:
         """UNet batch rows evaluated so far (the loop's and any pipeline's)."""
@@ -131,18 +190,23 @@ class Engine:
         latent = posterior.mean.float()
         if noise is not None:
             latent = latent + posterior.std.float() * noise.to(latent.device)
+        if self._vae_shift is not None:  # SD3 / FLUX: centred latents
+            latent = latent - self._vae_shift
         return latent * self._vae.config.scaling_factor
 
     def latent_shape(self, pixels: torch.Tensor) -> tuple[int, int, int, int]:
         """The (1, C, h, w) shape of the latent of (1, 3, H, W) ``pixels``."""
         height, width = pixels.shape[-2:]
         factor = self.vae_scale_factor
-        channels = int(self.denoiser.unet.config.in_channels)
+        channels = getattr(self.denoiser, "latent_channels", None)
+        channels = int(self.denoiser.unet.config.in_channels) if channels is None else channels
         return (1, channels, height // factor, width // factor)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [-1, 1]."""
         scaled = latents / self._vae.config.scaling_factor
+        if self._vae_shift is not None:
+            scaled = scaled + self._vae_shift
         with torch.no_grad():
             return self._vae.decode(scaled.to(self.device, self._vae_dtype)).sample.float()
 
@@ -225,6 +289,9 @@ class Engine:
         if not guided:
             guidance = torch.ones_like(guidance)
         guidance[:unguided_rows] = 1.0
+        if self.kind == "flow" and self.denoiser.guidance_embeds:
+            # FLUX-dev: guidance distilled into the model, one row each (FluxPipeline)
+            return Conditioning(cond, added={**added, "guidance": guidance.flatten()})
         if self.guidance_mode(batch) == "embedding":
             w = (guidance.flatten() - 1).clamp(min=0)
             embedding = ddim.guidance_embedding(w, self.guidance_embedding_dim)
@@ -273,6 +340,11 @@ class Engine:
         count: the model's own sampler)."""
         if isinstance(batch, int):
             return SAMPLERS[self.default_sampler].steps(self.denoiser, batch)
+        self.check_kind(f"sampler {self.sampler(batch)}", SAMPLERS[self.sampler(batch)].kinds)
+        if self.kind == "flow":  # a resolution-dependent shift (FLUX) reads the size
+            height, width = self._pixel_hw(batch)
+            factor = self.vae_scale_factor
+            self.denoiser.latent_hw = (height // factor, width // factor)
         return SAMPLERS[self.sampler(batch)].steps(
             self.denoiser, batch.shared("steps"), gamma=batch.shared("gamma")
         )
@@ -331,6 +403,7 @@ class Engine:
         The cache holds at most ``inversion_cache_size`` trajectories (least recently used
         out); each costs ``(steps + 1) * latent bytes`` (3.3 MB for SD at 512 px, 50 steps).
         """
+        self.check_kind("DDIM inversion", ("unet",))
         digest = hashlib.sha1(reference.float().cpu().numpy().tobytes()).hexdigest()
         base = (digest, tuple(reference.shape), prompt, num_steps)
         if guidance != 1.0:  # the key of an unguided inversion stays what it was
@@ -381,6 +454,7 @@ class Engine:
 
     def self_attention_store(self) -> SelfAttentionStore:
         """A self-attention recorder one level finer than the default map level."""
+        self.check_kind("self-attention maps", ("unet",))
         level = self_attention_level(self.layers, coarse_cross_levels(self.layers))
         return SelfAttentionStore(level)
 
@@ -418,3 +492,17 @@ class Engine:
 
     def _count_rows(self, module, args) -> None:
         self.denoiser.unet_evals += args[0].shape[0]
+
+
+_FAMILIES = {
+    StableDiffusionText: "sd", StableDiffusionXLText: "sdxl", StableDiffusion3Text: "sd3",
+    FluxText: "flux",
+}  # fmt: skip
+
+#: diffusers classes of flow (velocity-predicting) transformers the engine runs
+FLOW_DENOISERS = ("SD3Transformer2DModel", "FluxTransformer2DModel")
+
+
+def is_flow_denoiser(model) -> bool:
+    """Whether the denoising network is a rectified-flow transformer (laspa.flow)."""
+    return type(model).__name__ in FLOW_DENOISERS

@@ -8,7 +8,13 @@ see which family runs:
 - :class:`StableDiffusionText`: SD 1.x/2.x, one CLIP text encoder, no extra inputs;
 - :class:`StableDiffusionXLText`: SDXL, two CLIP text encoders (penultimate hidden states
   concatenated), the second one's pooled projection as ``text_embeds``, and the
-  ``text_time`` micro-conditioning ``time_ids`` (original size, crop corner, target size).
+  ``text_time`` micro-conditioning ``time_ids`` (original size, crop corner, target size);
+- :class:`StableDiffusion3Text`: SD3, two CLIP text encoders (penultimate hidden states
+  concatenated, zero-padded to T5's width) followed by T5's tokens (zeros where the
+  checkpoint has no T5), and both pooled projections side by side as
+  ``pooled_projections``;
+- :class:`FluxText`: FLUX, T5's tokens as the embeddings and CLIP's pooled output as
+  ``pooled_projections``.
 """
 
 from __future__ import annotations
@@ -81,3 +87,80 @@ class StableDiffusionXLText:
         height, width = pixel_hw
         time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
         return {"time_ids": time_ids.to(self.device).expand(rows, -1)}
+
+
+class StableDiffusion3Text:
+    """SD3's three text encoders, as diffusers' StableDiffusion3Pipeline encodes a prompt
+    (no clip skip; the empty prompt encoded like any other): each CLIP encoder's
+    penultimate hidden states side by side, zero-padded to the transformer's
+    ``joint_attention_dim``, then T5's ``max_sequence_length`` tokens (zeros without
+    ``text_encoder_3``); ``pooled_projections`` is both CLIP projections side by side."""
+
+    def __init__(
+        self, text_encoders: Sequence, tokenizers: Sequence, device: torch.device,
+        joint_attention_dim: int, text_encoder_3=None, tokenizer_3=None,
+        max_sequence_length: int = 256,
+    ):  # fmt: skip
+        self.text_encoders, self.tokenizers, self.device = text_encoders, tokenizers, device
+        self.joint_attention_dim = joint_attention_dim
+        self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
+        self.max_sequence_length = max_sequence_length
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:
+        hidden, pooled = [], []
+        with torch.no_grad():
+            # the pipeline pads both CLIP tokenizers to the first one's length
+            length = self.tokenizers[0].model_max_length
+            for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
+                ids = tokenizer(
+                    list(prompts), padding="max_length", max_length=length, truncation=True,
+                    return_tensors="pt",
+                ).input_ids.to(self.device)  # fmt: skip
+                out = encoder(ids, output_hidden_states=True)
+                hidden.append(out.hidden_states[-2].float())
+                pooled.append(out[0].float())
+            clip = torch.cat(hidden, dim=-1)
+            t5 = self._t5(prompts)
+        clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        return torch.cat([clip, t5], dim=-2), {"pooled_projections": torch.cat(pooled, dim=-1)}
+
+    def _t5(self, prompts: Sequence[str]) -> torch.Tensor:
+        shape = (len(prompts), self.max_sequence_length, self.joint_attention_dim)
+        if self.text_encoder_3 is None:
+            return torch.zeros(shape, device=self.device)
+        ids = self.tokenizer_3(
+            list(prompts), padding="max_length", max_length=self.max_sequence_length,
+            truncation=True, add_special_tokens=True, return_tensors="pt",
+        ).input_ids.to(self.device)  # fmt: skip
+        return self.text_encoder_3(ids)[0].float()
+
+    def size_inputs(self, rows: int, pixel_hw: tuple[int, int]) -> Added:
+        return {}
+
+
+class FluxText:
+    """FLUX's two text encoders, as diffusers' FluxPipeline encodes a prompt: T5's last
+    hidden states (``max_sequence_length`` tokens) are the embeddings, the CLIP text
+    encoder's pooled output is ``pooled_projections``."""
+
+    def __init__(
+        self, clip, clip_tokenizer, t5, t5_tokenizer, device: torch.device,
+        max_sequence_length: int = 512,
+    ):  # fmt: skip
+        self.clip, self.clip_tokenizer, self.device = clip, clip_tokenizer, device
+        self.t5, self.t5_tokenizer = t5, t5_tokenizer
+        self.max_sequence_length = max_sequence_length
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:
+        with torch.no_grad():
+            ids = token_ids(self.clip_tokenizer, prompts).to(self.device)
+            pooled = self.clip(ids, output_hidden_states=False).pooler_output.float()
+            t5_ids = self.t5_tokenizer(
+                list(prompts), padding="max_length", max_length=self.max_sequence_length,
+                truncation=True, return_tensors="pt",
+            ).input_ids.to(self.device)  # fmt: skip
+            embeddings = self.t5(t5_ids, output_hidden_states=False)[0].float()
+        return embeddings, {"pooled_projections": pooled}
+
+    def size_inputs(self, rows: int, pixel_hw: tuple[int, int]) -> Added:
+        return {}

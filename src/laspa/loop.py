@@ -4,8 +4,9 @@
 
     for step in steps:
         x    -> before_unet          input alignment, latent mixing, masked blending
-        eps  =  denoiser(x, t, text) attention hooks run inside the processors
+        out  =  denoiser(x, t, text) attention hooks run inside the processors
                                      (skipped when needs_unet says its output is discarded)
+        eps  =  step.eps_of(x, out)  a UNet's eps as is; a flow model's velocity converted
         eps  -> after_eps            error alignment
         x0   =  step.x0(x, eps)      -> after_x0    x0 alignment
         callback(step, x, x0, eps)   watching only (optional)
@@ -14,10 +15,11 @@
 
 A sampler (laspa.samplers) is the list of :class:`Step` the loop walks: each step's
 timesteps, alphas and the coefficients of one generalised DDIM update, so DDIM, DDPM /
-ancestral and LCM sampling share this loop and its hooks. Every editing method is a
-:class:`SamplerHooks` subclass that overrides the points it needs; its attention hooks
-are handed to :func:`sample` beside it, and a ``callback(step, x, x0, eps)`` watches a
-run without changing it. Latents are kept in float32 whatever the UNet's dtype.
+ancestral, LCM and flow (SD3, FLUX: laspa.flow) sampling share this loop and its hooks.
+Every editing method is a :class:`SamplerHooks` subclass that overrides the points it
+needs; its attention hooks are handed to :func:`sample` beside it, and a
+``callback(step, x, x0, eps)`` watches a run without changing it. Latents are kept in
+float32 whatever the UNet's dtype.
 """
 
 from __future__ import annotations
@@ -84,6 +86,53 @@ class Step:
         direction = max(1.0 - self.alpha_prev - self.sigma**2, 0.0) ** 0.5
         out = self.alpha_prev**0.5 * x0 + self.sigma * noise
         return out + direction * eps_dir if direction else out
+
+    def eps_of(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The noise prediction of the denoiser's output ``out`` at ``x`` (a UNet's output
+        is eps already; a flow model's velocity is converted, see laspa.flow)."""
+        return out
+
+    def x0_from(
+        self, x: torch.Tensor, eps: torch.Tensor, out: torch.Tensor, changed: bool
+    ) -> torch.Tensor:
+        """The x0 of the (hooked) ``eps``, given the denoiser's own output ``out`` and
+        whether a hook ``changed`` eps; on a UNet step simply :meth:`x0`."""
+        return self.x0(x, eps)
+
+    @property
+    def eps_determines_x0(self) -> bool:
+        """Whether eps at x fixes x0 (not so for a flow model's pure noise, laspa.flow)."""
+        return True
+
+    @property
+    def flow_level(self) -> float:
+        """The level s of this step's latent as a rectified flow: a variance-preserving
+        x_t = sqrt(a) x0 + sqrt(1 - a) eps is c * ((1 - s) x0 + s eps) with
+        c = sqrt(a) + sqrt(1 - a) and s = sqrt(1 - a) / c (laspa.flow; FlowEdit on UNets)."""
+        return flow_level(self.alpha)
+
+    @property
+    def flow_level_prev(self) -> float:
+        return flow_level(self.alpha_prev)
+
+    @property
+    def flow_scale(self) -> float:
+        """c: the model's latent is c times the flow latent at :attr:`flow_level`."""
+        return self.alpha**0.5 + (1 - self.alpha) ** 0.5
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x0`` taken to this step's noise level with ``noise`` (q(x_t | x0))."""
+        return ddim.forward_noise(x0, noise, self.alpha)
+
+    def noised_prev(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x0`` taken to the noise level this step lands on."""
+        return ddim.forward_noise(x0, noise, self.alpha_prev)
+
+
+def flow_level(alpha: float) -> float:
+    """s = sqrt(1 - a) / (sqrt(a) + sqrt(1 - a)): the rectified-flow level of alpha."""
+    noise = (1 - alpha) ** 0.5
+    return noise / (alpha**0.5 + noise)
 
 
 #: Watches a run: called once per step with the step, the latent the UNet saw, the
@@ -224,6 +273,20 @@ class Denoiser:
 
         return SAMPLERS["ddim"].steps(self, num_steps)
 
+    def forward(
+        self,
+        model_input: torch.Tensor,
+        t: int,
+        embeddings: torch.Tensor,
+        added: dict[str, torch.Tensor],
+        timestep_cond: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One unguided batch through the model, in float32 (a flow model overrides it)."""
+        return self.unet(
+            model_input.to(self.dtype), t, encoder_hidden_states=embeddings,
+            timestep_cond=timestep_cond, added_cond_kwargs=added or None,
+        ).sample.float()  # fmt: skip
+
     def eps(
         self,
         x: torch.Tensor,
@@ -246,10 +309,7 @@ class Denoiser:
         step.latent_hw = (x.shape[-2], x.shape[-1])
         self.attention.step = step
         with torch.no_grad():
-            out = self.unet(
-                model_input.to(self.dtype), t, encoder_hidden_states=embeddings,
-                timestep_cond=timestep_cond, added_cond_kwargs=added or None,
-            ).sample.float()  # fmt: skip
+            out = self.forward(model_input, t, embeddings, added, timestep_cond)
         self.unet_evals += model_input.shape[0]
         if self.prediction_type == "v_prediction":
             out = ddim.v_to_eps(model_input, out, self.alpha(t) if alpha is None else alpha)
@@ -293,11 +353,14 @@ def sample(
             # attention hooks read the UNet's attention: a step they see must run it
             if attention or hooks.needs_unet(step, next_step):
                 info = StepInfo(index=step.index, num_steps=step.num_steps, timestep=step.t)
-                eps = denoiser.eps(x, step.t, conditioning, info)
+                out = denoiser.eps(x, step.t, conditioning, info)
             else:
-                eps = torch.full_like(x, float("nan"))
-            eps = hooks.after_eps(step, x, eps)
-            x0 = hooks.after_x0(step, x, eps, step.x0(x, eps))
+                out = torch.full_like(x, float("nan"))
+            # a UNet predicts eps; a flow model's velocity becomes eps here (laspa.flow)
+            model_eps = step.eps_of(x, out)
+            eps = hooks.after_eps(step, x, model_eps)
+            x0 = step.x0_from(x, eps, out, changed=eps is not model_eps)
+            x0 = hooks.after_x0(step, x, eps, x0)
             if callback is not None:
                 callback(step, x, x0, eps)
             eps_dir = hooks.direction(step, x, eps, x0)

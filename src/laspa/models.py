@@ -1,8 +1,8 @@
 """Checks of a model folder, from its files and configs, before any weight loads.
 
 Each refusal is one line (:class:`~laspa.errors.ModelError`) naming what is wrong: a
-missing folder, pickle-only weights, a family the engine does not run (SD3, FLUX, ...),
-an SDXL folder without its second text encoder, a broken UNet config, components that do
+missing folder, pickle-only weights, a family the engine does not run (FLUX, ...),
+an SDXL or SD3 folder without one of its text encoders, a broken UNet config, components that do
 not fit together.
 """
 
@@ -37,6 +37,9 @@ def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
             raise ModelError(f"model folder not found: {text}")
         return  # a hub id such as runwayml/stable-diffusion-v1-5: diffusers resolves it
     check_model_family(path)
+    if is_sd3_folder(path):
+        check_sd3_folder(path, text)
+        return
     unet_config = _read_json(path / "unet" / "config.json")
     if unet_config is not None:
         check_unet_config(unet_config, text, unet_channels)
@@ -56,24 +59,23 @@ def check_model_source(model: str | Path, unet_channels: int = 4) -> None:
             )
         weighted.append("text_encoder_2")
     for sub in weighted:
-        if not any((path / sub).glob("*.safetensors")):
-            pickles = [
-                p.name
-                for p in (path / sub).iterdir()
-                if p.suffix in (".bin", ".ckpt", ".pt", ".pth")
-            ]
-            if pickles:
-                raise ModelError(
-                    f"{path / sub} holds only pickle weights ({pickles[0]}); laspa loads "
-                    "safetensors only, since pickle files can run code: convert the checkpoint"
-                )
-            raise ModelError(f"no safetensors weights in {path / sub}")
+        _check_safetensors(path / sub)
+
+
+def _check_safetensors(folder: Path) -> None:
+    """A component folder must hold safetensors weights (pickles can run code)."""
+    if not any(folder.glob("*.safetensors")):
+        pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+        if pickles:
+            raise ModelError(
+                f"{folder} holds only pickle weights ({pickles[0]}); laspa loads "
+                "safetensors only, since pickle files can run code: convert the checkpoint"
+            )
+        raise ModelError(f"no safetensors weights in {folder}")
 
 
 #: pipeline classes of families the engine does not run, by the start of their name
 _OTHER_FAMILIES = {
-    "StableDiffusion3": "Stable Diffusion 3",
-    "Flux": "FLUX",
     "Kandinsky": "Kandinsky",
     "IF": "DeepFloyd IF",
     "PixArt": "PixArt",
@@ -86,7 +88,51 @@ _OTHER_FAMILIES = {
     "CogView": "CogView",
 }
 
-_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x and SDXL checkpoints"
+_SUPPORTED = "laspa runs Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX checkpoints"
+#: pipeline classes (by the start of their name) the engine runs as flow models
+#: (laspa.flow), with their family's name
+FLOW_FAMILIES = {"StableDiffusion3": "Stable Diffusion 3", "Flux": "FLUX"}
+#: their parts (SD3's T5, text_encoder_3 / tokenizer_3, is optional, as in diffusers)
+_FLOW_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer",
+               "tokenizer_2", "scheduler")  # fmt: skip
+_FLOW_NEEDS = {
+    "Stable Diffusion 3": "its transformer, VAE and both CLIP text encoders and tokenizers "
+    "(T5 is optional)",
+    "FLUX": "its transformer, VAE, CLIP and T5 text encoders and tokenizers",
+}
+
+
+def flow_family(pipeline: str) -> str | None:
+    """The flow family ("Stable Diffusion 3", "FLUX") a pipeline class names, or None."""
+    return next((name for start, name in FLOW_FAMILIES.items() if pipeline.startswith(start)),
+                None)  # fmt: skip
+
+
+def folder_pipeline(path: Path) -> str:
+    """The pipeline class a folder's model_index.json names ("" without one)."""
+    return str((_read_json(path / "model_index.json") or {}).get("_class_name", ""))
+
+
+def is_sd3_folder(path: Path) -> bool:
+    """Whether a model folder is a flow checkpoint (SD3 or FLUX, from its model_index)."""
+    return flow_family(folder_pipeline(path)) is not None
+
+
+def check_sd3_folder(path: Path, source: str) -> None:
+    """A flow (SD3, FLUX) folder must hold every part the engine loads, each with
+    safetensors weights."""
+    family = flow_family(folder_pipeline(path))
+    missing = [sub for sub in _FLOW_PARTS if not (path / sub).is_dir()]
+    if missing:
+        raise ModelError(
+            f"{source} is a {family} checkpoint without "
+            f"{', '.join(m + '/' for m in missing)}; laspa needs {_FLOW_NEEDS[family]}"
+        )
+    weighted = ["transformer", "vae", "text_encoder", "text_encoder_2"]
+    if (path / "text_encoder_3").is_dir():
+        weighted.append("text_encoder_3")
+    for sub in weighted:
+        _check_safetensors(path / sub)
 
 
 def is_sdxl(unet_config: dict) -> bool:
@@ -109,9 +155,11 @@ def _read_json(path: Path) -> dict | None:
 
 def check_model_family(path: Path) -> None:
     """Refuse, from its configs and before any weight loads, a model folder of a family
-    the engine does not run (SD3, FLUX, ...), naming the family."""
+    the engine does not run (FLUX, ...), naming the family."""
     index = _read_json(path / "model_index.json") or {}
     pipeline = str(index.get("_class_name", ""))
+    if flow_family(pipeline) is not None:
+        return  # SD3 and FLUX run as flow models (laspa.flow)
     family = next(
         (name for prefix, name in _OTHER_FAMILIES.items() if pipeline.startswith(prefix)),
         None,
@@ -166,3 +214,15 @@ def check_components(vae_config, text_configs: list, unet_config, source: str) -
     if width is not None and isinstance(cross, int) and cross != width:
         raise ModelError(f"{source}: the text encoders' features have {width} channels but "
                          f"the UNet attends to {cross}")  # fmt: skip
+
+
+def folder_kind(model: str | Path) -> str | None:
+    """The kind of model a local folder holds, read from its configs before any weight
+    loads: "flow" (SD3, FLUX) or "unet"; None for what is only known once loaded (a hub id)."""
+    path = Path(str(model))
+    try:
+        if not path.is_dir():
+            return None
+    except OSError:
+        return None
+    return "flow" if is_sd3_folder(path) else "unet"

@@ -19,6 +19,12 @@ coefficients, so every method's hooks (which act on x_t, eps and x0) run unchang
   deterministic (DDIM with consistency estimates), which lets a few-step model keep what
   earlier steps decided, as DDIM does.
 
+- ``flow``: Euler on a rectified-flow model's sigmas (SD3; diffusers'
+  ``FlowMatchEulerDiscreteScheduler``, with its config's shift), in the loop's terms
+  (laspa.flow): the model's velocity v at level s gives ``x0 = x_s - s v`` and
+  ``eps = x_s + (1 - s) v``, and ``x_{s'} = x_s + (s' - s) v = (1 - s') x0 + s' eps``.
+  It is the only sampler of flow models, and runs on them only.
+
 (a, a' are alphas_cumprod at t and at the next timestep.) The last step of every sampler
 lands on the clean latent (a' = 1, sigma = 0) unless the engine keeps the model's final
 alpha (``final_step="scheduler"``) on DDIM and ancestral.
@@ -48,6 +54,8 @@ class Sampler:
     deterministic: ClassVar[bool] = True
     #: the step noise when the user leaves it to the sampler: "fixed" or "fresh"
     default_noise: ClassVar[str] = "fixed"
+    #: the denoiser kinds it runs on: "unet" (eps / v models), "flow" (rectified flow)
+    kinds: ClassVar[tuple[str, ...]] = ("unet",)
     #: steps of an edit that names none: a few-step sampler's own count, else None (the
     #: method's default)
     default_steps: ClassVar[int | None] = None
@@ -179,7 +187,32 @@ def consistency_steps(denoiser: Denoiser, num_steps: int, gamma: float) -> list[
     return steps
 
 
-SAMPLERS: dict[str, Sampler] = {s.name: s for s in (DDIM(), Ancestral(), LCM(), TCD())}
+class Flow(Sampler):
+    name = "flow"
+    summary = "Euler on a flow model's shifted sigmas (SD3): deterministic"
+    kinds = ("flow",)
+
+    def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
+        from .flow import FlowStep, vp_alpha
+
+        if getattr(denoiser, "prediction_type", None) != "flow":
+            raise ParameterError("the flow sampler runs on flow models (SD3) only")
+        try:
+            timesteps, sigmas = denoiser.sigmas(num_steps)
+        except ValueError as error:
+            raise ParameterError(f"steps: {error}") from None
+        scale = denoiser.num_train_timesteps
+        steps = []
+        for i, (t, s, s_prev) in enumerate(zip(timesteps, sigmas, sigmas[1:], strict=False)):
+            alphas = (vp_alpha(s), vp_alpha(s_prev))
+            steps.append(FlowStep(i, num_steps, t, s_prev * scale, *alphas, s=s, s_prev=s_prev))
+        return steps
+
+
+SAMPLERS: dict[str, Sampler] = {s.name: s for s in (DDIM(), Ancestral(), LCM(), TCD(), Flow())}
+#: the samplers of UNet (eps / v) models, and of flow models
+UNET_SAMPLERS = ("ddim", "ancestral", "lcm", "tcd")
+FLOW_SAMPLERS = ("flow",)
 
 #: scheduler classes whose update is the ancestral one, and LCM's
 _ANCESTRAL = {
@@ -188,12 +221,16 @@ _ANCESTRAL = {
 }  # fmt: skip
 _LCM = {"LCMScheduler"}
 _TCD = {"TCDScheduler"}
+_FLOW = {"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"}
 
 
 def sampler_for_scheduler(class_name: str) -> str:
     """The sampler a checkpoint's scheduler config asks for: LCM for LCMScheduler, ancestral
     for DDPM and the ancestral schedulers, DDIM for every deterministic one (PNDM, LMS,
-    Euler, DPM-Solver, ...: the same ODE, DDIM its first-order solver)."""
+    Euler, DPM-Solver, ...: the same ODE, DDIM its first-order solver); flow for the
+    flow-matching schedulers."""
+    if class_name in _FLOW:
+        return "flow"
     if class_name in _LCM:
         return "lcm"
     if class_name in _TCD:

@@ -199,6 +199,145 @@ def save_tiny_sdxl_model(folder: str | Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
+def tiny_sd3_components(seed: int = 0, shift: float = 3.0, t5: bool = False) -> dict:
+    """Tiny random SD3 components by pipeline name, as diffusers' SD3 tests build them: two
+    CLIP text encoders with projections, no T5 (``text_encoder_3=None``: the pipeline then
+    conditions on zeros in its place) unless ``t5`` (a tiny T5 encoder, the tiny CLIP
+    tokenizer as its tokenizer), an ``SD3Transformer2DModel`` (MMDiT, patch 2) and a
+    16-channel VAE with SD3's scaling and shift factors; ``FlowMatchEulerDiscreteScheduler``
+    with SD3's ``shift``. 32 px images, 16 x 16 latents."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    tokenizer_2 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    text_config = _tiny_text_config(tokenizer)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        caption_projection_dim=16,
+        pooled_projection_dim=64,
+        pos_embed_max_size=16,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=16,
+        norm_num_groups=8,
+        sample_size=32,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    text_encoder_3 = tokenizer_3 = None
+    if t5:
+        from transformers import T5Config, T5EncoderModel
+
+        tokenizer_3 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+        text_encoder_3 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_3), d_model=64, d_kv=8, d_ff=64, num_layers=1,
+                num_heads=2, relative_attention_num_buckets=8,
+                pad_token_id=tokenizer_3.pad_token_id,
+            )
+        )  # fmt: skip
+    return {
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=shift),
+        "vae": vae,
+        "text_encoder": CLIPTextModelWithProjection(text_config),
+        "tokenizer": tokenizer,
+        "text_encoder_2": CLIPTextModelWithProjection(text_config),
+        "tokenizer_2": tokenizer_2,
+        "text_encoder_3": text_encoder_3,
+        "tokenizer_3": tokenizer_3,
+    }
+
+
+def save_tiny_sd3_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
+    """Write tiny random SD3 components as a diffusers StableDiffusion3Pipeline folder."""
+    from diffusers import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline(**tiny_sd3_components(seed, **kwargs))
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return Path(folder)
+
+
+def tiny_flux_components(seed: int = 0, guidance_embeds: bool = True) -> dict:
+    """Tiny random FLUX components by pipeline name, as diffusers' FLUX tests build them: a
+    CLIP text encoder (pooled), a T5 encoder (the tiny CLIP tokenizer serves as its
+    tokenizer: nothing here needs T5's vocabulary), a ``FluxTransformer2DModel`` with one
+    double- and one single-stream block and, with ``guidance_embeds``, FLUX-dev's guidance
+    embedding; a 16-channel VAE with FLUX's scaling and shift factors and
+    ``FlowMatchEulerDiscreteScheduler`` with FLUX's resolution-dependent shift.
+    32 px images, 16 x 16 latents, 64 packed tokens."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    tokenizer_2 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    t5 = T5Config(
+        vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=tokenizer_2.pad_token_id,
+    )  # fmt: skip
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=16,
+        norm_num_groups=8,
+        sample_size=32,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
+        shift=3.0, use_dynamic_shifting=True,
+    )  # fmt: skip
+    return {
+        "transformer": transformer,
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": CLIPTextModel(_tiny_text_config(tokenizer)),
+        "tokenizer": tokenizer,
+        "text_encoder_2": T5EncoderModel(t5),
+        "tokenizer_2": tokenizer_2,
+    }
+
+
+def save_tiny_flux_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
+    """Write tiny random FLUX components as a diffusers FluxPipeline folder."""
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline(**tiny_flux_components(seed, **kwargs))
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return Path(folder)
+
+
 # ------------------------------------------------------------------ a second device
 
 

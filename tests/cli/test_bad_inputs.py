@@ -566,8 +566,8 @@ def _models():
         "model: SDXL without tokenizer_2": (sdxl("tokenizer_2"), "SDXL checkpoint without tokenizer_2/;"),
         "model: SDXL unet in an SD folder": (sdxl_unet_only, "without text_encoder_2/ and tokenizer_2/"),
         "model: unet with other added conditions": (unet(addition_embed_type="image"), "'image' added conditions"),
-        "model: SD3": (sd3, "Stable Diffusion 3"),
-        "model: FLUX": (flux, "FLUX"),
+        "model: SD3 without its tokenizers": (sd3, "Stable Diffusion 3 checkpoint without"),
+        "model: FLUX without its text encoders": (flux, "FLUX checkpoint without"),
         "model: other transformer": (unknown_transformer, "diffusion transformer"),
         "model: two text encoders": (two_text_encoders, "two text encoders"),
         "model: garbage safetensors": (garbage_weights, "cannot load model"),
@@ -633,10 +633,19 @@ def test_families_are_named_before_any_weight_loads(place, monkeypatch):
     from laspa.editor import Editor
     from laspa.errors import ModelError
 
-    model = MODELS["model: SD3"][0](place)
+    model = MODELS["model: other transformer"][0](place)
     with pytest.raises(
-        ModelError, match=r"is a checkpoint of Stable Diffusion 3 \(StableDiffusion3Pipeline\); "
-        r"laspa runs Stable Diffusion 1.x/2.x and SDXL checkpoints only$"
+        ModelError, match=r"is a checkpoint of a diffusion transformer \(SomeNewPipeline\); "
+        r"laspa runs Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX checkpoints only$"
+    ):  # fmt: skip
+        Editor.from_pretrained(model)
+    model = MODELS["model: FLUX without its text encoders"][0](place)
+    with pytest.raises(ModelError, match=r"is a FLUX checkpoint without text_encoder/, "):
+        Editor.from_pretrained(model)
+    model = MODELS["model: SD3 without its tokenizers"][0](place)
+    with pytest.raises(
+        ModelError, match=r"is a Stable Diffusion 3 checkpoint without text_encoder_2/, "
+        r"tokenizer/, tokenizer_2/; laspa needs"
     ):  # fmt: skip
         Editor.from_pretrained(model)
     model = MODELS["model: SDXL without text_encoder_2"][0](place)

@@ -19,6 +19,7 @@ from laspa.attention import AttentionObserver, ProbabilityReplacement
 from laspa.editor import Editor
 from laspa.loop import Conditioning
 from laspa.methods.laspa import X0Alignment
+from laspa.samplers import SAMPLERS
 from laspa.testing import SecondDevice, tiny_components
 
 PROMPT = "a red cat on a blue background"
@@ -43,6 +44,8 @@ def refused(method: str, name: str, value) -> bool:
     """Choices a method refuses on this UNet (their errors are tested elsewhere)."""
     if name == "guidance_mode":  # the tiny UNet has no guidance embedding
         return value == "embedding"
+    if name == "sampler" and value in SAMPLERS and "unet" not in SAMPLERS[value].kinds:
+        return True  # flow: flow models only (tests/engine/test_flow.py)
     return name == "sampler" and METHODS[method].needs_deterministic_sampler and value != "ddim"
 
 

@@ -43,6 +43,7 @@ RUNS = {
     "diffedit": {"source_prompt": "a dog"},
     "diffedit mean-paper": {"posterior": "mean", "blend": "paper"},
     "generate": {},
+    "flowedit": {"source_prompt": "a cat", "n_max": 3},
 }
 
 

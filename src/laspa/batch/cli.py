@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from ..cli import DeviceOption, ModelOption, SetOption, ThreadsOption, note
+from ..cli import (
+    DeviceOption,
+    ModelOption,
+    RayAddressOption,
+    SetOption,
+    ThreadsOption,
+    WorkersOption,
+    note,
+)
 from ..errors import LaspaError, OutputError
 from ..files import check_writable, output_checks, shortened
 
@@ -38,14 +46,8 @@ def batch(
     ray: bool = typer.Option(
         False, "--ray", help="run on Ray (a local cluster unless --ray-address)"
     ),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray",
-    ),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Ray workers (default: one per GPU, else one per --threads CPUs)"
-    ),
+    ray_address: str | None = RayAddressOption,
+    workers: int | None = WorkersOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Run many edits: each manifest line names image, prompt and optionally method, seed,

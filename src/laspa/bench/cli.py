@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from ..cli import RayAddressOption, WorkersOption
 from ..mini import MODEL_HELP
 from ..threads import THREADS_HELP
 
@@ -130,14 +131,8 @@ def bench(
         "--ray",
         help="shard the cases over Ray workers (a local cluster unless --ray-address)",
     ),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies --ray",
-    ),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Ray workers (default: one per GPU, else one per --threads CPUs)"
-    ),
+    ray_address: str | None = RayAddressOption,
+    workers: int | None = WorkersOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Benchmark editing methods: quality against exact targets, speed, trade-off plots."""

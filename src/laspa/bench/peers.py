@@ -2,7 +2,8 @@
 
 - ``peer-sdedit``: ``StableDiffusionImg2ImgPipeline`` (SDEdit; its XL version for SDXL)
   with the scheduler of the edit's sampler (DDIM, DDPM), or
-  ``LatentConsistencyModelImg2ImgPipeline`` for LCM.
+  ``LatentConsistencyModelImg2ImgPipeline`` for LCM; on a flow model
+  ``StableDiffusion3Img2ImgPipeline`` or ``FluxImg2ImgPipeline`` with its own scheduler.
 - ``peer-diffedit``: ``StableDiffusionDiffEditPipeline``: ``generate_mask``, ``invert``
   and the call, with the pipeline's documented defaults (deprecated in diffusers but
   importable; a text-to-image folder has no inverse scheduler, so one is made from the
@@ -15,7 +16,8 @@ PIL image, a prompt, a seed and validated parameters, and returns the edited ima
 wall seconds, UNet evaluations and (DiffEdit) its latent-size mask, like
 :class:`laspa.EditResult`.
 
-UNet evaluations are counted with a forward pre-hook on the pipeline's UNet that adds
+UNet evaluations are counted with a forward pre-hook on the pipeline's UNet (or flow
+transformer) that adds
 the batch size of each call: UNet batch rows, the engine's definition (a CFG step on
 one image counts 2).
 """
@@ -32,6 +34,7 @@ from PIL import Image
 
 from ..errors import ModelError, ParameterError, first_line
 from ..methods.base import DETERMINISTIC_SAMPLERS, CommonParams, make_params, option
+from ..methods.diffedit import DiffEditOptions
 from ..samplers import sampler_for_scheduler
 
 
@@ -60,20 +63,7 @@ class SDEditPeerParams(CommonParams):
 
 
 @dataclass
-class DiffEditPeerParams(CommonParams):
-    guidance: float = option(7.5, low=0.0, help="classifier-free guidance (DiffEdit's default)")
-    source_prompt: str = option("", help="prompt of the mask's source branch and the inversion")
-    mask_encode_strength: float = option(
-        0.5, low=0.0, high=1.0, low_open=True, help="noise level of the mask estimate"
-    )
-    num_maps_per_mask: int = option(10, low=1, high=100, help="noise draws averaged per mask")
-    mask_thresholding_ratio: float = option(
-        3.0, low=0.0, low_open=True, help="mask threshold, in units of the mean difference"
-    )
-    inpaint_strength: float = option(
-        0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule inverted"
-    )
-
+class DiffEditPeerParams(DiffEditOptions):
     def __post_init__(self) -> None:
         if self.sampler not in ("auto", *DETERMINISTIC_SAMPLERS):
             raise ParameterError(
@@ -111,14 +101,17 @@ class Peer:
         self.default_sampler = sampler_for_scheduler(type(self.pipe.scheduler).__name__)
         #: diffusers' scheduler for each of the engine's samplers; DDIM has the same final
         #: step as the engine's loop (by default it lands on the clean image, alpha 1): the
-        #: comparison is of the methods, not of the last step
-        self.schedulers = {
-            "ddim": DDIMScheduler.from_config(config, set_alpha_to_one=final_alpha_one),
-            "ancestral": DDPMScheduler.from_config(config),
-            "lcm": LCMScheduler.from_config(config),
-            "tcd": TCDScheduler.from_config(config),
-        }
-        self.pipe.scheduler = self.schedulers["ddim"]
+        #: comparison is of the methods, not of the last step. A flow model has one: its own.
+        if self.default_sampler == "flow":
+            self.schedulers = {"flow": self.pipe.scheduler}
+        else:
+            self.schedulers = {
+                "ddim": DDIMScheduler.from_config(config, set_alpha_to_one=final_alpha_one),
+                "ancestral": DDPMScheduler.from_config(config),
+                "lcm": LCMScheduler.from_config(config),
+                "tcd": TCDScheduler.from_config(config),
+            }
+            self.pipe.scheduler = self.schedulers["ddim"]
         if hasattr(self.pipe, "inverse_scheduler"):
             from diffusers import DDIMInverseScheduler
 
@@ -129,10 +122,13 @@ class Peer:
                 config, set_alpha_to_one=final_alpha_one
             )
         self.evals = 0
-        self.pipe.unet.register_forward_pre_hook(self._count)
+        denoiser = getattr(self.pipe, "unet", None) or self.pipe.transformer
+        denoiser.register_forward_pre_hook(self._count, with_kwargs=True)
 
-    def _count(self, module, args) -> None:
-        self.evals += int(args[0].shape[0])
+    def _count(self, module, args, kwargs) -> None:
+        # the UNet takes the latents as its first argument, SD3's / FLUX's transformer by name
+        latents = args[0] if args else kwargs["hidden_states"]
+        self.evals += int(latents.shape[0])
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -199,6 +195,17 @@ def _is_sdxl(source: str) -> bool:
     return is_sdxl(dict(config))
 
 
+def _pipeline_class(source: str) -> str:
+    """The pipeline class a folder's or hub id's model_index.json names ("" if unreadable:
+    the SD / SDXL loaders then say what is wrong)."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return str(DiffusionPipeline.load_config(source).get("_class_name", ""))
+    except (OSError, ValueError):
+        return ""
+
+
 class SDEditPeer(Peer):
     name = "peer-sdedit"
     summary = "diffusers StableDiffusionImg2ImgPipeline (SDEdit), DDIM"
@@ -207,10 +214,29 @@ class SDEditPeer(Peer):
     _lcm = None
 
     def _load(self, source, device, dtype):
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+        import diffusers
 
-        self.sdxl = _is_sdxl(source)
-        cls = StableDiffusionXLImg2ImgPipeline if self.sdxl else StableDiffusionImg2ImgPipeline
+        from ..models import flow_family
+
+        family = flow_family(_pipeline_class(source))
+        self.flux = family == "FLUX"
+        self.sdxl = family is None and _is_sdxl(source)
+        if family is not None:  # SD3's and FLUX's own img2img pipelines, their own scheduler
+            name = "StableDiffusion3" if family == "Stable Diffusion 3" else "Flux"
+            pipeline = getattr(diffusers, f"{name}Img2ImgPipeline")
+            index = diffusers.DiffusionPipeline.load_config(source)
+            # components the folder does without (SD3 without T5, no IP-Adapter encoder)
+            absent = {
+                part: None
+                for part in ("text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor")
+                if not any(index.get(part) or [None])
+            }
+            return pipeline.from_pretrained(source, torch_dtype=dtype, **absent).to(device)
+        cls = (
+            diffusers.StableDiffusionXLImg2ImgPipeline
+            if self.sdxl
+            else diffusers.StableDiffusionImg2ImgPipeline
+        )
         return _from_pretrained(cls, source, device, dtype)
 
     def wants_latent(self, params: Any) -> bool:
@@ -241,7 +267,8 @@ class SDEditPeer(Peer):
     def _edit(self, image, prompt, generator, params, latent):
         if params.init == "latent" and latent is None:
             raise ValueError("init='latent' needs the image's latent")
-        # img2img takes a 4-channel tensor as ready-made initial latents (no VAE sampling)
+        # img2img takes a tensor of the VAE's latent channels as ready-made initial latents
+        # (no VAE sampling; SD3 and FLUX expect them shifted and scaled, as the engine's are)
         result = self._pipeline(self.sampler(params))(
             prompt=prompt,
             image=latent if params.init == "latent" else image,
@@ -251,6 +278,8 @@ class SDEditPeer(Peer):
             generator=generator,
             # TCDScheduler takes its gamma as the step's eta (LCM's pipeline has no eta)
             **({"eta": params.gamma} if self.sampler(params) == "tcd" else {}),
+            # FLUX's img2img reads the size from its input, which may be a latent
+            **({"width": image.width, "height": image.height} if self.flux else {}),
         )
         return result.images[0], None
 

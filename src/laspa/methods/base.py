@@ -61,7 +61,7 @@ def guidance_option(default: float) -> Any:
 
 
 #: the samplers an edit may name (laspa.samplers); "auto" follows the model's scheduler
-SAMPLER_CHOICES = ("auto", "ddim", "ancestral", "lcm", "tcd")
+SAMPLER_CHOICES = ("auto", "ddim", "ancestral", "lcm", "tcd", "flow")
 DETERMINISTIC_SAMPLERS = ("ddim",)
 #: common options that every row of one batch shares (they shape the whole run)
 COMMON_BATCH_KEY = ("sampler", "step_noise", "guidance_mode", "gamma")
@@ -75,7 +75,8 @@ class CommonParams:
     guidance: float = guidance_option(10.0)
     sampler: str = option(
         "auto", choices=SAMPLER_CHOICES,
-        help="step rule: ddim, ancestral (DDPM), lcm or tcd; auto follows the model's scheduler",
+        help="step rule: ddim, ancestral (DDPM), lcm or tcd on UNet models, flow (Euler) on "
+        "flow models (SD3); auto follows the model's scheduler",
     )  # fmt: skip
     gamma: float = option(
         0.3, low=0.0, high=1.0,
@@ -207,6 +208,8 @@ class Method:
     batch_key: ClassVar[tuple[str, ...]] = ("steps",)
     #: whether it inverts the image, which only a deterministic sampler (DDIM) can do
     needs_deterministic_sampler: ClassVar[bool] = False
+    #: the model kinds it runs on (``engine.kind``): "unet" (eps / v), "flow" (SD3)
+    kinds: ClassVar[tuple[str, ...]] = ("unet", "flow")
     #: whether results carry a mask (EditResult.mask)
     makes_mask: ClassVar[bool] = False
     #: whether it can return cross-attention maps (``Editor.attention_maps``)
@@ -284,3 +287,15 @@ def check_sampler(method: str, sampler: str) -> None:
             f"{method} inverts the image, which needs a deterministic sampler: "
             f"use --sampler ddim, not {sampler}"
         )
+
+
+_KIND_NAMES = {"unet": "UNet (eps / v) models", "flow": "flow models"}
+
+
+def check_model_kind(what: str, kind: str, kinds) -> None:
+    """Refuse, in one line, a method or sampler (``what``) whose ``kinds`` leave out the
+    model's ``kind`` ("unet" or "flow")."""
+    if kind not in kinds:
+        model = "a flow model (SD3 or FLUX)" if kind == "flow" else "a UNet (eps / v) model"
+        runs = " or ".join(_KIND_NAMES[k] for k in kinds)
+        raise ParameterError(f"{what} runs on {runs} only; this is {model}")

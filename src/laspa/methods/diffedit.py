@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class DiffEditParams(CommonParams):
+class DiffEditOptions(CommonParams):
+    """DiffEdit's options as diffusers' pipeline names them (shared with peer-diffedit)."""
+
     guidance: float = base.guidance_option(7.5)
     source_prompt: str = option("", help="prompt of the mask's source branch and the inversion")
     mask_encode_strength: float = option(
@@ -59,6 +61,20 @@ class DiffEditParams(CommonParams):
     inpaint_strength: float = option(
         0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule inverted"
     )
+
+    def check_together(self) -> None:
+        """Each strength must leave at least one step (diffusers' int(steps x strength))."""
+        for name in ("mask_encode_strength", "inpaint_strength"):
+            value = getattr(self, name)
+            if int(self.steps * value) < 1:
+                raise ParameterError(
+                    f"{name} {value} with {self.steps} steps leaves no step "
+                    "(int(steps x strength) = 0); raise it or the steps"
+                )
+
+
+@dataclass
+class DiffEditParams(DiffEditOptions):
     blend: str = option(
         "diffusers",
         choices=("diffusers", "paper"),
@@ -72,16 +88,6 @@ class DiffEditParams(CommonParams):
         help="enc(I): VAE posterior samples drawn in diffusers' order (its masks and "
         "inversion draw for draw), or the posterior mean (one inversion for every seed)",
     )
-
-    def check_together(self) -> None:
-        """Each strength must leave at least one step (diffusers' int(steps x strength))."""
-        for name in ("mask_encode_strength", "inpaint_strength"):
-            value = getattr(self, name)
-            if int(self.steps * value) < 1:
-                raise ParameterError(
-                    f"{name} {value} with {self.steps} steps leaves no step "
-                    "(int(steps x strength) = 0); raise it or the steps"
-                )
 
 
 def difference_mask(
@@ -129,6 +135,8 @@ class DiffEdit(Method):
         "inpaint_strength", "blend", "posterior",
     )  # fmt: skip
     needs_deterministic_sampler = True
+    # DDIM inversion of an eps / v model
+    kinds = ("unet",)
 
     def run(self, engine: Engine, batch: EditBatch) -> MethodOutput:
         source = batch.shared("source_prompt")
@@ -187,8 +195,10 @@ class DiffEdit(Method):
         inversion outside the mask."""
         num_steps, source = batch.shared("steps"), batch.shared("source_prompt")
         first = start_index(num_steps, batch.shared("inpaint_strength"))
-        # with the empty source prompt guidance changes nothing: share the unguided inversion
-        guidance = batch.shared("guidance") if source else 1.0
+        # with the empty source prompt (or a scale of at most 1) guidance changes nothing:
+        # share the unguided inversion (ddim-inversion's and fpe's)
+        guidance = batch.shared("guidance")
+        guidance = guidance if source and guidance > 1.0 else 1.0
         if batch.shared("posterior") == "mean":  # one enc(I): one inversion for all edits
             references = references[:1]
         trajectories = [

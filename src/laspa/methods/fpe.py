@@ -72,6 +72,8 @@ class FPE(Method):
     name = "fpe"
     summary = "Free-Prompt-Editing: self-attention maps of the source replace the target's"
     Params = FPEParams
+    # DDIM inversion and the UNet's self-attention layers: UNet models only
+    kinds = ("unet",)
     batch_key = ("steps", "replace_fraction", "layers", "source_prompt")
     # the source row follows the inversion (or shares the target's path): no step noise
     needs_deterministic_sampler = True

@@ -147,7 +147,7 @@ class MaskedDenoising(SamplerHooks):
 def keep_input_outside(step: Step, x_prev, reference, noise, mask) -> torch.Tensor:
     """``x_prev`` inside ``mask``; outside, the input forward-noised to the next timestep,
     or after the last step the input's latent itself."""
-    outside = reference if step.is_last else ddim.forward_noise(reference, noise, step.alpha_prev)
+    outside = reference if step.is_last else step.noised_prev(reference, noise)
     return ddim.blend(x_prev, outside, mask)
 
 
@@ -164,7 +164,13 @@ class InstDiffEdit(Method):
 
     def run(self, engine: Engine, batch: EditBatch) -> MethodOutput:
         num_steps, seeds = batch.shared("steps"), batch.shared("noise_seeds")
-        steps = engine.steps(batch)[start_index(num_steps, batch.shared("strength")) :]
+        flow = engine.kind == "flow"
+        if flow and batch.shared("inpaint_model"):
+            raise ParameterError(
+                "inpaint_model is an SD inpainting checkpoint, which an edit on a flow model "
+                "cannot use: leave it out (final_pass inpaint runs on this model)"
+            )
+        steps = engine.steps(batch)[start_index(num_steps, batch.shared("strength"), flow) :]
         if not steps:
             raise ParameterError("strength x steps leaves no mask step; raise strength or steps")
         words = [engine.word_tokens(row.prompt) for row in batch.rows]
@@ -183,7 +189,7 @@ class InstDiffEdit(Method):
         prompts = [row.prompt for row in batch.rows for _ in range(seeds)]
         guidance = batch.column("guidance").repeat_interleave(seeds)
         conditioning = engine.conditioning(batch, prompts=prompts, guidance=guidance)
-        x = ddim.forward_noise(reference, noise, steps[0].alpha)
+        x = steps[0].noised(reference, noise)
         per_row = [g for g in generators for _ in range(seeds)]
         step_noise = engine.step_noise(batch, per_row, x)
         looped = engine.sample(
@@ -210,11 +216,11 @@ class InstDiffEdit(Method):
 def inpaint(engine: Engine, batch: EditBatch, masks, generators) -> torch.Tensor:
     """The final pass on the base model: blended latent diffusion inside ``masks``."""
     num_steps = batch.shared("steps")
-    start = start_index(num_steps, batch.shared("inpaint_strength"))
+    start = start_index(num_steps, batch.shared("inpaint_strength"), engine.kind == "flow")
     steps = engine.steps(batch)[start:]
     reference = batch.reference.expand(batch.size, -1, -1, -1)
     noise = engine.noise(generators, reference.shape)
-    x = ddim.forward_noise(reference, noise, steps[0].alpha)
+    x = steps[0].noised(reference, noise)
     hooks = MaskedDenoising(reference, noise, masks)
     step_noise = engine.step_noise(batch, generators, x)
     conditioning = engine.conditioning(batch)

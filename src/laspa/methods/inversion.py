@@ -18,6 +18,8 @@ class DDIMInversion(Method):
     summary = "DDIM inversion of the input with the source prompt, then DDIM with the edit prompt"
     case_inputs = ("source_prompt",)
     Params = InversionParams
+    # DDIM inversion of an eps / v model
+    kinds = ("unet",)
     batch_key = ("steps", "source_prompt")
     needs_deterministic_sampler = True
 

@@ -146,10 +146,11 @@ class InputAlignment(SamplerHooks):
         self.weight = step_weights(weight)
         self.noise = noise  # the z of s_t; called once per step (returns the same z if fixed)
 
-    def _align(self, t: int, alpha: float, x: torch.Tensor) -> torch.Tensor:
+    def _align(self, t: int, noised: Callable, x: torch.Tensor) -> torch.Tensor:
+        """``noised``: the step's forward process to the level of ``t`` (laspa.loop.Step)."""
         if not self.weight.any(t):
             return x
-        target = ddim.forward_noise(self.reference, self.noise(), alpha)
+        target = noised(self.reference, self.noise())
         return target if self.weight.full(t) else ddim.blend(target, x, self.weight(t))
 
     def needs_unet(self, step: Step, next_step: Step | None) -> bool:
@@ -158,10 +159,10 @@ class InputAlignment(SamplerHooks):
         return not self.weight.full(t_next)
 
     def before_unet(self, step: Step, x: torch.Tensor) -> torch.Tensor:
-        return self._align(step.t, step.alpha, x)
+        return self._align(step.t, step.noised, x)
 
     def after_step(self, step: Step, x_prev: torch.Tensor) -> torch.Tensor:
-        return self._align(step.t_prev, step.alpha_prev, x_prev) if step.is_last else x_prev
+        return self._align(step.t_prev, step.noised_prev, x_prev) if step.is_last else x_prev
 
 
 class EpsAlignment(SamplerHooks):
@@ -175,7 +176,8 @@ class EpsAlignment(SamplerHooks):
         self.literal = torch.tensor(literal, device=reference.device).view(-1, 1, 1, 1)
 
     def needs_unet(self, step: Step, next_step: Step | None) -> bool:
-        return not self.weight.full(step.t)
+        # where eps does not fix x0 (a flow model's pure noise), x0 is the model's own
+        return not (self.weight.full(step.t) and step.eps_determines_x0)
 
     def after_eps(self, step: Step, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         if not self.weight.any(step.t):

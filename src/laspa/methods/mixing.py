@@ -105,6 +105,10 @@ class LaspaMix(_Laspa):
             except ValueError as error:
                 raise ParameterError(f"{name}: {error}") from None
 
+        if engine.family == "flux" and "on" in batch.param("swap"):
+            raise ParameterError(
+                "laspa-mix's cross-attention swap does not run on FLUX yet: use swap=off"
+            )
         steps = engine.steps(batch)
         device = batch.reference.device
         reference = batch.reference.expand(2 * n, -1, -1, -1)

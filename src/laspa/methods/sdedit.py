@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import ddim
 from ..errors import ParameterError
 from .base import CommonParams, EditBatch, Method, MethodOutput, option, register
 
@@ -16,8 +15,11 @@ class SDEditParams(CommonParams):
     )
 
 
-def start_index(num_steps: int, strength: float) -> int:
-    """First step run, with diffusers img2img's rounding so both visit the same timesteps."""
+def start_index(num_steps: int, strength: float, flow: bool = False) -> int:
+    """First step run, with diffusers img2img's rounding so both visit the same timesteps:
+    SD's pipelines round the steps run down, SD3's the steps skipped (``flow``)."""
+    if flow:
+        return int(max(num_steps - num_steps * strength, 0))
     return num_steps - min(int(num_steps * strength), num_steps)
 
 
@@ -30,7 +32,8 @@ class SDEdit(Method):
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
         num_steps, strength = batch.shared("steps"), batch.shared("strength")
-        steps = engine.steps(batch)[start_index(num_steps, strength) :]
+        first = start_index(num_steps, strength, flow=engine.kind == "flow")
+        steps = engine.steps(batch)[first:]
         if not steps:
             raise ParameterError(
                 f"strength {strength} with {num_steps} steps leaves no denoising step; "
@@ -39,6 +42,6 @@ class SDEdit(Method):
         reference = batch.reference.expand(batch.size, -1, -1, -1)
         generators = engine.generators(batch)
         noise = engine.noise(generators, reference.shape)
-        x = ddim.forward_noise(reference, noise, steps[0].alpha)
+        x = steps[0].noised(reference, noise)
         step_noise = engine.step_noise(batch, generators, x)
         return MethodOutput(engine.sample(x, steps, engine.conditioning(batch), noise=step_noise))
