@@ -54,6 +54,8 @@ METHOD_PARAMS = {
     "laspa-input-beta1": {"beta": 1.0},
     "laspa-eps-beta1": {"beta": 1.0},
     "laspa-mix": {"subject": None},  # the edited object's shape word
+    "laspa-local": {},  # mask-aware LASPA: the region from the same pass's attention
+    "laspa-local-half": {"region_steps": 0.5},  # the region kept after half the steps
     "sdedit": {},
     "ddim-inversion": {},
     "instdiffedit": {},  # final pass "loop", B = 3 seeds
@@ -68,6 +70,7 @@ METHOD_PARAMS = {
 #: rows that run a method with other parameters
 VARIANT_OF = {name: "instdiffedit" for name in METHOD_PARAMS if name.startswith("instdiffedit-")}
 VARIANT_OF.update({name: name.removesuffix("-beta1") for name in METHOD_PARAMS if "-beta1" in name})
+VARIANT_OF["laspa-local-half"] = "laspa-local"
 
 
 def load(model: str):

@@ -24,7 +24,10 @@ from laspa.testing import SecondDevice, tiny_components
 
 PROMPT = "a red cat on a blue background"
 #: what a method needs besides its defaults to run on PROMPT
-NEEDS = {"laspa-mix": {"subject": "cat", "change": "background"}}
+NEEDS = {
+    "laspa-mix": {"subject": "cat", "change": "background"},
+    "laspa-local": {"change": "background"},  # for region=change
+}
 #: options that take another path through a method without being a choice
 MORE = {
     "fpe": [{"source_prompt": "a blue cat"}],  # generated-image mode

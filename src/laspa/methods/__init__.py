@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     instdiffedit,
     inversion,
     laspa,
+    local,
     mixing,
     sdedit,
 )

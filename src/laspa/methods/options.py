@@ -256,4 +256,6 @@ def mix_words(method: str, subject: str | None, change: str | None) -> dict[str,
     words = {"subject": subject, "change": change}
     if change is not None and method == "laspa-mix":
         words["keep"] = "rest"
+    if change is not None and method == "laspa-local":  # the region is that word's map
+        words["region"] = "change"
     return {name: value for name, value in words.items() if value is not None}
