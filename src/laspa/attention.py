@@ -267,11 +267,16 @@ def describe_layers(unet) -> dict[str, LayerInfo]:
 
 def install_processors(unet) -> AttentionState:
     """Install one LaspaAttnProcessor per attention module; return their shared state."""
+    return _install(unet, describe_layers(unet), LaspaAttnProcessor)
+
+
+def _install(model, layers: dict[str, LayerInfo], make, keep_others: bool = False):
+    """One laspa processor (``make(info, state)``) per described layer, all sharing one
+    AttentionState; with ``keep_others`` the model's own processors stay elsewhere."""
     state = AttentionState()
-    layers = describe_layers(unet)
-    unet.set_attn_processor(
-        {name: LaspaAttnProcessor(info, state) for name, info in layers.items()}
-    )
+    processors = dict(model.attn_processors) if keep_others else {}
+    processors.update({name: make(info, state) for name, info in layers.items()})
+    model.set_attn_processor(processors)
     return state
 
 
@@ -594,12 +599,7 @@ def describe_joint_layers(transformer) -> dict[str, LayerInfo]:
 
 def install_joint_processors(transformer) -> AttentionState:
     """Install one LaspaJointAttnProcessor per attention module of an SD3 transformer."""
-    state = AttentionState()
-    layers = describe_joint_layers(transformer)
-    transformer.set_attn_processor(
-        {name: LaspaJointAttnProcessor(info, state) for name, info in layers.items()}
-    )
-    return state
+    return _install(transformer, describe_joint_layers(transformer), LaspaJointAttnProcessor)
 
 
 # ------------------------------------------------------------------ FLUX attention
@@ -665,9 +665,6 @@ def describe_flux_layers(transformer) -> dict[str, LayerInfo]:
 
 def install_flux_processors(transformer) -> AttentionState:
     """laspa's processor on FLUX's double-stream layers, diffusers' own elsewhere."""
-    state = AttentionState()
-    layers = describe_flux_layers(transformer)
-    processors = dict(transformer.attn_processors)
-    processors.update({name: flux_processor(info, state) for name, info in layers.items()})
-    transformer.set_attn_processor(processors)
-    return state
+    return _install(
+        transformer, describe_flux_layers(transformer), flux_processor, keep_others=True
+    )

@@ -284,12 +284,7 @@ class Editor:
         if latent != parts["unet"].config.in_channels:
             raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the "
                              f"transformer takes {parts['unet'].config.in_channels}")  # fmt: skip
-        try:
-            editor = cls(device=device, dtype=dtype, name=source, **parts, **kwargs)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise ModelError(f"cannot use model {source}: {first_line(error)}") from None
-        editor.source = source
-        return editor
+        return cls._assemble(source, parts, device, dtype, kwargs)
 
     @classmethod
     def _from_flux(cls, source: str, *, device=None, dtype=None, **kwargs) -> Editor:
@@ -324,6 +319,11 @@ class Editor:
         if 4 * latent != taken:
             raise ModelError(f"{source}: the VAE makes {latent}-channel latents but the "
                              f"transformer takes {taken // 4} (packed 2 x 2: {taken})")  # fmt: skip
+        return cls._assemble(source, parts, device, dtype, kwargs)
+
+    @classmethod
+    def _assemble(cls, source: str, parts: dict, device, dtype, kwargs: dict) -> Editor:
+        """The Editor over loaded ``parts``; a mismatch among them is one line."""
         try:
             editor = cls(device=device, dtype=dtype, name=source, **parts, **kwargs)
         except (ValueError, TypeError, KeyError, AttributeError) as error:

@@ -206,7 +206,7 @@ def tiny_sd3_components(seed: int = 0, shift: float = 3.0, t5: bool = False) -> 
     tokenizer as its tokenizer), an ``SD3Transformer2DModel`` (MMDiT, patch 2) and a
     16-channel VAE with SD3's scaling and shift factors; ``FlowMatchEulerDiscreteScheduler``
     with SD3's ``shift``. 32 px images, 16 x 16 latents."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -226,18 +226,7 @@ def tiny_sd3_components(seed: int = 0, shift: float = 3.0, t5: bool = False) -> 
         pooled_projection_dim=64,
         pos_embed_max_size=16,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=16,
-        norm_num_groups=8,
-        sample_size=32,
-        scaling_factor=1.5305,
-        shift_factor=0.0609,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = _tiny_flow_vae(scaling_factor=1.5305, shift_factor=0.0609)  # SD3's factors
     text_encoder_3 = tokenizer_3 = None
     if t5:
         from transformers import T5Config, T5EncoderModel
@@ -263,6 +252,24 @@ def tiny_sd3_components(seed: int = 0, shift: float = 3.0, t5: bool = False) -> 
     }
 
 
+def _tiny_flow_vae(scaling_factor: float, shift_factor: float):
+    """A tiny 16-channel VAE as SD3's and FLUX's (no quant convs), with their factors."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=16,
+        norm_num_groups=8,
+        sample_size=32,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
 def save_tiny_sd3_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
     """Write tiny random SD3 components as a diffusers StableDiffusion3Pipeline folder."""
     from diffusers import StableDiffusion3Pipeline
@@ -280,7 +287,7 @@ def tiny_flux_components(seed: int = 0, guidance_embeds: bool = True) -> dict:
     embedding; a 16-channel VAE with FLUX's scaling and shift factors and
     ``FlowMatchEulerDiscreteScheduler`` with FLUX's resolution-dependent shift.
     32 px images, 16 x 16 latents, 64 packed tokens."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
@@ -302,18 +309,7 @@ def tiny_flux_components(seed: int = 0, guidance_embeds: bool = True) -> dict:
         guidance_embeds=guidance_embeds,
         axes_dims_rope=(4, 6, 6),
     )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=16,
-        norm_num_groups=8,
-        sample_size=32,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = _tiny_flow_vae(scaling_factor=0.3611, shift_factor=0.1159)  # FLUX's factors
     scheduler = FlowMatchEulerDiscreteScheduler(
         base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
         shift=3.0, use_dynamic_shifting=True,
