@@ -35,6 +35,8 @@ RUNS = {
     "laspa-input": {"noise": "fresh"},
     "laspa-eps": {},
     "laspa-mix": {"subject": "cat"},
+    "laspa-local": {},
+    "laspa-local change": {"change": "cat"},
     "instdiffedit": {"smoothing": "snap", "final_pass": "inpaint"},
     "fpe": {},
     "fpe generated": {"source_prompt": "a red dog"},
