@@ -396,11 +396,7 @@ def _batches():
         return build
 
     def file(name, data):
-        def make(p):
-            (p.root / name).write_bytes(data)
-            return p.root / name
-
-        return make
+        return lambda p: p.file(name, data)
 
     def folder(name):
         def make(p):
@@ -466,11 +462,7 @@ def _videos():
         return build
 
     def file(name, data):
-        def make(p):
-            (p.root / name).write_bytes(data)
-            return p.root / name
-
-        return make
+        return lambda p: p.file(name, data)
 
     def mixed(p):
         folder = clip(p, "frames")

@@ -32,13 +32,25 @@ def beta_option(default: float) -> Any:
     return option(default, low=0.0, high=1.0, help="alignment strength")
 
 
+def beta_schedule_option() -> Any:
+    return option("constant", choices=("constant", "linear"), help="b_t = beta, or beta * t / T")
+
+
+def direction_option() -> Any:
+    """x0 alignment's direction term; consistent rather than the paper's asymmetric:
+    measured (docs/methods.md, "LASPA")."""
+    return option(
+        "consistent",
+        choices=("asymmetric", "consistent"),
+        help="direction term from the UNet's eps, or recomputed from the aligned x0",
+    )
+
+
 @dataclass
 class LaspaParams(CommonParams):
     K: int = option(200, low=0, high=1000, help="align while t > K (lower K: more preservation)")
     beta: float = beta_option(0.3)
-    beta_schedule: str = option(
-        "constant", choices=("constant", "linear"), help="b_t = beta, or beta * t / T"
-    )
+    beta_schedule: str = beta_schedule_option()
 
 
 @dataclass
@@ -66,12 +78,7 @@ class EpsParams(PredictionParams):
 
 @dataclass
 class X0Params(PredictionParams):
-    # consistent rather than the paper's asymmetric: measured (docs/methods.md, "LASPA")
-    direction: str = option(
-        "consistent",
-        choices=("asymmetric", "consistent"),
-        help="direction term from the UNet's eps, or recomputed from the aligned x0",
-    )
+    direction: str = direction_option()
 
 
 def weight_schedule(

@@ -27,7 +27,14 @@ from ..errors import ParameterError
 from ..loop import Step
 from ..masks import instant_mask
 from .base import CommonParams, EditBatch, MethodOutput, option, register
-from .laspa import AlignmentWeights, X0Alignment, _Laspa, beta_option
+from .laspa import (
+    AlignmentWeights,
+    X0Alignment,
+    _Laspa,
+    beta_option,
+    beta_schedule_option,
+    direction_option,
+)
 
 
 @dataclass
@@ -37,14 +44,8 @@ class LocalParams(CommonParams):
     K_out: int = option(0, low=0, high=1000, help="outside the region: align while t > K_out")
     beta_in: float = option(0.9, low=0.0, high=1.0, help="alignment strength inside the region")
     K_in: int = option(200, low=0, high=1000, help="inside the region: align while t > K_in")
-    beta_schedule: str = option(
-        "constant", choices=("constant", "linear"), help="b_t = beta, or beta * t / T"
-    )
-    direction: str = option(
-        "consistent",
-        choices=("asymmetric", "consistent"),
-        help="direction term from the UNet's eps, or recomputed from the aligned x0",
-    )
+    beta_schedule: str = beta_schedule_option()
+    direction: str = direction_option()
     region: str = option(
         "instant",
         choices=("instant", "change"),

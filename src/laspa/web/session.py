@@ -102,8 +102,7 @@ def _free_memory() -> None:
 def suggested_steps(editor) -> int | None:
     """The steps the page proposes for ``editor``: a few-step model's own count (4 for
     LCM), or None for the methods' default."""
-    default_steps = getattr(editor, "default_steps", None)
-    return default_steps() if callable(default_steps) else None
+    return editor.default_steps()
 
 
 class WebSession:
