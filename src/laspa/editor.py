@@ -334,7 +334,8 @@ class Editor:
     @classmethod
     def mini(cls, variant: str = "base", **kwargs) -> Editor:
         """A bundled miniature model, trained by the project on its scene world: ``"base"``
-        (DDIM, 25-50 steps) or ``"lcm"`` (mini-lcm: distilled from it, 2-8 LCM steps)."""
+        (DDIM, 25-50 steps), ``"lcm"`` (mini-lcm: distilled from it, 2-8 LCM steps) or
+        ``"flow"`` (mini-flow: an SD3 transformer trained by flow matching)."""
         from .mini import model_dir
 
         try:
@@ -604,10 +605,17 @@ def check_method_fits(method: str, sampler: str | None, model: str | Path | None
     """Refuse, before the model loads, a method or sampler that does not run on the kind of
     model a local folder holds (FPE on SD3, ddim on a flow model, ...); a hub id is checked
     once loaded (Editor.edit_many, Engine.steps)."""
-    from .mini import MODEL_NAMES
+    from .mini import MODEL_NAMES, model_dir
 
-    # the bundled models (the default, and those named) are UNets
-    kind = "unet" if model is None or model in MODEL_NAMES else folder_kind(model)
+    if model is None:
+        kind = "unet"  # the bundled default
+    elif model in MODEL_NAMES:
+        try:
+            kind = folder_kind(model_dir(MODEL_NAMES[model]))
+        except (RuntimeError, ValueError):
+            return  # a missing bundled model is refused when it loads
+    else:
+        kind = folder_kind(model)
     if kind is None:
         return
     check_model_kind(method, kind, METHODS[method].kinds)

@@ -140,12 +140,20 @@ def faithfulness(
 
 def load_pipeline(folder: Path):
     """The folder's own pipeline class (model_index.json): Stable Diffusion for the bundled
-    model, LatentConsistencyModelPipeline (LCM sampling, guidance embedded) for mini-lcm."""
+    model, LatentConsistencyModelPipeline (LCM sampling, guidance embedded) for mini-lcm,
+    StableDiffusion3Pipeline for mini-flow. Components the index leaves empty (SD3's T5,
+    a safety checker) are passed as None, as diffusers asks for them to be dropped."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(
-        str(folder), safety_checker=None, requires_safety_checker=False
-    )
+    index = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
+    empty = {
+        name: None
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and value[0] is None
+    }
+    if "safety_checker" in index:
+        empty["requires_safety_checker"] = False
+    pipe = DiffusionPipeline.from_pretrained(str(folder), **empty)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
