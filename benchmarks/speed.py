@@ -66,6 +66,7 @@ METHOD_PARAMS = {
     "fpe": {},
     "diffedit": {"source_prompt": None},  # our DiffEdit; the scene's source caption
     "peer-diffedit": {},  # diffusers' DiffEdit pipeline (needs a model folder)
+    "flowedit": {"source_prompt": None},  # flow models; its published guidance pair
 }
 #: rows that run a method with other parameters
 VARIANT_OF = {name: "instdiffedit" for name in METHOD_PARAMS if name.startswith("instdiffedit-")}
@@ -94,13 +95,24 @@ def load(model: str):
     return Editor.from_pretrained(model), model
 
 
+def default_processor(unet):
+    """diffusers' own attention processor for a UNet, an SD3 or a FLUX transformer."""
+    from diffusers.models.attention_processor import AttnProcessor2_0, JointAttnProcessor2_0
+
+    name = type(unet).__name__
+    if name.startswith("Flux"):
+        from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
+        return FluxAttnProcessor()
+    return JointAttnProcessor2_0() if name.startswith("SD3") else AttnProcessor2_0()
+
+
 @contextmanager
 def diffusers_attention(unet):
-    """The UNet with diffusers' default attention processor, laspa's restored after."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
+    """The UNet (or transformer) with diffusers' own attention processor, laspa's
+    restored after."""
     laspa_processors = unet.attn_processors
-    unet.set_attn_processor(AttnProcessor2_0())
+    unet.set_attn_processor(default_processor(unet))
     try:
         yield
     finally:
@@ -109,14 +121,26 @@ def diffusers_attention(unet):
 
 def diffusers_generate(editor, prompt: str, steps: int, guidance: float, size):
     """Text-to-image with diffusers' pipeline on the editor's own components and diffusers'
-    own attention processor (swapped in outside the timed call)."""
-    from diffusers import StableDiffusionPipeline
+    own attention processor (swapped in outside the timed call): StableDiffusionPipeline,
+    or the flow checkpoint's own pipeline (SD3, FLUX) with the editor's modules."""
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(
-        vae=editor.vae, text_encoder=editor.text_encoder, tokenizer=editor.tokenizer,
-        unet=editor.unet, scheduler=editor.scheduler, safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+    from laspa.engine import is_flow_denoiser
+
+    if is_flow_denoiser(editor.unet):
+        t5 = getattr(editor, "text_encoder_3", None)
+        extra = {} if t5 is not None or "Flux" in type(editor.unet).__name__ else {
+            "text_encoder_3": None, "tokenizer_3": None}  # fmt: skip
+        pipe = DiffusionPipeline.from_pretrained(
+            editor.source, transformer=editor.unet, vae=editor.vae,
+            text_encoder=editor.text_encoder, text_encoder_2=editor.text_encoder_2, **extra,
+        )  # fmt: skip
+    else:
+        pipe = StableDiffusionPipeline(
+            vae=editor.vae, text_encoder=editor.text_encoder, tokenizer=editor.tokenizer,
+            unet=editor.unet, scheduler=editor.scheduler, safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False,
+        )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
 
     def run(seed: int) -> float:
@@ -176,6 +200,7 @@ def main() -> None:
     prompt = case.target_caption
     METHOD_PARAMS["laspa-mix"]["subject"] = case.target.objects[case.edit.index].shape
     METHOD_PARAMS["diffedit"]["source_prompt"] = case.source_caption
+    METHOD_PARAMS["flowedit"]["source_prompt"] = case.source_caption
     common = {"steps": args.steps, "guidance": args.guidance}
     methods = [m for m in args.methods.split(",") if m]
     generate = diffusers_generate(editor, prompt, args.steps, args.guidance, image.size)
@@ -290,6 +315,8 @@ def time_method(method, editor, image, prompt, seed, common, evals, generate, di
         evals[method] = output.unet_evals
         return {method: output.seconds}
     params = dict(METHOD_PARAMS.get(method, {}), **common)
+    if method == "flowedit":  # guided by src/tar_guidance_scale, as published
+        params.pop("guidance")
     method_name = "generate" if method == "loop-generate" else method
     method_name = VARIANT_OF.get(method_name, method_name)
     editor.clear_inversion_cache()  # every FPE / inversion edit pays its inversion
