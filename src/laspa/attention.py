@@ -510,6 +510,7 @@ class LaspaJointAttnProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        last_token_repeats: int = 1,
         *args,
         **kwargs,
     ):
@@ -537,10 +538,18 @@ class LaspaJointAttnProcessor:
             query = torch.cat([query, text_query], dim=2)
             key = torch.cat([key, text_key], dim=2)
             value = torch.cat([value, text_value], dim=2)
-        out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        bias = None
+        if last_token_repeats > 1 and encoder_hidden_states is not None:
+            # the last text token stands for that many identical ones (SD3 without T5)
+            bias = torch.zeros(key.shape[2], dtype=query.dtype, device=query.device)
+            bias[-1] = math.log(last_token_repeats)
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=None if bias is None else bias.view(1, 1, 1, -1),
+            dropout_p=0.0, is_causal=False,
+        )  # fmt: skip
         hooks = [hook for hook in self.state.hooks if hook.wants(self.layer, self.state.step)]
         if hooks and encoder_hidden_states is not None:
-            out = self._hooked(attn, hooks, query, key, value, out, images)
+            out = self._hooked(attn, hooks, query, key, value, out, images, bias)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1])
         out = out.to(query.dtype)
         if encoder_hidden_states is None:
@@ -550,11 +559,13 @@ class LaspaJointAttnProcessor:
             text_out = attn.to_add_out(text_out)
         return attn.to_out[1](attn.to_out[0](out)), text_out
 
-    def _hooked(self, attn, hooks, query, key, value, out, images: int) -> torch.Tensor:
+    def _hooked(self, attn, hooks, query, key, value, out, images: int, bias) -> torch.Tensor:
         step = self.state.step
         scale = attn.scale
         image_query = query[:, :, :images]
         text_scores = torch.matmul(image_query, key[:, :, images:].transpose(-1, -2)) * scale
+        if bias is not None:
+            text_scores = text_scores + bias[images:]
         cross = text_scores.float().softmax(dim=-1).to(query.dtype)
         replacing = [h for h in hooks if h.kind is HookKind.REPLACE_PROBABILITIES]
         for hook in hooks:
@@ -573,6 +584,8 @@ class LaspaJointAttnProcessor:
         # block replaced at equal mass (the other rows keep the fused result)
         rows = (new != cross).flatten(1).any(dim=1).nonzero().flatten()
         scores = torch.matmul(image_query[rows], key[rows].transpose(-1, -2)) * scale
+        if bias is not None:
+            scores = scores + bias
         probs = scores.float().softmax(dim=-1)
         text_mass = probs[..., images:].sum(-1, keepdim=True)
         probs = torch.cat([probs[..., :images], new[rows].float() * text_mass], dim=-1)

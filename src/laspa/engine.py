@@ -161,6 +161,7 @@ class Engine:
         self.attention = install(transformer)
         denoiser_class = FluxDenoiser if flux else FlowDenoiser
         self.denoiser = denoiser_class(transformer, self.scheduler, self.attention)
+        self.denoiser.last_token_repeats = getattr(self._text, "last_token_repeats", 1)
         self.layers = (describe_flux_layers if flux else describe_joint_layers)(transformer)
         self.num_train_timesteps = self.denoiser.num_train_timesteps
         self.progress = None

@@ -94,17 +94,27 @@ class StableDiffusion3Text:
     (no clip skip; the empty prompt encoded like any other): each CLIP encoder's
     penultimate hidden states side by side, zero-padded to the transformer's
     ``joint_attention_dim``, then T5's ``max_sequence_length`` tokens (zeros without
-    ``text_encoder_3``); ``pooled_projections`` is both CLIP projections side by side."""
+    ``text_encoder_3``); ``pooled_projections`` is both CLIP projections side by side.
+
+    Without T5 the pipeline's ``max_sequence_length`` zero tokens stay identical through
+    every block, so in every softmax they act as one key counted that many times. With
+    ``merge_zero_tokens`` (the default) the embeddings end in one zero token and
+    ``last_token_repeats`` says how many it stands for: the joint-attention processor
+    adds ``log(repeats)`` to its logits (laspa.attention.LaspaJointAttnProcessor), which
+    computes what the pipeline computes with far fewer tokens."""
 
     def __init__(
         self, text_encoders: Sequence, tokenizers: Sequence, device: torch.device,
         joint_attention_dim: int, text_encoder_3=None, tokenizer_3=None,
-        max_sequence_length: int = 256,
+        max_sequence_length: int = 256, merge_zero_tokens: bool = True,
     ):  # fmt: skip
         self.text_encoders, self.tokenizers, self.device = text_encoders, tokenizers, device
         self.joint_attention_dim = joint_attention_dim
         self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
         self.max_sequence_length = max_sequence_length
+        merged = merge_zero_tokens and text_encoder_3 is None and max_sequence_length > 1
+        #: how many of the pipeline's tokens the embeddings' last token stands for
+        self.last_token_repeats = max_sequence_length if merged else 1
 
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:
         hidden, pooled = [], []
@@ -125,7 +135,8 @@ class StableDiffusion3Text:
         return torch.cat([clip, t5], dim=-2), {"pooled_projections": torch.cat(pooled, dim=-1)}
 
     def _t5(self, prompts: Sequence[str]) -> torch.Tensor:
-        shape = (len(prompts), self.max_sequence_length, self.joint_attention_dim)
+        tokens = self.max_sequence_length // self.last_token_repeats
+        shape = (len(prompts), tokens, self.joint_attention_dim)
         if self.text_encoder_3 is None:
             return torch.zeros(shape, device=self.device)
         ids = self.tokenizer_3(

@@ -146,6 +146,9 @@ class FlowDenoiser(Denoiser):
         self.guidance_embeds = False
         #: channels of the loop's latents (FLUX's transformer takes them packed, 4x)
         self.latent_channels = int(transformer.config.in_channels)
+        #: how many identical tokens the text's last token stands for (SD3 without T5:
+        #: StableDiffusion3Text.last_token_repeats); its attention logits get log of it
+        self.last_token_repeats = 1
 
     def alpha(self, t: float) -> float:
         return vp_alpha(t / self.num_train_timesteps) if t > 0 else 1.0
@@ -186,7 +189,13 @@ class FlowDenoiser(Denoiser):
             hidden_states=model_input.to(self.dtype), timestep=timestep,
             encoder_hidden_states=embeddings,
             pooled_projections=added["pooled_projections"], return_dict=False,
+            joint_attention_kwargs=self._attention_kwargs(),
         )[0].float()  # fmt: skip
+
+    def _attention_kwargs(self) -> dict | None:
+        # the embeddings' last token standing for the pipeline's zero tokens (no T5)
+        repeats = self.last_token_repeats
+        return {"last_token_repeats": repeats} if repeats > 1 else None
 
 
 class FluxDenoiser(FlowDenoiser):

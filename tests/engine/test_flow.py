@@ -61,6 +61,13 @@ def pipeline(ed: Editor, cls_name: str = "StableDiffusion3Pipeline"):
     return pipe
 
 
+def as_pipeline_embeds(ed: Editor, embeddings: torch.Tensor) -> torch.Tensor:
+    """Our SD3 embeddings as the pipeline's: without T5 the last (zero) token repeated to
+    the pipeline's 256 (StableDiffusion3Text.last_token_repeats)."""
+    repeats = ed.engine._text.last_token_repeats
+    return torch.cat([embeddings, embeddings[:, -1:].expand(-1, repeats - 1, -1)], dim=1)
+
+
 def test_the_folder_loads_as_a_flow_model(sd3):
     assert sd3.engine.kind == "flow" and sd3.engine.sampler() == "flow"
     assert type(sd3.unet).__name__ == "SD3Transformer2DModel"
@@ -85,9 +92,11 @@ def test_conditioning_equals_the_pipelines_prompt_encoding(sd3):
     embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
         PROMPT, None, None, do_classifier_free_guidance=True
     )
-    assert cond.cond.shape == (1, sd3.tokenizer.model_max_length + 256, 64)
-    torch.testing.assert_close(cond.cond, embeds)
-    torch.testing.assert_close(cond.uncond, negative)
+    # T5's 256 zero tokens as one, counted 256 times by the attention
+    assert cond.cond.shape == (1, sd3.tokenizer.model_max_length + 1, 64)
+    assert sd3.engine._text.last_token_repeats == sd3.denoiser.last_token_repeats == 256
+    torch.testing.assert_close(as_pipeline_embeds(sd3, cond.cond), embeds)
+    torch.testing.assert_close(as_pipeline_embeds(sd3, cond.uncond), negative)
     torch.testing.assert_close(cond.added["pooled_projections"], pooled)
     torch.testing.assert_close(cond.uncond_added["pooled_projections"], negative_pooled)
 
@@ -96,6 +105,7 @@ def test_an_sd3_folder_with_t5_conditions_on_it_as_the_pipeline_does(tmp_path):
     folder = save_tiny_sd3_model(tmp_path / "sd3-t5", t5=True)
     ed = Editor.from_pretrained(folder, device="cpu", dtype=torch.float32)
     assert type(ed.text_encoder_3).__name__ == "T5EncoderModel"
+    assert ed.engine._text.last_token_repeats == 1  # T5's tokens differ: none merged
     cond = ed.engine.conditioning(batch_of(guidance=5.0))
     pipe = pipeline(ed)
     pipe.text_encoder_3, pipe.tokenizer_3 = ed.text_encoder_3, ed.engine._text.tokenizer_3
@@ -115,7 +125,8 @@ def test_flow_sampler_equals_diffusers_sd3_pipeline(sd3):
     cond = engine.conditioning(batch)
     ours = engine.sample(x_T, engine.steps(batch), cond)
     theirs = pipeline(sd3)(
-        prompt_embeds=cond.cond, negative_prompt_embeds=cond.uncond,
+        prompt_embeds=as_pipeline_embeds(sd3, cond.cond),
+        negative_prompt_embeds=as_pipeline_embeds(sd3, cond.uncond),
         pooled_prompt_embeds=cond.added["pooled_projections"],
         negative_pooled_prompt_embeds=cond.uncond_added["pooled_projections"],
         latents=x_T.clone(), num_inference_steps=6, guidance_scale=5.0, height=32, width=32,

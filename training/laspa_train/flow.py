@@ -141,6 +141,7 @@ def text_model(tokenizer, encoder, t5_tokens: int) -> StableDiffusion3Text:
     return StableDiffusion3Text(
         (encoder, encoder), (tokenizer, tokenizer), torch.device("cpu"),
         TRANSFORMER_CONFIG["joint_attention_dim"], max_sequence_length=t5_tokens,
+        merge_zero_tokens=False,
     )  # fmt: skip
 
 
