@@ -77,7 +77,7 @@ def serve(
         ("--max-video-seconds", max_video_seconds),
     ):
         if not value > 0 or value == float("inf"):  # NaN and inf too
-            raise LaspaError(f"{flag} must be > 0, got {value}")
+            raise LaspaError(f"{flag} must be > 0, got {value:g}")
     if max_video_frames < 1:
         raise LaspaError(f"--max-video-frames must be >= 1, got {max_video_frames}")
     _require_gradio()

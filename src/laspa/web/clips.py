@@ -56,13 +56,21 @@ class VideoLimits:
 
     def describe(self) -> str:
         return (
-            f"at most {_megabytes(self.max_bytes)} MB, {self.max_frames} frames "
-            f"and {self.max_seconds:g} s"
+            f"at most {_size(self.max_bytes)}, {self.max_frames} frames and {self.max_seconds:g} s"
         )
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 2**20:.1f}".removesuffix(".0")
+def _size(size: int) -> str:
+    for unit, scale in (("MB", 2**20), ("kB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
+def _sizes(size: int, limit: int) -> tuple[str, str]:
+    """Both sizes short, or in bytes where the short forms would read the same."""
+    shown = _size(size), _size(limit)
+    return shown if shown[0] != shown[1] else (f"{size} bytes", f"{limit} bytes")
 
 
 def check_clip(path: str | os.PathLike | None, limits: VideoLimits) -> video.ClipInfo:
@@ -74,9 +82,8 @@ def check_clip(path: str | os.PathLike | None, limits: VideoLimits) -> video.Cli
     path = Path(path)
     size = path.stat().st_size if path.is_file() else 0
     if size > limits.max_bytes:
-        raise ImageError(
-            f"the clip is {_megabytes(size)} MB; the limit is {_megabytes(limits.max_bytes)} MB"
-        )
+        shown, limit = _sizes(size, limits.max_bytes)
+        raise ImageError(f"the clip is {shown}; the limit is {limit}")
     try:
         info = video.probe(path, max_frames=limits.max_frames)
     except ImageError as error:
@@ -117,18 +124,22 @@ class ClipProgress:
     def frames(self, count: int) -> None:
         """``laspa.video.edit_video``'s callback: ``count`` more frames are written."""
         self.done = min(self.total, self.done + count)
-        self._show("frames", 0.0)
+        if self.report is not None:
+            self.report(f"{self.done}/{self.total} frames written", self._fraction(0.0))
 
     def steps(self, phase: str, done: int, total: int) -> None:
         """The Editor's callback: ``done`` of ``total`` steps of the batch's ``phase``."""
-        self._show(phase, done / total if total else 0.0)
-
-    def _show(self, phase: str, part: float) -> None:
         if self.report is None:
             return
+        first, last = self.done + 1, min(self.total, self.done + VIDEO_BATCH)
+        frames = f"frame {first}" if first == last else f"frames {first}-{last}"
+        part = done / total if total else 0.0
+        self.report(f"{frames} of {self.total}: {phase}", self._fraction(part))
+
+    def _fraction(self, part: float) -> float:
+        """The clip's share done: the frames written and ``part`` of the batch after them."""
         batch = min(VIDEO_BATCH, self.total - self.done)
-        fraction = (self.done + part * batch) / self.total if self.total else 1.0
-        self.report(f"frame {min(self.done + 1, self.total)}/{self.total}: {phase}", fraction)
+        return (self.done + part * batch) / self.total if self.total else 1.0
 
 
 class ResultFolder:

@@ -259,7 +259,7 @@ class WebSession:
 
         def work(editor) -> tuple[Path, video.VideoSummary]:
             with self.results.request() as folder:
-                output = folder / f"laspa-{method}-{folder.name}{OUTPUT_SUFFIX}"
+                output = folder / f"edited-{method}-{folder.name}{OUTPUT_SUFFIX}"
                 summary = video.edit_video(
                     editor, path, prompt, output, method=method, seed=seed, frame_noise=noise,
                     batch_size=VIDEO_BATCH, progress=tracker.frames, info=info, **options,
