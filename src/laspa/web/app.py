@@ -61,7 +61,7 @@ CSS = """
 #input-image img, #result-image img, #result-map img {
     width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
 }
-#sweep-grid img, #maps-gallery img { image-rendering: pixelated; }
+#sweep-grid img, #maps-gallery img, #video-result video { image-rendering: pixelated; }
 """
 
 UI_ONLY = {"concurrency_limit": None, "api_visibility": "private"}
@@ -491,7 +491,8 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         return _sweep(session, path, text, method, seed, options, axes, progress, data[page.model])
 
     def video_from_page(data: dict, progress=PROGRESS):
-        (_, text, method, seed), options = page_values(data)
+        text, method, seed = (data[c] for c in (page.prompt, page.method, page.seed))
+        options = {name: data[w] for name, w in page.option_widgets.items()}
         outcome = _edit_video(
             session, data[page.video_input], text, method, seed, data[page.video_noise],
             options, progress, data[page.model],
