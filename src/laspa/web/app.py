@@ -5,10 +5,10 @@ Imported only when the UI is built, so that ``laspa --help`` never pays for grad
 Two kinds of events: the page's own (private: their inputs are every option widget of
 every method, which changes whenever a method is added), and the public API endpoints
 ``/edit``, ``/sweep``, ``/attention``, ``/edit_video`` and ``/demo_scene`` whose
-signatures stay put: a
-method's options travel as one ``options`` dict; options left out take its defaults. Its
-one key that is not a method option, ``model``, names one of the served models (default:
-the one loaded now), so clients written before a server offered several keep working.
+signatures stay put: a method's options travel as one ``options`` dict; options left out
+take its defaults. Its one key that is not a method option, ``model``, names one of the
+served models (default: the one loaded now), so clients written before a server offered
+several keep working.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ ON_EDITOR = {"concurrency_id": EDITOR_QUEUE, "concurrency_limit": 1}
 
 
 # ------------------------------------------------------------------ small pieces
-def _hand_over_unopened(image: gr.components.Component) -> gr.components.Component:
-    """Make ``image`` (or the video's file box) pass its uploaded file on as a path without
-    opening it.
+def _hand_over_unopened(box: gr.components.Component) -> gr.components.Component:
+    """Make ``box`` (an image, or the video's file box) pass its uploaded file on as a
+    path without opening it.
 
     gr.Image opens uploads with PIL itself and fails on a non-image with a bare "Error";
     laspa.images.load_image refuses it instead, with a reason the user can read (for a
@@ -81,14 +81,14 @@ def _hand_over_unopened(image: gr.components.Component) -> gr.components.Compone
     (An instance attribute, not a subclass: gradio writes a .pyi file next to the source
     of every Component subclass it sees.)
     """
-    original = image.preprocess
+    original = box.preprocess
 
     def preprocess(payload: Any) -> str | None:
         path = getattr(payload, "path", None)
         return str(path) if path else original(payload)
 
-    image.preprocess = preprocess  # type: ignore[method-assign]
-    return image
+    box.preprocess = preprocess  # type: ignore[method-assign]
+    return box
 
 
 def _user_error(error: LaspaError) -> gr.Error:
