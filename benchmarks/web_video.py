@@ -119,7 +119,7 @@ def run_tab(client, clip: Path, prompt: str, steps: int) -> tuple[float, float, 
     )  # fmt: skip
     wall = time.perf_counter() - start
     each = float(re.search(r"\(([0-9.]+) s per frame\)", info).group(1))
-    return each, wall, Path(edited["video"] if isinstance(edited, dict) else edited)
+    return each, wall, Path(edited)
 
 
 def main() -> None:

@@ -309,7 +309,7 @@ def test_gradio_client_edits_a_clip_on_the_bundled_model(mini_client, tmp_path):
         video=handle_file(str(source)), prompt=case.prompts[1], method="laspa-x0", seed=0,
         noise="fixed", options={"steps": 4}, api_name="/edit_video",
     )  # fmt: skip
-    edited = Path(edited["video"] if isinstance(edited, dict) else edited)
+    edited = Path(edited)
     assert edited.suffix == OUTPUT_SUFFIX
     assert read(edited) == (4, (64, 64), 8, "vp9")
     assert info.startswith("laspa-x0: 4 frames 64x64 at 8 fps, fixed noise")
