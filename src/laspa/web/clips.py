@@ -23,9 +23,8 @@ from .. import video
 from ..errors import ImageError
 from ..files import shortened
 
-#: the tab's defaults, and so ``laspa serve``'s: a few seconds of video, a few minutes of
-#: work for a real checkpoint on a GPU (about 1-2 s a frame at 50 steps), about a minute
-#: for the bundled model on a CPU
+#: the tab's defaults, and so ``laspa serve``'s: a few seconds of video; 120 frames are
+#: about 50 s of the bundled model at 25 steps on one CPU thread (docs/web.md)
 MAX_VIDEO_BYTES = 20 * 2**20
 MAX_VIDEO_FRAMES = 120
 MAX_VIDEO_SECONDS = 10.0
