@@ -96,21 +96,31 @@ def folder_frames(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
 
 
-def probe(source: str | os.PathLike, fps: float | None = None) -> ClipInfo:
+def probe(
+    source: str | os.PathLike, fps: float | None = None, max_frames: int | None = None
+) -> ClipInfo:
     """Check that ``source`` is a readable, non-empty clip of one frame size, and say what
     it is; raises ImageError with a one-line reason. A video file is decoded once through
-    (cheap next to editing), so a damaged one is refused before any work."""
+    (cheap next to editing), so a damaged one is refused before any work. ``max_frames``:
+    refuse a longer clip, decoding no more than one frame past the bound (laspa serve)."""
     path = Path(source)
     try:
         if not path.exists():
             raise ImageError(f"input video not found: {shortened(path)}")
         if path.is_dir():
-            return _probe_folder(path, fps)
+            info = _probe_folder(path, fps)
+            _check_length(info.frames, max_frames)
+            return info
         if path.stat().st_size == 0:
             raise ImageError(f"input video is empty (0 bytes): {shortened(path)}")
     except OSError as error:
         raise ImageError(f"cannot read {shortened(path)}: {error.strerror}") from None
-    return _probe_file(path, fps)
+    return _probe_file(path, fps, max_frames)
+
+
+def _check_length(frames: int, max_frames: int | None) -> None:
+    if max_frames is not None and frames > max_frames:
+        raise ImageError(f"the clip has more than {max_frames} frames, the most accepted")
 
 
 def _check_fps(fps: float | None) -> Fraction | None:
@@ -152,7 +162,7 @@ def _header(frame: Path) -> tuple[int, int]:
     return width, height
 
 
-def _probe_file(path: Path, fps: float | None) -> ClipInfo:
+def _probe_file(path: Path, fps: float | None, max_frames: int | None = None) -> ClipInfo:
     av = _av()
     count, size = 0, None
     try:
@@ -163,6 +173,7 @@ def _probe_file(path: Path, fps: float | None) -> ClipInfo:
             rate = stream.average_rate or stream.guessed_rate
             for frame in container.decode(stream):
                 count += 1
+                _check_length(count, max_frames)  # a long clip is not decoded to its end
                 if size is None:
                     size = (frame.width, frame.height)
                     if size[0] * size[1] > images.MAX_PIXELS:
@@ -228,10 +239,11 @@ def check_output(output: str | os.PathLike, source: str | os.PathLike, info: Cli
         if not path.parent.is_dir():
             raise OutputError(f"output directory does not exist: {shortened(path.parent)}")
         check_writable(path)
-        if kind in (".mp4", ".webm") and (info.size[0] % 2 or info.size[1] % 2):
+        # libx264 takes no odd side in 4:2:0; VP9 does (it rounds the chroma planes up)
+        if kind == ".mp4" and (info.size[0] % 2 or info.size[1] % 2):
             raise OutputError(
                 f"{kind} needs even frame sides, the input is {info.size[0]}x{info.size[1]}: "
-                "write a .gif or a folder of frames"
+                "write a .webm, a .gif or a folder of frames"
             )
     return kind
 

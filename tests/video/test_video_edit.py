@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from laspa import video
+from laspa.errors import ImageError, OutputError
 from laspa.testing import run_cli
 
 av = pytest.importorskip("av")
@@ -151,3 +152,23 @@ def test_the_command_edits_a_clip_and_says_what_it_wrote(capsys, tiny_model_dir,
     assert len(read(output)[0]) == 3
     code, out, err = run_cli(capsys, *args, "--steps", 3, "--threads", 1, "-q", "-m", "sdedit")
     assert code == 0 and "3 edited" in err  # a finished video file is made anew
+
+
+def test_a_webm_takes_odd_frame_sides_an_mp4_does_not(editor, tmp_path):
+    source = write_clip(tmp_path / "frames", [frame(i, (33, 21)) for i in range(3)])
+    summary = editor.edit_video(source, "a red cat", tmp_path / "out.webm", steps=2, fps=10)
+    frames, size, rate = read(tmp_path / "out.webm")
+    assert (len(frames), size, rate, summary.size) == (3, (33, 21), 10, (33, 21))
+    with pytest.raises(OutputError, match="needs even frame sides.*write a .webm"):
+        editor.edit_video(source, "a red cat", tmp_path / "out.mp4", steps=2)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_probe_refuses_more_frames_than_asked_for(tmp_path):
+    source = write_clip(tmp_path / "clip.mp4", [frame(i) for i in range(5)])
+    assert video.probe(source, max_frames=5).frames == 5
+    with pytest.raises(ImageError, match="^the clip has more than 4 frames, the most accepted$"):
+        video.probe(source, max_frames=4)
+    folder = write_clip(tmp_path / "frames", [frame(i) for i in range(3)])
+    with pytest.raises(ImageError, match="more than 2 frames"):
+        video.probe(folder, max_frames=2)

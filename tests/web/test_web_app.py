@@ -36,6 +36,7 @@ CHROMIUM_ARGS = [
 START_TIMEOUT = 240  # s: importing torch, diffusers and gradio on a loaded 2-core machine
 EDIT_TIMEOUT = 120_000  # ms
 UPLOAD_LIMIT_MB = 1
+VIDEO_FRAME_LIMIT = 6
 
 
 def free_port() -> int:
@@ -76,6 +77,7 @@ def served(tiny_model_dir, tiny_lcm_dir, tmp_path_factory):
         sys.executable, "-m", "laspa.cli", "serve", "--model", str(tiny_model_dir),
         "--model", str(tiny_lcm_dir),
         "--port", str(port), "--max-upload-mb", str(UPLOAD_LIMIT_MB),
+        "--max-video-mb", str(UPLOAD_LIMIT_MB), "--max-video-frames", str(VIDEO_FRAME_LIMIT),
     ]  # fmt: skip
     with open(log, "w") as stream:
         process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
@@ -350,3 +352,52 @@ def test_the_model_menu_loads_the_chosen_model_and_proposes_its_steps(page, tiny
     page.locator("#prompt textarea").fill("a red circle")
     page.locator("#edit").click()
     wait_for_text(page, "#edit-info", "8 UNet evaluations", tmp_path)  # 4 steps, cfg
+
+
+def moving_square_clip(path: Path, frames: int, size=(48, 32), fps=12) -> Path:
+    """An mp4 of a square moving right on a grey ground."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for index in range(frames):
+            pixels = np.full((size[1], size[0], 3), 90, np.uint8)
+            pixels[8:20, 2 + 3 * index : 12 + 3 * index] = (255, 128, 0)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.browser
+def test_video_tab_refuses_a_long_clip_then_edits_one_playable_in_the_page(page, tmp_path):
+    pytest.importorskip("av")
+    steps = page.get_by_label("number input for steps")
+    steps.fill("3")
+    steps.press("Enter")
+    page.locator("#prompt textarea").fill("a red square")
+    page.get_by_role("tab", name="Video").click()
+    upload = page.locator("#video-input input[type=file]")
+    upload.set_input_files(str(moving_square_clip(tmp_path / "long.mp4", VIDEO_FRAME_LIMIT + 1)))
+    page.get_by_text(f"Clip refused: the clip has more than {VIDEO_FRAME_LIMIT} frames").wait_for()
+    save_artefact(page, tmp_path, "laspa-serve-video-refused.png")
+
+    upload.set_input_files(str(moving_square_clip(tmp_path / "clip.mp4", 5)))
+    wait_for_text(page, "#video-clip-info", "clip.mp4: 5 frames, 48x32 at 12 fps", tmp_path)
+    page.locator("#edit-video").click()
+    wait_for_text(page, "#video-info", "5 frames 48x32 at 12 fps, fixed noise", tmp_path)
+    player = page.locator("#video-result video")
+    player.wait_for()
+    # the browser itself decodes the result: its size and length are the clip's
+    page.wait_for_function(
+        "v => v.readyState >= 1 && v.videoWidth > 0", arg=player.element_handle()
+    )
+    width, height, seconds = player.evaluate("v => [v.videoWidth, v.videoHeight, v.duration]")
+    assert (width, height) == (48, 32)
+    assert abs(seconds - 5 / 12) < 0.1
+    page.locator("#video-download").wait_for(state="visible", timeout=30_000)
+    save_artefact(page, tmp_path, "laspa-serve-video.png")
+    assert page.outside == []

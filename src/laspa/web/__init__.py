@@ -51,17 +51,35 @@ def serve(
     ),  # fmt: skip
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
-    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest upload accepted"),
+    max_upload_mb: float = typer.Option(
+        10.0, "--max-upload-mb", help="largest image upload accepted, in MB"
+    ),
+    max_video_mb: float = typer.Option(
+        20.0, "--max-video-mb", help="Video tab: largest clip file accepted, in MB"
+    ),
+    max_video_frames: int = typer.Option(
+        120, "--max-video-frames", help="Video tab: most frames a clip may have"
+    ),
+    max_video_seconds: float = typer.Option(
+        10.0, "--max-video-seconds", help="Video tab: longest clip accepted, in seconds"
+    ),
 ) -> None:
-    """Serve the web UI (edit, sweep, attention maps) on HOST:PORT."""
+    """Serve the web UI (edit, sweep, attention maps, video) on HOST:PORT."""
     from ..cli import load_editor, note
     from ..editor import check_model_source
     from ..mini import MODEL_NAMES
 
     if not 0 < port < 65536:
         raise LaspaError(f"--port must be in 1..65535, got {port}")
-    if max_upload_mb <= 0:
-        raise LaspaError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
+    for flag, value in (
+        ("--max-upload-mb", max_upload_mb),
+        ("--max-video-mb", max_video_mb),
+        ("--max-video-seconds", max_video_seconds),
+    ):
+        if not value > 0 or value == float("inf"):  # NaN and inf too
+            raise LaspaError(f"{flag} must be > 0, got {value:g}")
+    if max_video_frames < 1:
+        raise LaspaError(f"--max-video-frames must be >= 1, got {max_video_frames}")
     _require_gradio()
     _check_address(host, port)  # before loading a model that may take minutes
     names = list(dict.fromkeys(models)) or list(MODEL_NAMES)
@@ -70,17 +88,21 @@ def serve(
             check_model_source(name)
     from .app import build_app as build
     from .app import launch
+    from .clips import VideoLimits
     from .session import ModelShelf
 
     shelf = ModelShelf(names, lambda name: load_editor(name, device, threads))
 
     limit = int(max_upload_mb * 2**20)
+    clips = VideoLimits(int(max_video_mb * 2**20), max_video_frames, max_video_seconds)
+    # gradio's own bound is per server: the larger of the two; each tab checks its own
+    largest = max(limit, clips.max_bytes)
     if host not in ("127.0.0.1", "localhost", "::1"):
         note(f"laspa: serving on {host}: anyone who can reach this address can use the model")
     note(f"laspa: starting the web UI on http://{host}:{port} (Ctrl-C stops it)")
-    demo = build(shelf, max_upload_bytes=limit)
+    demo = build(shelf, max_upload_bytes=limit, video_limits=clips)
     try:
-        launch(demo, host, port, max_upload_bytes=limit, block=False)
+        launch(demo, host, port, max_upload_bytes=largest, block=False)
     except OSError as error:  # taken since the check, or an address gradio cannot use
         raise LaspaError(f"cannot serve on {host}:{port}: {first_line(error)}") from None
     try:

@@ -4,10 +4,11 @@ Imported only when the UI is built, so that ``laspa --help`` never pays for grad
 
 Two kinds of events: the page's own (private: their inputs are every option widget of
 every method, which changes whenever a method is added), and the public API endpoints
-``/edit``, ``/sweep``, ``/attention`` and ``/demo_scene`` whose signatures stay put: a
-method's options travel as one ``options`` dict; options left out take its defaults. Its
-one key that is not a method option, ``model``, names one of the served models (default:
-the one loaded now), so clients written before a server offered several keep working.
+``/edit``, ``/sweep``, ``/attention``, ``/edit_video`` and ``/demo_scene`` whose
+signatures stay put: a method's options travel as one ``options`` dict; options left out
+take its defaults. Its one key that is not a method option, ``model``, names one of the
+served models (default: the one loaded now), so clients written before a server offered
+several keep working.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from ..editor import DEFAULT_METHOD  # noqa: E402
 from ..errors import ImageError, LaspaError, ParameterError  # noqa: E402
 from ..methods import METHODS  # noqa: E402
 from . import options as opts  # noqa: E402
+from .clips import VIDEO_TYPES, VideoLimits  # noqa: E402
 from .session import (  # noqa: E402
     MAX_UPLOAD_BYTES,
     EditOutcome,
     ModelShelf,
+    VideoOutcome,
     WebSession,
     suggested_steps,
 )
@@ -58,7 +61,7 @@ CSS = """
 #input-image img, #result-image img, #result-map img {
     width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
 }
-#sweep-grid img, #maps-gallery img { image-rendering: pixelated; }
+#sweep-grid img, #maps-gallery img, #video-result video { image-rendering: pixelated; }
 """
 
 UI_ONLY = {"concurrency_limit": None, "api_visibility": "private"}
@@ -66,23 +69,26 @@ ON_EDITOR = {"concurrency_id": EDITOR_QUEUE, "concurrency_limit": 1}
 
 
 # ------------------------------------------------------------------ small pieces
-def _hand_over_unopened(image: gr.Image) -> gr.Image:
-    """Make ``image`` pass its uploaded file on as a path without opening it.
+def _hand_over_unopened(box: gr.components.Component) -> gr.components.Component:
+    """Make ``box`` (an image, or the video's file box) pass its uploaded file on as a
+    path without opening it.
 
     gr.Image opens uploads with PIL itself and fails on a non-image with a bare "Error";
-    laspa.images.load_image refuses it instead, with a reason the user can read. Gradio
-    has already checked that the path lies in its upload cache when preprocess runs.
+    laspa.images.load_image refuses it instead, with a reason the user can read (for a
+    clip: laspa.web.clips.check_clip, by content; gr.File would also leave an empty
+    temporary file in its cache on every call). Gradio has already checked that the path
+    lies in its upload cache when preprocess runs.
     (An instance attribute, not a subclass: gradio writes a .pyi file next to the source
     of every Component subclass it sees.)
     """
-    original = image.preprocess
+    original = box.preprocess
 
     def preprocess(payload: Any) -> str | None:
         path = getattr(payload, "path", None)
         return str(path) if path else original(payload)
 
-    image.preprocess = preprocess  # type: ignore[method-assign]
-    return image
+    box.preprocess = preprocess  # type: ignore[method-assign]
+    return box
 
 
 def _user_error(error: LaspaError) -> gr.Error:
@@ -97,6 +103,13 @@ def _user_error(error: LaspaError) -> gr.Error:
 def _progress(progress: gr.Progress) -> Callable[[str, int, int], None]:
     def report(phase: str, done: int, total: int) -> None:
         progress((done, total), desc=phase)
+
+    return report
+
+
+def _clip_progress(progress: gr.Progress) -> Callable[[str, float], None]:
+    def report(phase: str, fraction: float) -> None:
+        progress(fraction, desc=phase)
 
     return report
 
@@ -218,6 +231,15 @@ class _Page:
     api_edit: gr.Button
     api_sweep: gr.Button
     api_attention: gr.Button
+    video_input: gr.File
+    video_clip_info: gr.Markdown
+    video_method: gr.Markdown
+    video_noise: gr.Radio
+    video_button: gr.Button
+    video_info: gr.Markdown
+    video_result: gr.Video
+    video_download: gr.DownloadButton
+    api_video: gr.Button
 
     @property
     def option_widgets(self) -> dict[str, gr.components.Component]:
@@ -316,6 +338,48 @@ def _attention_tab() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _video_method_markdown(method: str) -> str:
+    return f"Method: **{method}**, with the Edit tab's seed and options."
+
+
+def _video_tab(limits: VideoLimits) -> dict[str, Any]:
+    with gr.Tab("Video", id="video"):
+        gr.Markdown(
+            "Every frame of a short clip edited with the prompt above and the Edit tab's "
+            "method, seed and options, as `laspa video` edits it; the result keeps the "
+            f"clip's size and frame rate (a WebM). Clips of {limits.describe()}."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                video_input = gr.File(
+                    label="Input clip (mp4, webm, gif)", file_types=VIDEO_TYPES,
+                    elem_id="video-input",
+                )  # fmt: skip
+                video_clip_info = gr.Markdown(elem_id="video-clip-info")
+                video_method = gr.Markdown(
+                    _video_method_markdown(DEFAULT_METHOD), elem_id="video-method"
+                )
+                video_noise = gr.Radio(
+                    ["fixed", "fresh"], value="fixed", label="noise", elem_id="video-noise",
+                    info="fixed: one x_T (and z) for every frame; fresh: frame i with seed + i",
+                )  # fmt: skip
+                video_button = gr.Button("Edit video", variant="primary", elem_id="edit-video")
+                video_info = gr.Markdown(label="Timing", elem_id="video-info")
+            with gr.Column(scale=2):
+                video_result = gr.Video(
+                    label="Edited clip", interactive=False, loop=True, height=340,
+                    buttons=["download"], elem_id="video-result",
+                )  # fmt: skip
+                video_download = gr.DownloadButton(
+                    "Download clip", visible=False, elem_id="video-download"
+                )
+    return {
+        "video_input": _hand_over_unopened(video_input), "video_clip_info": video_clip_info,
+        "video_method": video_method, "video_noise": video_noise, "video_button": video_button,
+        "video_info": video_info, "video_result": video_result, "video_download": video_download,
+    }  # fmt: skip
+
+
 def _layout(session: WebSession) -> _Page:
     gr.Markdown(INTRO)
     models = session.models
@@ -337,18 +401,21 @@ def _layout(session: WebSession) -> _Page:
         edit = _edit_tab(opts.all_options(DEFAULT_METHOD), {"steps": steps})
         sweep = _sweep_tab()
         attention = _attention_tab()
+        clip = _video_tab(session.video_limits)
     # the API's endpoints: hidden, never clicked by the page
     api_options = gr.JSON(value=None, label="options", visible=False)
     api_edit = gr.Button(visible=False)
     api_sweep = gr.Button(visible=False)
     api_attention = gr.Button(visible=False)
+    api_video = gr.Button(visible=False)
     return _Page(
         model=model, model_line=model_line,
         source=source, result=result, result_map=result_map, prompt=prompt,
         scene_number=scene_number, scene_button=scene_button, **edit, **sweep, **attention,
+        **clip,
         current_method=gr.State(DEFAULT_METHOD), map_label=gr.State(""),
         api_options=api_options, api_edit=api_edit, api_sweep=api_sweep,
-        api_attention=api_attention,
+        api_attention=api_attention, api_video=api_video,
     )  # fmt: skip
 
 
@@ -367,6 +434,16 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
             gr.Warning(f"Upload refused: {error}", title="Not accepted")
             return None  # clear the input: nothing unreadable stays on the page
         return gr.skip()
+
+    def check_clip(path: str | None):
+        """The uploaded clip's frames, size and rate, or its refusal (and the box cleared)."""
+        if path is None:
+            return gr.skip(), ""
+        try:
+            return gr.skip(), session.load_clip(path)
+        except LaspaError as error:
+            gr.Warning(f"Clip refused: {error}", title="Not accepted")
+            return None, ""
 
     def load_scene(scene: float | None = 0):
         """A generated demo scene and its caption (as prompt and, where taken, source prompt)."""
@@ -413,6 +490,15 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         axes = [data[c] for c in (page.x_name, page.x_values, page.y_name, page.y_values)]
         return _sweep(session, path, text, method, seed, options, axes, progress, data[page.model])
 
+    def video_from_page(data: dict, progress=PROGRESS):
+        text, method, seed = (data[c] for c in (page.prompt, page.method, page.seed))
+        options = {name: data[w] for name, w in page.option_widgets.items()}
+        outcome = _edit_video(
+            session, data[page.video_input], text, method, seed, data[page.video_noise],
+            options, progress, data[page.model],
+        )  # fmt: skip
+        return (*_video_outputs(outcome), gr.update(value=str(outcome.path), visible=True))
+
     def maps_from_page(data: dict, progress=PROGRESS):
         (path, text, method, seed), options = page_values(data)
         return _attention(
@@ -436,6 +522,11 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         return gr.update(visible=heat is not None, label=label or None), gr.update(visible=True)
 
     page.source.upload(check_upload, page.source, page.source, **UI_ONLY)
+    page.video_input.upload(
+        check_clip, page.video_input, [page.video_input, page.video_clip_info], **UI_ONLY
+    )
+    page.video_input.clear(lambda: "", None, page.video_clip_info, **UI_ONLY)
+    page.method.change(_video_method_markdown, page.method, page.video_method, **UI_ONLY)
     page.model.change(
         switch_model, page.model, [page.model_line, steps_widget],
         api_visibility="private", **ON_EDITOR,
@@ -464,6 +555,13 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         sweep_from_page,
         {*edit_inputs, page.x_name, page.x_values, page.y_name, page.y_values},
         [page.sweep_grid, page.sweep_info], api_visibility="private", **ON_EDITOR,
+    )  # fmt: skip
+    page.video_button.click(
+        video_from_page,
+        {page.model, page.video_input, page.prompt, page.method, page.seed, page.video_noise,
+         *page.widgets},
+        [page.video_result, page.video_info, page.video_download],
+        api_visibility="private", **ON_EDITOR,
     )  # fmt: skip
     for trigger in (page.maps_button.click, page.words.submit):
         trigger(
@@ -527,6 +625,30 @@ def _wire_api(page: _Page, session: WebSession, downloads: _Downloads) -> None:
             raise _user_error(error) from None
         return _attention(session, image, prompt, words, method, seed, values, progress, model)
 
+    def edit_video(
+        video: str,
+        prompt: str,
+        method: str = DEFAULT_METHOD,
+        seed: int = 0,
+        noise: str = "fixed",
+        options: dict | None = None,
+        progress=PROGRESS,
+    ):
+        """Edit every frame of the clip VIDEO towards PROMPT (noise fixed or fresh);
+        returns the edited clip (a WebM of its size and frame rate) and one line of timing."""
+        try:
+            values, model = _options_dict(method, options)
+        except LaspaError as error:
+            raise _user_error(error) from None
+        outcome = _edit_video(session, video, prompt, method, seed, noise, values, progress, model)
+        return _video_outputs(outcome)
+
+    page.api_video.click(
+        edit_video,
+        [page.video_input, page.prompt, page.method, page.seed, page.video_noise,
+         page.api_options],
+        [page.video_result, page.video_info], api_name="edit_video", **ON_EDITOR,
+    )  # fmt: skip
     page.api_attention.click(
         attention,
         [page.source, page.prompt, page.words, page.method, page.seed, page.api_options],
@@ -560,6 +682,21 @@ def _edit_outputs(outcome: EditOutcome, downloads: _Downloads, method: str) -> t
     return outcome.image, outcome.map, outcome.info, saved, outcome.map_label
 
 
+def _edit_video(
+    session, path, prompt, method, seed, noise, values, progress, model=None
+) -> VideoOutcome:
+    try:
+        return session.edit_video(
+            path, prompt, method, seed, noise, values, _clip_progress(progress), model
+        )
+    except LaspaError as error:
+        raise _user_error(error) from None
+
+
+def _video_outputs(outcome: VideoOutcome) -> tuple[str, str]:
+    return str(outcome.path), outcome.info
+
+
 def _sweep(session, path, prompt, method, seed, values, axes, progress, model=None):
     x_name, x_values, y_name, y_values = axes
     try:
@@ -582,12 +719,17 @@ def _attention(session, path, prompt, words, method, seed, values, progress, mod
 
 # -------------------------------------------------------------------- the app
 def build_app(
-    editor: Any, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, title: str = "laspa"
+    editor: Any,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    video_limits: VideoLimits | None = None,
+    title: str = "laspa",
 ) -> gr.Blocks:
     """The laspa web UI over ``editor`` (an Editor, or a ModelShelf of several models),
-    queued so that one request uses it at a time."""
+    queued so that one request uses it at a time. ``video_limits``: the largest clip the
+    Video tab edits (laspa.web.clips.VideoLimits' defaults)."""
     models = editor if isinstance(editor, ModelShelf) else ModelShelf.single(editor)
-    session = WebSession(models, max_upload_bytes=max_upload_bytes)
+    session = WebSession(models, max_upload_bytes=max_upload_bytes, video_limits=video_limits)
     downloads = _Downloads()
     # uploaded files are cleared from gradio's cache after an hour
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:

@@ -20,12 +20,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .. import images
+from .. import images, video
 from ..errors import ImageError, LaspaError, ParameterError
-from ..methods.base import check_prompt
+from ..methods.base import check_prompt, make_params
 from ..methods.options import split_list, sweep_grid
 from ..visual import enlarge, labelled_grid, map_overlay
 from . import options as opts
+from .clips import (
+    OUTPUT_SUFFIX,
+    VIDEO_BATCH,
+    ClipProgress,
+    ResultFolder,
+    VideoLimits,
+    check_clip,
+    describe_clip,
+)
 
 #: uploads above this many bytes are refused (gradio refuses them at the upload route too)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -42,6 +51,13 @@ class EditOutcome:
     map: Image.Image | None  # the method's mask (or mean attention) over the input
     map_label: str
     info: str  # one line of timing for the page
+
+
+@dataclass
+class VideoOutcome:
+    path: Path  # the edited clip (OUTPUT_SUFFIX), at the input's size and frame rate
+    info: str  # one line for the page: what was edited, and its time per frame
+    summary: video.VideoSummary
 
 
 def describe_cost(method: str, seconds: float, unet_evals: float, count: int = 1) -> str:
@@ -108,11 +124,26 @@ def suggested_steps(editor) -> int | None:
 class WebSession:
     """The offered models serving one request at a time (an Editor is not thread-safe)."""
 
-    def __init__(self, editor, max_upload_bytes: int = MAX_UPLOAD_BYTES):
-        """``editor``: one Editor, or a ModelShelf of several models by name."""
+    def __init__(
+        self,
+        editor,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        video_limits: VideoLimits | None = None,
+    ):
+        """``editor``: one Editor, or a ModelShelf of several models by name;
+        ``video_limits``: the largest clip the Video tab edits."""
         self.models = editor if isinstance(editor, ModelShelf) else ModelShelf.single(editor)
         self.max_upload_bytes = max_upload_bytes
+        self.video_limits = video_limits or VideoLimits()
         self.lock = threading.Lock()
+        self._results: ResultFolder | None = None
+
+    @property
+    def results(self) -> ResultFolder:
+        """The folder of edited clips, made on the first video edit."""
+        if self._results is None:
+            self._results = ResultFolder()
+        return self._results
 
     @property
     def editor(self):
@@ -147,6 +178,11 @@ class WebSession:
         except ImageError as error:
             # load_image names the server-side temporary path, which means nothing to the user
             raise ImageError(str(error).replace(f": {path}", "")) from None
+
+    def load_clip(self, path: str | os.PathLike | None) -> str:
+        """One line on the uploaded clip (frames, size, rate), or ImageError saying in one
+        line why the Video tab refuses it."""
+        return describe_clip(path, check_clip(path, self.video_limits))
 
     def demo_scene(self, seed: int) -> tuple[Image.Image, str]:
         """A generated scene at the model's resolution and its caption."""
@@ -196,6 +232,48 @@ class WebSession:
             f"{key.replace('_', ' ')}: {value}" for key, value in result.notes.items()
         )
         return EditOutcome(result.image, overlay, label, f"{info}; {notes}" if notes else info)
+
+    def edit_video(
+        self,
+        path: str | None,
+        prompt: str,
+        method: str,
+        seed: int,
+        noise: str,
+        values: dict[str, Any],
+        progress: Callable[[str, float], None] | None = None,
+        model: str | None = None,
+    ) -> VideoOutcome:
+        """Every frame of the uploaded clip edited as ``laspa video`` edits it, into a
+        WebM of the clip's size and frame rate. The options, then the clip's limits are
+        checked before the model is touched; ``progress(description, fraction)`` follows
+        the whole clip."""
+        check_prompt(prompt)
+        options = opts.pick_options(method, values)
+        make_params(method, options)
+        video.check_noise(noise)
+        seed = _seed(seed)
+        self.models.check(model)
+        info = check_clip(path, self.video_limits)
+        tracker = ClipProgress(info.frames, progress)
+
+        def work(editor) -> tuple[Path, video.VideoSummary]:
+            with self.results.request() as folder:
+                output = folder / f"edited-{method}-{folder.name}{OUTPUT_SUFFIX}"
+                summary = video.edit_video(
+                    editor, path, prompt, output, method=method, seed=seed, frame_noise=noise,
+                    batch_size=VIDEO_BATCH, progress=tracker.frames, info=info, **options,
+                )  # fmt: skip
+            return output, summary
+
+        output, summary = self._run(tracker.steps, work, model)
+        size, fps = summary.size, float(summary.fps)
+        each = summary.seconds / max(1, summary.edited)
+        line = (
+            f"{method}: {summary.frames} frames {size[0]}x{size[1]} at {fps:g} fps, {noise} "
+            f"noise, {summary.seconds:.2f} s ({each:.2f} s per frame)"
+        )
+        return VideoOutcome(output, line, summary)
 
     def sweep(
         self,
