@@ -47,7 +47,7 @@ def serve(
         [],
         "--model",
         help=f"{MODEL_HELP}; repeat to offer several (the page's Model menu; one is loaded "
-        "at a time). Default: mini and mini-lcm",
+        "at a time). Default: the bundled models, mini, mini-lcm and mini-flow",
     ),  # fmt: skip
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
