@@ -25,7 +25,14 @@ from .. import maps as maps_lib
 from ..attention import CrossAttentionStore, coarse_cross_levels
 from ..errors import ParameterError
 from ..loop import Step
-from ..masks import instant_mask
+from ..masks import (
+    background_mask,
+    binarise,
+    changed_words,
+    instant_mask,
+    on_background,
+    prepared_word_maps,
+)
 from .base import CommonParams, EditBatch, MethodOutput, option, register
 from .laspa import (
     AlignmentWeights,
@@ -52,6 +59,10 @@ class LocalParams(CommonParams):
         help="edit region: InstDiffEdit's instant mask, or the change word's map",
     )
     change: str = option("", help="region=change: the word of the region to redo")
+    changed_objects: bool = option(False, help="experimental")
+    source_prompt: str = option(
+        "", help="instant: a caption of the input; a changed background word adds the background"
+    )
     phi: float = option(0.2, low=0.0, high=1.0, help="region threshold of the normalised map")
     edge: int = option(1, low=0, high=8, help="binomial blurs of the region's soft edge (0: hard)")
     region_steps: float = option(
@@ -136,13 +147,33 @@ def change_region(positions, phi: float):
     return region
 
 
-def instant_region(words, texts, options: _InstantOptions):
-    """InstDiffEdit's instant mask; the index word and word split kept from the first call."""
+def instant_region(words, texts, options: _InstantOptions, changed: list[int] = (), objects=False):
+    """InstDiffEdit's instant mask; the index word and word split kept from the first call.
+
+    ``changed``: the words (indices) the prompt changes against a caption of the input. If
+    one of them is a background word at the first call (its map is more alike the start
+    token's than the foreground's: :func:`laspa.masks.on_background`), the background
+    (the start token's map) joins the region from then on: the instant mask is an object's,
+    so without it a changed background would stay pinned by the outside's alignment."""
     chosen = None
+    kinds: list[bool] | None = None
 
     def region(token_maps: torch.Tensor, size) -> torch.Tensor:
-        nonlocal chosen
+        nonlocal chosen, kinds
         mask, chosen = instant_mask(token_maps, words, size, options, chosen, texts)
+        if not changed:
+            return mask
+        start_inverted, changed_maps = prepared_word_maps(
+            token_maps, [words[i] for i in changed], size, options.word_resize
+        )
+        if kinds is None:
+            kinds = [on_background(m, start_inverted) for m in changed_maps]
+        if all(kinds):
+            return torch.maximum(mask, background_mask(start_inverted, options.phi))
+        if objects:
+            for word_map, on_bg in zip(changed_maps, kinds):
+                if not on_bg:
+                    mask = torch.maximum(mask, binarise(word_map, options.phi))
         return mask
 
     return region
@@ -168,7 +199,7 @@ class LaspaLocal(_Laspa):
     summary = "Mask-aware LASPA: strong x0 alignment outside the edit region found in the pass"
     Params = LocalParams
     makes_mask = True
-    case_inputs = ("change",)
+    case_inputs = ("change", "source_prompt")
     batch_key = ("steps", "region_steps")
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
@@ -225,4 +256,7 @@ class LaspaLocal(_Laspa):
         if not words:
             raise ParameterError("laspa-local needs a prompt with at least one word")
         options = _InstantOptions(params.phi, params.object_threshold, params.background_threshold)
-        return instant_region([w.positions for w in words], [w.word for w in words], options)
+        texts = [w.word for w in words]
+        source = [w.word for w in engine.word_tokens(params.source_prompt)]
+        changed = changed_words(source, texts)
+        return instant_region([w.positions for w in words], texts, options, changed, params.changed_objects)
