@@ -3,7 +3,9 @@
 One pass from noise with the edit prompt, as ``laspa-x0``. After each UNet call the edit
 region M (h, w) is read from the same call's cross-attention (docs/methods.md, "Mask-aware
 LASPA"): InstDiffEdit's instant mask of the running-mean maps (``region="instant"``, no word
-needed), or the ``change`` word's map (``region="change"``, as laspa-mix's keep=rest). The
+needed; with a ``source_prompt``, a caption of the input, the words the prompt changes
+join it: the background if only background words change, else the changed words' maps),
+or the ``change`` word's map (``region="change"``, as laspa-mix's keep=rest). The
 x0 alignment then weighs each pixel by
 
     b_t(p) = b_out(t) + M(p) * (b_in(t) - b_out(t)),
@@ -59,9 +61,8 @@ class LocalParams(CommonParams):
         help="edit region: InstDiffEdit's instant mask, or the change word's map",
     )
     change: str = option("", help="region=change: the word of the region to redo")
-    changed_objects: bool = option(False, help="experimental")
     source_prompt: str = option(
-        "", help="instant: a caption of the input; a changed background word adds the background"
+        "", help="instant: a caption of the input; the words the prompt changes join the region"
     )
     phi: float = option(0.2, low=0.0, high=1.0, help="region threshold of the normalised map")
     edge: int = option(1, low=0, high=8, help="binomial blurs of the region's soft edge (0: hard)")
@@ -147,14 +148,19 @@ def change_region(positions, phi: float):
     return region
 
 
-def instant_region(words, texts, options: _InstantOptions, changed: list[int] = (), objects=False):
+def instant_region(words, texts, options: _InstantOptions, changed: list[int] = ()):
     """InstDiffEdit's instant mask; the index word and word split kept from the first call.
 
-    ``changed``: the words (indices) the prompt changes against a caption of the input. If
-    one of them is a background word at the first call (its map is more alike the start
-    token's than the foreground's: :func:`laspa.masks.on_background`), the background
-    (the start token's map) joins the region from then on: the instant mask is an object's,
-    so without it a changed background would stay pinned by the outside's alignment."""
+    ``changed``: the words (indices) the prompt changes against a caption of the input
+    (:func:`laspa.masks.changed_words`); each is sorted once, at the first call, into a
+    background word (its map more alike the start token's than the foreground's:
+    :func:`laspa.masks.on_background`) or an object word. If every changed word is a
+    background word the background (the start token's map) joins the region: the instant
+    mask is an object's, so a changed background would otherwise stay pinned by the
+    outside's alignment. Otherwise each changed object word's own map (blurred and
+    thresholded as the instant mask) joins it, so that the region covers what the new
+    words name where the index word's map misses part of it; changed background words are
+    then left out (a broad map, e.g. a position word's, is not taken to be the edit)."""
     chosen = None
     kinds: list[bool] | None = None
 
@@ -170,10 +176,9 @@ def instant_region(words, texts, options: _InstantOptions, changed: list[int] = 
             kinds = [on_background(m, start_inverted) for m in changed_maps]
         if all(kinds):
             return torch.maximum(mask, background_mask(start_inverted, options.phi))
-        if objects:
-            for word_map, on_bg in zip(changed_maps, kinds):
-                if not on_bg:
-                    mask = torch.maximum(mask, binarise(word_map, options.phi))
+        for word_map, on_bg in zip(changed_maps, kinds, strict=True):
+            if not on_bg:
+                mask = torch.maximum(mask, binarise(word_map, options.phi))
         return mask
 
     return region
@@ -259,4 +264,4 @@ class LaspaLocal(_Laspa):
         texts = [w.word for w in words]
         source = [w.word for w in engine.word_tokens(params.source_prompt)]
         changed = changed_words(source, texts)
-        return instant_region([w.positions for w in words], texts, options, changed, params.changed_objects)
+        return instant_region([w.positions for w in words], texts, options, changed)
