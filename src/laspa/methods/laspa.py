@@ -58,9 +58,8 @@ class InputParams(LaspaParams):
     # beta 0.7 rather than the paper's 0.3: measured (docs/methods.md, "LASPA")
     beta: float = beta_option(0.7)
     noise: str = option(
-        "fixed", choices=("fixed", "fresh", "start"),
-        help="z of s_t: fixed for the edit, or fresh per step",
-    )  # fmt: skip
+        "fixed", choices=("fixed", "fresh"), help="z of s_t: fixed for the edit, or fresh per step"
+    )
 
 
 # K 200, beta 0.9 for the two alignments that act on the prediction: measured
@@ -244,7 +243,7 @@ class _Laspa(Method):
     records_attention = True
     many_images = True  # every hook reads the reference row by row
 
-    def hooks(self, batch: EditBatch, reference, weight, generators, x_T) -> SamplerHooks:
+    def hooks(self, batch: EditBatch, reference, weight, generators) -> SamplerHooks:
         raise NotImplementedError
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
@@ -255,7 +254,7 @@ class _Laspa(Method):
         noise = engine.step_noise(batch, generators, x_T)
         timesteps = [step.t for step in steps] + [steps[-1].t_prev]
         weight = weight_schedule(batch, engine.num_train_timesteps, reference.device, timesteps)
-        hooks = self.hooks(batch, reference, weight, generators, x_T)
+        hooks = self.hooks(batch, reference, weight, generators)
         store = engine.attention_store() if batch.record_attention else None
         attention = [store] if store else []
         latents = engine.sample(
@@ -270,13 +269,9 @@ class LaspaInput(_Laspa):
     summary = "LASPA input alignment: pulls the sample towards the input's stochastic inverse"
     Params = InputParams
 
-    def hooks(self, batch, reference, weight, generators, x_T):
-        kinds = batch.param("noise")
-        drawn = RowNoise(generators, reference, [k == "fresh" for k in kinds])
-        start = torch.tensor([k == "start" for k in kinds], device=reference.device).view(-1, 1, 1, 1)
-        if not start.any():
-            return InputAlignment(reference, weight, drawn)
-        return InputAlignment(reference, weight, lambda: torch.where(start, x_T, drawn()))
+    def hooks(self, batch, reference, weight, generators):
+        fresh = [p == "fresh" for p in batch.param("noise")]
+        return InputAlignment(reference, weight, RowNoise(generators, reference, fresh))
 
 
 @register
@@ -285,7 +280,7 @@ class LaspaEps(_Laspa):
     summary = "LASPA error alignment: pulls the predicted noise towards the reconstruction error"
     Params = EpsParams
 
-    def hooks(self, batch, reference, weight, generators, x_T):
+    def hooks(self, batch, reference, weight, generators):
         return EpsAlignment(reference, weight, batch.param("eps_form"))
 
 
@@ -295,5 +290,5 @@ class LaspaX0(_Laspa):
     summary = "LASPA x0 alignment (default direction: exact error alignment)"
     Params = X0Params
 
-    def hooks(self, batch, reference, weight, generators, x_T):
+    def hooks(self, batch, reference, weight, generators):
         return X0Alignment(reference, weight, batch.param("direction"))
