@@ -56,6 +56,8 @@ METHOD_PARAMS = {
     "laspa-mix": {"subject": None},  # the edited object's shape word
     "laspa-local": {},  # mask-aware LASPA: the region from the same pass's attention
     "laspa-local-half": {"region_steps": 0.5},  # the region kept after half the steps
+    # with the scene's source caption: the changed words' maps join the region
+    "laspa-local-source": {"source_prompt": None},
     "sdedit": {},
     "ddim-inversion": {},
     "instdiffedit": {},  # final pass "loop", B = 3 seeds
@@ -71,7 +73,7 @@ METHOD_PARAMS = {
 #: rows that run a method with other parameters
 VARIANT_OF = {name: "instdiffedit" for name in METHOD_PARAMS if name.startswith("instdiffedit-")}
 VARIANT_OF.update({name: name.removesuffix("-beta1") for name in METHOD_PARAMS if "-beta1" in name})
-VARIANT_OF["laspa-local-half"] = "laspa-local"
+VARIANT_OF["laspa-local-half"] = VARIANT_OF["laspa-local-source"] = "laspa-local"
 
 
 def load(model: str):
@@ -201,6 +203,7 @@ def main() -> None:
     METHOD_PARAMS["laspa-mix"]["subject"] = case.target.objects[case.edit.index].shape
     METHOD_PARAMS["diffedit"]["source_prompt"] = case.source_caption
     METHOD_PARAMS["flowedit"]["source_prompt"] = case.source_caption
+    METHOD_PARAMS["laspa-local-source"]["source_prompt"] = case.source_caption
     common = {"steps": args.steps, "guidance": args.guidance}
     methods = [m for m in args.methods.split(",") if m]
     generate = diffusers_generate(editor, prompt, args.steps, args.guidance, image.size)

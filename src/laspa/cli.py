@@ -262,7 +262,8 @@ def edit(
     source_prompt: str | None = typer.Option(
         None,
         "--source-prompt",
-        help="ddim-inversion: inversion prompt; fpe: generated mode; diffedit: mask source",
+        help="ddim-inversion: inversion prompt; fpe: generated mode; diffedit: mask source; "
+        "laspa-local: a caption of the input (its changed words join the region)",
     ),
     replace_fraction: float | None = typer.Option(
         None, "--replace-fraction", help="fpe: fraction of steps with replacement"

@@ -58,6 +58,42 @@ def content_words(words: list[str]) -> list[bool]:
     return allowed if any(allowed) else [True] * len(words)
 
 
+def changed_words(source: list[str], target: list[str]) -> list[int]:
+    """The positions in ``target`` of the content words (:func:`content_words`) that
+    ``source`` does not hold at that place of the word order (difflib's alignment of the
+    two word lists, case-insensitive): what a prompt changes against a caption of the
+    input. ``source`` empty: none (without a caption nothing is known to change)."""
+    from difflib import SequenceMatcher
+
+    if not source:
+        return []
+    lowered = [w.lower() for w in target]
+    allowed = content_words(lowered)
+    matcher = SequenceMatcher(a=[w.lower() for w in source], b=lowered, autojunk=False)
+    return [
+        i
+        for tag, _, _, b0, b1 in matcher.get_opcodes()
+        if tag != "equal"
+        for i in range(b0, b1)
+        if allowed[i]
+    ]
+
+
+def on_background(word_map: torch.Tensor, start_inverted: torch.Tensor) -> bool:
+    """Whether a word's map (h, w) is more alike (cosine) the start token's map, which lies
+    on the background, than its inverse, the foreground InstDiffEdit reads objects from:
+    a background word (on the bundled model, the background's colour word)."""
+    pair = torch.stack([1 - start_inverted, start_inverted])
+    sims = maps_lib.cosine_similarity(pair, word_map[None].expand_as(pair))
+    return bool(sims[0] > sims[1])
+
+
+def background_mask(start_inverted: torch.Tensor, phi: float) -> torch.Tensor:
+    """The background (h, w): the start token's map (min-max normalised, as
+    :func:`prepared_word_maps` inverts it) above ``phi``."""
+    return ((1 - start_inverted) > phi).float()
+
+
 def index_word(
     start_inverted: torch.Tensor, word_maps: torch.Tensor, allowed: list[bool] | None = None
 ) -> int:

@@ -37,6 +37,7 @@ RUNS = {
     "laspa-mix": {"subject": "cat"},
     "laspa-local": {},
     "laspa-local change": {"change": "cat"},
+    "laspa-local source": {"source_prompt": "a green dog"},
     "instdiffedit": {"smoothing": "snap", "final_pass": "inpaint"},
     "fpe": {},
     "fpe generated": {"source_prompt": "a red dog"},

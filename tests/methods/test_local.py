@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from laspa import ParameterError, images
-from laspa.methods.local import soft_edge
+from laspa.methods.local import _InstantOptions, instant_region, soft_edge
 from laspa.samplers import SAMPLERS
 from laspa.testing import tiny_editor
 
@@ -42,6 +42,40 @@ def test_the_soft_edge_keeps_the_region_at_one_and_fades_outward():
     assert torch.equal(soft_edge(mask, 0), mask)  # edge 0: the hard region
 
 
+# ------------------------------------------------------------------ changed words, by hand
+def scene_maps() -> torch.Tensor:
+    """(h, w, tokens) maps of "<start> cat snowy": the start token and "snowy" on the
+    background, "cat" on an object in the middle."""
+    background = torch.ones(12, 12)
+    background[4:8, 4:8] = 0
+    return torch.stack([background, 1 - background, background + 0.1], dim=-1)
+
+
+@pytest.mark.parametrize(
+    ("changed", "covers"),
+    [
+        ([], "object"),  # no caption: the instant mask, the index word's object
+        ([1], "everything"),  # only the background word changes: the background joins
+        ([0], "object"),  # an object word: its own map joins (the same object here)
+        ([0, 1], "object"),  # a mixed change: the background word is not taken to change
+    ],
+)
+def test_the_changed_words_set_what_joins_the_instant_region(changed, covers):
+    words, texts = [(1,), (2,)], ["cat", "snowy"]
+    region = instant_region(words, texts, _InstantOptions(0.2, 0.9, 0.6), changed)
+    mask = region(scene_maps(), (12, 12))
+    assert mask[4:8, 4:8].all()  # the object is always in the region
+    assert bool(mask[0, 0]) == (covers == "everything")
+
+
+def test_the_background_decision_is_kept_from_the_first_call():
+    region = instant_region([(1,), (2,)], ["cat", "snowy"], _InstantOptions(0.2, 0.9, 0.6), [1])
+    assert region(scene_maps(), (12, 12)).all()
+    swapped = scene_maps()
+    swapped[..., 2] = swapped[..., 1]  # "snowy" now on the object: decided already
+    assert region(swapped, (12, 12))[0, 0] == 1  # the background still joins
+
+
 # ------------------------------------------------------------------ the method
 @pytest.mark.parametrize("region", ["instant", "change"])
 def test_the_mask_is_one_latent_sized_map_in_zero_one(ed, region):
@@ -72,6 +106,14 @@ def test_equal_strength_inside_and_out_is_laspa_x0_bit_for_bit(ed, sampler):
     )  # fmt: skip
     assert torch.equal(local.latent, x0.latent)
     assert not local.mask.any()  # the region was never read
+
+
+def test_a_source_prompt_that_changes_nothing_is_no_source_prompt(ed):
+    plain = edit(ed, seed=1)
+    for caption in ("a red cat", "A Red Cat"):
+        assert torch.equal(edit(ed, seed=1, source_prompt=caption).latent, plain.latent)
+    changed = edit(ed, seed=1, source_prompt="a green dog")
+    assert torch.isfinite(changed.latent).all() and changed.mask.max() == 1
 
 
 def test_a_weaker_inside_changes_the_edit(ed):

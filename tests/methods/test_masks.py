@@ -8,10 +8,13 @@ import torch
 
 from laspa import maps as maps_lib
 from laspa.masks import (
+    background_mask,
     binarise,
+    changed_words,
     content_words,
     index_word,
     instant_mask,
+    on_background,
     prepared_word_maps,
     refine,
     seed_mean,
@@ -178,3 +181,32 @@ def test_instant_mask_chooses_the_index_word_once_and_composes_the_steps():
     grass = (torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, 0.0]))
     kept, chosen = instant_mask(token_maps, words, (8, 8), options(), chosen=(2, grass))
     assert chosen == (2, grass) and kept[7, 0] == 1 and kept[3, 3] == 0
+
+
+# ------------------------------------------------------------------ changed words
+def test_changed_words_are_the_content_words_the_caption_lacks_at_their_place():
+    def words(text: str) -> list[str]:
+        return text.split(" ")
+
+    caption = words("a large blue star at the top on a navy background")
+    assert changed_words(caption, words("a large blue star at the top on a maroon background")) == [
+        9
+    ]
+    # a replaced run, an insertion; function words ("in", "the") never count
+    assert changed_words(words("a red cat at the top"), words("a blue dog in the top left")) == [
+        1, 2, 6,
+    ]  # fmt: skip
+    assert changed_words(["A", "Red", "cat"], ["a", "red", "CAT"]) == []  # case-insensitive
+    assert changed_words([], ["a", "red", "cat"]) == []  # no caption: nothing known to change
+
+
+def test_a_background_word_attends_where_the_start_token_does():
+    # the start token on the background (as the bundled model was trained), inverted as
+    # prepared_word_maps returns it: 1 on the object in the middle, 0 around it
+    start_inverted = torch.zeros(8, 8)
+    start_inverted[2:6, 2:6] = 1
+    on_object, around = start_inverted.clone(), 1 - start_inverted
+    assert on_background(around, start_inverted)
+    assert not on_background(on_object, start_inverted)
+    assert not on_background(0.3 * around + on_object, start_inverted)  # mostly the object
+    assert torch.equal(background_mask(start_inverted, 0.2), around)

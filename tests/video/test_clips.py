@@ -68,3 +68,28 @@ def test_bench_clips_reports_each_method_with_fixed_and_fresh_noise(
     row = result["rows"][0]
     assert len(row["frame_bg_psnr"]) == 3 and row["flicker"] >= 0
     assert "seconds_per_frame_one_by_one" in row
+
+
+def test_bench_clips_draws_each_clips_noise_from_its_own_seed(monkeypatch):
+    """Fixed noise is one x_T per clip, not one for the whole suite: every method and
+    both noises of a clip share the clip's seed, and the clips' seeds differ."""
+    from laspa.bench import clips as clips_bench
+
+    calls = []
+
+    def fake_edit(editor, case, method, noise, seed, params, batch):
+        calls.append((case.id, method, noise, seed))
+        return case.target_frames(), 0.0
+
+    monkeypatch.setattr(clips_bench, "edit_clip", fake_edit)
+    monkeypatch.setattr(clips_bench, "edit_success", lambda picture, scene: True)
+    editor = type("Editor", (), {"resolution": 32})()
+    result = clips_bench.run_clips(
+        editor, ["laspa-x0", "sdedit"], {}, clips=3, frames=2, seed=5, batch=2
+    )
+    seeds = {}
+    for clip, _, _, seed in calls:
+        seeds.setdefault(clip, set()).add(seed)
+    assert len(seeds) == 3 and all(len(s) == 1 for s in seeds.values())
+    assert len({next(iter(s)) for s in seeds.values()}) == 3
+    assert {row["seed"] for row in result["rows"]} == {next(iter(s)) for s in seeds.values()}

@@ -22,6 +22,7 @@ from ..methods.base import METHODS
 from ..video import frame_seed
 from ..world.clips import ClipCase, sample_clip
 from .metrics import background_metrics, edit_success, mean, to_array
+from .runner import case_seed
 
 DEFAULT_CLIP_METHODS = "laspa-x0,laspa-input,sdedit,instdiffedit"
 NOISES = ("fixed", "fresh")
@@ -106,22 +107,26 @@ def run_clips(
     size = editor.resolution
     cases = [sample_clip(seed, index, frames, size) for index in range(clips)]
     rows = []
-    for case in cases:
+    for index, case in enumerate(cases):
+        # each clip its own noise seed, as each case of the image suites: with one seed
+        # for every clip, the fixed-noise rows would score a single x_T on all the clips
+        clip_seed = case_seed(seed, index)
         for method in methods:
             for noise in NOISES:
                 outputs, seconds = edit_clip(
-                    editor, case, method, noise, seed, params.get(method, {}), batch
+                    editor, case, method, noise, clip_seed, params.get(method, {}), batch
                 )
                 row = {
                     "clip": case.id,
                     "method": method,
                     "noise": noise,
+                    "seed": clip_seed,
                     **score_clip(case, outputs),
                 }
                 row["seconds_per_frame"] = seconds / frames
                 if single and noise == "fixed":
                     _, alone = edit_clip(
-                        editor, case, method, noise, seed, params.get(method, {}), 1
+                        editor, case, method, noise, clip_seed, params.get(method, {}), 1
                     )
                     row["seconds_per_frame_one_by_one"] = alone / frames
                 rows.append(row)

@@ -3,7 +3,9 @@
 One pass from noise with the edit prompt, as ``laspa-x0``. After each UNet call the edit
 region M (h, w) is read from the same call's cross-attention (docs/methods.md, "Mask-aware
 LASPA"): InstDiffEdit's instant mask of the running-mean maps (``region="instant"``, no word
-needed), or the ``change`` word's map (``region="change"``, as laspa-mix's keep=rest). The
+needed; with a ``source_prompt``, a caption of the input, the words the prompt changes
+join it: the background if only background words change, else the changed words' maps),
+or the ``change`` word's map (``region="change"``, as laspa-mix's keep=rest). The
 x0 alignment then weighs each pixel by
 
     b_t(p) = b_out(t) + M(p) * (b_in(t) - b_out(t)),
@@ -25,7 +27,14 @@ from .. import maps as maps_lib
 from ..attention import CrossAttentionStore, coarse_cross_levels
 from ..errors import ParameterError
 from ..loop import Step
-from ..masks import instant_mask
+from ..masks import (
+    background_mask,
+    binarise,
+    changed_words,
+    instant_mask,
+    on_background,
+    prepared_word_maps,
+)
 from .base import CommonParams, EditBatch, MethodOutput, option, register
 from .laspa import (
     AlignmentWeights,
@@ -52,6 +61,9 @@ class LocalParams(CommonParams):
         help="edit region: InstDiffEdit's instant mask, or the change word's map",
     )
     change: str = option("", help="region=change: the word of the region to redo")
+    source_prompt: str = option(
+        "", help="instant: a caption of the input; the words the prompt changes join the region"
+    )
     phi: float = option(0.2, low=0.0, high=1.0, help="region threshold of the normalised map")
     edge: int = option(1, low=0, high=8, help="binomial blurs of the region's soft edge (0: hard)")
     region_steps: float = option(
@@ -136,13 +148,37 @@ def change_region(positions, phi: float):
     return region
 
 
-def instant_region(words, texts, options: _InstantOptions):
-    """InstDiffEdit's instant mask; the index word and word split kept from the first call."""
+def instant_region(words, texts, options: _InstantOptions, changed: list[int] = ()):
+    """InstDiffEdit's instant mask; the index word and word split kept from the first call.
+
+    ``changed``: the words (indices) the prompt changes against a caption of the input
+    (:func:`laspa.masks.changed_words`); each is sorted once, at the first call, into a
+    background word (its map more alike the start token's than the foreground's:
+    :func:`laspa.masks.on_background`) or an object word. If every changed word is a
+    background word the background (the start token's map) joins the region: the instant
+    mask is an object's, so a changed background would otherwise stay pinned by the
+    outside's alignment. Otherwise each changed object word's own map (blurred and
+    thresholded as the instant mask) joins it, so that the region covers what the new
+    words name where the index word's map misses part of it; changed background words are
+    then left out (a broad map, e.g. a position word's, is not taken to be the edit)."""
     chosen = None
+    kinds: list[bool] | None = None
 
     def region(token_maps: torch.Tensor, size) -> torch.Tensor:
-        nonlocal chosen
+        nonlocal chosen, kinds
         mask, chosen = instant_mask(token_maps, words, size, options, chosen, texts)
+        if not changed:
+            return mask
+        start_inverted, changed_maps = prepared_word_maps(
+            token_maps, [words[i] for i in changed], size, options.word_resize
+        )
+        if kinds is None:
+            kinds = [on_background(m, start_inverted) for m in changed_maps]
+        if all(kinds):
+            return torch.maximum(mask, background_mask(start_inverted, options.phi))
+        for word_map, on_bg in zip(changed_maps, kinds, strict=True):
+            if not on_bg:
+                mask = torch.maximum(mask, binarise(word_map, options.phi))
         return mask
 
     return region
@@ -168,7 +204,7 @@ class LaspaLocal(_Laspa):
     summary = "Mask-aware LASPA: strong x0 alignment outside the edit region found in the pass"
     Params = LocalParams
     makes_mask = True
-    case_inputs = ("change",)
+    case_inputs = ("change", "source_prompt")
     batch_key = ("steps", "region_steps")
 
     def run(self, engine, batch: EditBatch) -> MethodOutput:
@@ -225,4 +261,7 @@ class LaspaLocal(_Laspa):
         if not words:
             raise ParameterError("laspa-local needs a prompt with at least one word")
         options = _InstantOptions(params.phi, params.object_threshold, params.background_threshold)
-        return instant_region([w.positions for w in words], [w.word for w in words], options)
+        texts = [w.word for w in words]
+        source = [w.word for w in engine.word_tokens(params.source_prompt)]
+        changed = changed_words(source, texts)
+        return instant_region([w.positions for w in words], texts, options, changed)
