@@ -753,6 +753,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
+    if args.method != "flowedit" and args.model is not None:
+        raise ParityError(f"--model is for flowedit; {args.method} runs on the bundled mini")
     if args.method != "flowedit" and args.steps is None:
         args.steps = 25
     if args.cases < 1 or (args.steps is not None and args.steps < 2):
@@ -771,8 +773,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.root = checkout(args.method, args.checkout)
     check_checkout(args.method, args.root)
     if args.method != "flowedit":
-        if args.model is not None:
-            raise ParityError(f"--model is for flowedit; {args.method} runs on the bundled mini")
         return args
     args.model_source, family = check_flow_model(args.model)
     args.options = flowedit_options(family, args)
