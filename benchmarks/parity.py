@@ -830,10 +830,12 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from laspa.errors import LaspaError
+
     try:
         args = parse(argv)
         result = run(args)
-    except ParityError as error:
+    except (ParityError, LaspaError) as error:  # laspa's: a model it cannot load
         print(f"parity: error: {error}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=1)
