@@ -569,8 +569,9 @@ FLOWEDIT_PATCHES = (
           "orig_height, orig_width = x_src.shape[2]*pipe.vae_scale_factor, "
           "x_src.shape[3]*pipe.vae_scale_factor",
           "FluxPipeline.vae_scale_factor is the VAE's own factor (8 on FLUX) since diffusers "
-          "0.31, no longer twice it (16): the image size is now the latent size times it "
-          "(unpatched, FlowEditFLUX builds position ids and unpacks at half the size)"),
+          "PR 9711 (November 2024), no longer twice it (16): the image size is now the "
+          "latent size times it (unpatched, FlowEditFLUX builds position ids and unpacks "
+          "at half the size)"),
 )  # fmt: skip
 
 
