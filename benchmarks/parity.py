@@ -1,19 +1,21 @@
-"""Parity with the authors' released code: InstDiffEdit's masks and FPE's images, theirs
-beside ours on the same cases, inputs, seeds and steps.
+"""Parity with the authors' released code: InstDiffEdit's masks, FPE's and FlowEdit's
+images, theirs beside ours on the same cases, inputs, seeds and steps.
 
 The authors' code is not part of laspa and is never copied into it. This script reads it
 from a checkout named on the command line, applies the patches listed in
-``INSTDIFFEDIT_PATCHES`` / ``FPE_PATCHES`` (load the bundled miniature instead of SD, run
-on the CPU, the miniature's sizes, today's diffusers attention API; each says why),
-runs it and ours on the scene-world cases, and prints per-case and mean figures as JSON
-(docs/results.md, "Parity with the released code").
+``INSTDIFFEDIT_PATCHES`` / ``FPE_PATCHES`` / ``FLOWEDIT_PATCHES`` (load the bundled
+miniature instead of SD, run on the CPU, the miniature's sizes, today's diffusers API;
+each says why), runs it and ours on the scene-world cases, and prints per-case and mean
+figures as JSON (docs/results.md, "Parity with the released code").
 
     python benchmarks/parity.py instdiffedit /path/to/InstDiffEdit --cases 24 --threads 1
     python benchmarks/parity.py fpe /path/to/EasyNLP/diffusion/FreePromptEditing --cases 24
+    python benchmarks/parity.py flowedit /path/to/FlowEdit --model /path/to/sd3-or-flux --cases 24
 
-Checkouts measured: xiaotianqing/InstDiffEdit 455968b, alibaba/EasyNLP a4ee956. Their
-code needs ``pip install opencv-python-headless scikit-learn einops`` (not laspa
-dependencies); torchvision, which they use for ``ToTensor`` only, is replaced by a
+Checkouts measured: xiaotianqing/InstDiffEdit 455968b, alibaba/EasyNLP a4ee956,
+fallenshock/FlowEdit 457f402. InstDiffEdit's and FPE's code needs ``pip install
+opencv-python-headless scikit-learn einops`` (not laspa dependencies; FlowEdit's needs
+only tqdm); torchvision, which they use for ``ToTensor`` only, is replaced by a
 stand-in when it is not installed (its PyPI wheel would replace the CPU torch).
 
 Inputs given to both sides: the case image at the model's size, its target prompt, the
@@ -27,8 +29,15 @@ the released options (``index_words=all``, ``word_resize=bicubic``) and at our d
 ``same_maps_pixels``: our mask maths on their aligned run's attention maps, every step.
 FPE (images compared): theirs with edit_real.ipynb's scheduler and with the model's;
 ours with the released options (``layers=code``, the replace fraction,
-``final_step="scheduler"``) and at our defaults. ``--json`` keeps every case's figures;
-stdout gets the means.
+``final_step="scheduler"``) and at our defaults. FlowEdit (latents and images compared;
+``--model``: an SD3 or FLUX diffusers folder, both sides load it): their ``FlowEditSD3`` /
+``FlowEditFLUX`` on a diffusers pipeline of the folder, given our input latent (the VAE
+posterior mean; ``latent_src_maxdiff`` is their run_script.py's own encoding against it)
+and our noise: their ``torch.randn_like`` draws are replaced, call by call, by the draws of
+the edit's generator (seeded with the case seed, in their order: ``n_avg`` per step, then
+the ``n_min`` phase's one; packed where FLUX draws packed tokens); ours ``flowedit`` with
+the same options (the published ones of the model unless given). ``--json`` keeps every
+case's figures; stdout gets the means (FlowEdit: also the largest and smallest).
 """
 
 from __future__ import annotations
@@ -236,14 +245,15 @@ def check_requirements(modules: Sequence[str]) -> None:
 def checkout(method: str, path: str) -> Path:
     """The folder holding the method's files; EasyNLP's root is accepted for FPE."""
     root = Path(path)
-    files = INSTDIFFEDIT_FILES if method == "instdiffedit" else FPE_FILES
+    files = FILES[method]
     candidates = [root]
     if method == "fpe":  # EasyNLP's root holds it under diffusion/
         candidates.append(root / "diffusion" / "FreePromptEditing")
     for folder in candidates:
         if all((folder / f).is_file() for f in files):
             return folder
-    name = "an InstDiffEdit" if method == "instdiffedit" else "a FreePromptEditing (FPE)"
+    name = {"instdiffedit": "an InstDiffEdit", "fpe": "a FreePromptEditing (FPE)",
+            "flowedit": "a FlowEdit"}[method]  # fmt: skip
     raise ParityError(f"{path} is not {name} checkout of the authors' code (no {files[0]})")
 
 
@@ -251,11 +261,14 @@ def check_checkout(method: str, root: Path) -> None:
     """Every patch applies (before any model loads) and their code's packages are here."""
     if method == "instdiffedit":
         files, patches = INSTDIFFEDIT_FILES, INSTDIFFEDIT_PATCHES + INSTDIFFEDIT_ALIGNMENTS
-    else:
+    elif method == "fpe":
         files, patches = FPE_FILES, FPE_PATCHES
+    else:
+        files, patches = FLOWEDIT_FILES, FLOWEDIT_PATCHES
     for file in files:
         patched_source(root, file, patches)
-    check_requirements(("cv2", "sklearn") if method == "instdiffedit" else ("einops",))
+    needed = {"instdiffedit": ("cv2", "sklearn"), "fpe": ("einops",), "flowedit": ("tqdm",)}
+    check_requirements(needed[method])
 
 
 # ------------------------------------------------------------------ metrics
@@ -542,16 +555,198 @@ def run_fpe(editor, root: Path, cases, seeds: list[int], steps: int, fraction: f
     return {"cases": rows, "mean": means(rows)}
 
 
+# ------------------------------------------------------------------ FlowEdit
+FLOWEDIT_FILES = ("FlowEdit_utils.py",)
+FILES = {"instdiffedit": INSTDIFFEDIT_FILES, "fpe": FPE_FILES, "flowedit": FLOWEDIT_FILES}
+FLOWEDIT_PATCHES = (
+    Patch("FlowEdit_utils.py", "prev_sample = prev_sample.to(noise_pred_tar.dtype)",
+          "prev_sample = prev_sample.to(Vt_tar.dtype)",
+          "FlowEditSD3's n_min branch casts to the dtype of a variable it never sets "
+          "(NameError whenever n_min > 0): the target velocity's, which it means"),
+    Patch("FlowEdit_utils.py",
+          "orig_height, orig_width = x_src.shape[2]*pipe.vae_scale_factor//2, "
+          "x_src.shape[3]*pipe.vae_scale_factor//2",
+          "orig_height, orig_width = x_src.shape[2]*pipe.vae_scale_factor, "
+          "x_src.shape[3]*pipe.vae_scale_factor",
+          "FluxPipeline.vae_scale_factor is the VAE's own factor (8 on FLUX) since diffusers "
+          "PR 9711 (November 2024), no longer twice it (16): the image size is now the "
+          "latent size times it (unpatched, FlowEditFLUX builds position ids and unpacks "
+          "at half the size)"),
+)  # fmt: skip
+
+
+def load_flowedit(root: Path) -> types.ModuleType:
+    """Their FlowEdit_utils.py (patched) as a module; its progress bar silenced (tqdm is
+    replaced by the identity after loading: stderr keeps our per-case lines)."""
+    with quiet():
+        module = load_module("flowedit_released", root, "FlowEdit_utils.py",
+                             FLOWEDIT_PATCHES, {})  # fmt: skip
+    module.tqdm = lambda iterable, *args, **kwargs: iterable
+    return module
+
+
+def their_pipeline(model: str):
+    """The diffusers pipeline their run_script.py builds, from the same folder as ours,
+    in float32 on the CPU (theirs: float16 on CUDA)."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    from laspa.editor import _pipeline_class
+
+    flux = _pipeline_class(model).startswith("Flux")
+    cls = FluxPipeline if flux else StableDiffusion3Pipeline
+    # components the folder leaves out (e.g. SD3 without T5) are named None, as
+    # diffusers asks
+    index = json.loads((Path(model) / "model_index.json").read_text())
+    absent = {k: None for k, v in index.items() if v in ([None, None], None)}
+    with quiet():
+        pipe = cls.from_pretrained(model, torch_dtype=torch.float32, **absent)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, flux
+
+
+def their_noise(seed: int, shape, pack: Callable | None):
+    """``torch.randn_like`` for their code: each call the next draw of our edit's noise,
+    ``torch.randn((1, C, h, w))`` from a CPU generator seeded with the case seed (what
+    laspa's Engine.noise draws for a one-row edit, in the same order: n_avg draws per step,
+    then the n_min phase's one), packed into FLUX's tokens where they draw packed."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+
+    def randn_like(like: torch.Tensor) -> torch.Tensor:
+        draw = torch.randn(tuple(shape), generator=generator)
+        if like.dim() == 3:  # FLUX: (1, h/2 w/2, 4C) tokens
+            draw = pack(draw)
+        assert draw.shape == like.shape, (draw.shape, like.shape)
+        return draw.to(like)
+
+    return randn_like
+
+
+def their_flowedit(module, pipe, flux: bool, x_src, case, seed: int, options: dict):
+    """FlowEditSD3 / FlowEditFLUX on one case with our latent and noise: their latent,
+    decoded as run_script.py decodes it."""
+
+    def pack(latents: torch.Tensor) -> torch.Tensor:
+        rows, channels, height, width = latents.shape
+        return pipe._pack_latents(latents, rows, channels, height, width)
+
+    function = module.FlowEditFLUX if flux else module.FlowEditSD3
+    randn_like = their_noise(seed, x_src.shape, pack if flux else None)
+    with mock.patch.object(torch, "randn_like", randn_like), quiet():
+        latent = function(
+            pipe, pipe.scheduler, x_src.clone(), case.source_prompt, case.target_prompt, "",
+            options["steps"], options["n_avg"], options["src_guidance_scale"],
+            options["tar_guidance_scale"], options["n_min"], options["n_max"],
+        )  # fmt: skip
+        scaled = latent / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        with torch.no_grad():
+            decoded = pipe.vae.decode(scaled, return_dict=False)[0]
+        image = pipe.image_processor.postprocess(decoded)[0]
+    return latent.float(), image
+
+
+def their_encode(pipe, image) -> torch.Tensor:
+    """run_script.py's input latent: the posterior mode of the preprocessed image, shifted
+    and scaled."""
+    pixels = pipe.image_processor.preprocess(image)
+    with torch.no_grad():
+        latent = pipe.vae.encode(pixels).latent_dist.mode()
+    return (latent - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+
+
+def latent_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of ``a`` against ``b`` with the peak-to-peak range of ``b`` as the peak
+    (capped at 200: identical)."""
+    mse = float(((a - b) ** 2).mean())
+    peak = float(b.max() - b.min())
+    return 200.0 if mse == 0 else min(200.0, 10 * float(np.log10(peak**2 / mse)))
+
+
+def flowedit_options(family: str, args: argparse.Namespace) -> dict:
+    """Both sides' settings: the command line's, else the published ones of the family."""
+    from laspa.methods.flowedit import PUBLISHED
+
+    chosen = {"steps": args.steps, "n_max": args.n_max, "src_guidance_scale": args.src_guidance,
+              "tar_guidance_scale": args.tar_guidance}  # fmt: skip
+    options = {k: PUBLISHED[family][k] if v is None else v for k, v in chosen.items()}
+    options.update(n_min=args.n_min, n_avg=args.n_avg)
+    if options["n_min"] > min(options["n_max"], options["steps"]):
+        raise ParityError(
+            f"--n-min ({options['n_min']}) must be at most n_max ({options['n_max']}) and "
+            f"the steps ({options['steps']})"
+        )
+    return options
+
+
+def run_flowedit(editor, root: Path, cases, seeds: list[int], options: dict) -> dict:
+    from laspa import images
+    from laspa.bench import metrics
+    from laspa.bench.runner import score
+
+    module = load_flowedit(root)
+    pipe, flux = their_pipeline(editor.source)
+    size = editor.model_size(cases[0].source)
+    rows = []
+    for case, seed in zip(cases, seeds, strict=True):
+        row: dict[str, Any] = {"id": case.id, "kind": case.kind, "prompt": case.target_prompt,
+                               "source_prompt": case.source_prompt, "seed": seed}  # fmt: skip
+        x_src = editor.encode(images.to_tensor(case.source, size))
+        # the input latent: ours, and run_script.py's recipe on their pipeline's VAE
+        row["latent_src_maxdiff"] = float((their_encode(pipe, case.source) - x_src).abs().max())
+        ours = editor.edit(case.source, case.target_prompt, method="flowedit", seed=seed,
+                           source_prompt=case.source_prompt, **options)  # fmt: skip
+        latent, image = their_flowedit(module, pipe, flux, x_src, case, seed, options)
+        row["latent_maxdiff"] = float((latent - ours.latent).abs().max())
+        row["latent_psnr"] = latent_psnr(latent, ours.latent)
+        row["latent_change"] = float((ours.latent - x_src).abs().max())  # what the edit moved
+        theirs_image, ours_image = image.resize(case.source.size), ours.image
+        arrays = metrics.to_array(theirs_image), metrics.to_array(ours_image)
+        row["psnr_image"] = min(metrics.psnr(*arrays), 100.0)
+        row["maxdiff_image"] = int(np.abs(levels(theirs_image) - levels(ours_image)).max())
+        for name, produced in (("theirs", theirs_image), ("ours", ours_image)):
+            scored = score(case, produced)
+            row[f"bg_psnr_{name}"] = scored["bg_psnr"]
+            row[f"edit_success_{name}"] = bool(scored["edit_success"])
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k.startswith(("id", "latent", "psnr"))}),
+              file=sys.stderr)  # fmt: skip
+    result: dict[str, Any] = {"cases": rows, "mean": means(rows)}
+    largest = ("latent_maxdiff", "maxdiff_image", "latent_src_maxdiff")
+    result["max"] = {k: max(r[k] for r in rows) for k in largest}
+    result["min"] = {k: min(r[k] for r in rows) for k in ("latent_psnr", "psnr_image")}
+    if flux and not pipe.transformer.config.guidance_embeds:
+        result["note"] = (
+            "FLUX without a guidance embedding: their FlowEditFLUX runs no guidance (the "
+            "scales are unused), ours guides classifier-free against the empty prompt; "
+            "--src-guidance 1 --tar-guidance 1 compares like with like"
+        )
+    return result
+
+
 # ------------------------------------------------------------------ command line
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("method", choices=("instdiffedit", "fpe"))
+    parser.add_argument("method", choices=("instdiffedit", "fpe", "flowedit"))
     parser.add_argument("checkout", help="the authors' code: InstDiffEdit's repository root, "
-                        "or EasyNLP's diffusion/FreePromptEditing (or EasyNLP's root)")  # fmt: skip
+                        "EasyNLP's diffusion/FreePromptEditing (or EasyNLP's root), or "
+                        "FlowEdit's repository root")  # fmt: skip
+    parser.add_argument(
+        "--model", default=None,
+        help="flowedit: a diffusers SD3 or FLUX folder, or a bundled flow model's name "
+        "(required); instdiffedit, fpe: the bundled miniature (only)",
+    )  # fmt: skip
     parser.add_argument("--suite", default="shapes-brief", choices=("shapes", "shapes-brief"))
     parser.add_argument("--cases", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0, help="as laspa bench's --seed")
-    parser.add_argument("--steps", type=int, default=25)
+    published = "flowedit: default the published one"
+    parser.add_argument("--steps", type=int, default=None, help=f"default 25; {published} "
+                        "(T: 50, FLUX 28)")  # fmt: skip
+    parser.add_argument("--n-max", type=int, default=None, help=f"{published} (33, FLUX 24)")
+    parser.add_argument("--n-min", type=int, default=0, help="flowedit: steps of plain sampling")
+    parser.add_argument("--n-avg", type=int, default=1, help="flowedit: noise draws per step")
+    parser.add_argument("--src-guidance", type=float, default=None,
+                        help=f"{published} (3.5, FLUX 1.5)")  # fmt: skip
+    parser.add_argument("--tar-guidance", type=float, default=None,
+                        help=f"{published} (13.5, FLUX 5.5)")  # fmt: skip
     parser.add_argument(
         "--fraction", type=float, default=0.8,
         help="FPE's replace fraction on both sides (edit_real.ipynb's 0.8)",
@@ -559,8 +754,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
-    if args.cases < 1 or args.steps < 2:
+    if args.method != "flowedit" and args.model is not None:
+        raise ParityError(f"--model is for flowedit; {args.method} runs on the bundled mini")
+    if args.method != "flowedit" and args.steps is None:
+        args.steps = 25
+    if args.cases < 1 or (args.steps is not None and args.steps < 2):
         raise ParityError("--cases must be >= 1 and --steps >= 2")
+    if args.n_min < 0 or args.n_avg < 1 or (args.n_max is not None and args.n_max < 0):
+        raise ParityError("--n-min and --n-max must be >= 0, --n-avg >= 1")
+    for name in ("src_guidance", "tar_guidance"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise ParityError(f"--{name.replace('_', '-')} must be >= 0")
     if not 0.0 <= args.fraction <= 1.0:
         raise ParityError(f"--fraction must be in [0, 1], got {args.fraction}")
     if args.threads is not None and args.threads < 1:
@@ -569,7 +773,35 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise ParityError(f"--json: no folder {Path(args.json).resolve().parent}")
     args.root = checkout(args.method, args.checkout)
     check_checkout(args.method, args.root)
+    if args.method != "flowedit":
+        return args
+    args.model_source, family = check_flow_model(args.model)
+    args.options = flowedit_options(family, args)
     return args
+
+
+def check_flow_model(model: str | None) -> tuple[str, str]:
+    """The folder of --model, checked to be an SD3 or FLUX diffusers folder (before any
+    model loads; a bundled model's name resolves to its folder), and its family."""
+    from laspa import mini
+    from laspa.editor import _pipeline_class
+
+    if model is None:
+        raise ParityError("flowedit needs --model: a diffusers SD3 or FLUX folder")
+    if model in mini.MODEL_NAMES:
+        try:
+            model = str(mini.model_dir(mini.MODEL_NAMES[model]))
+        except RuntimeError as error:
+            raise ParityError(str(error)) from None
+    if not (Path(model) / "model_index.json").is_file():
+        raise ParityError(f"--model: {model} is not a diffusers model folder (no model_index.json)")
+    pipeline = _pipeline_class(model)
+    if not pipeline.startswith(("StableDiffusion3", "Flux")):
+        raise ParityError(
+            f"--model: {model} holds a {pipeline or 'unknown'} model; FlowEdit's code runs "
+            "SD3 and FLUX"
+        )
+    return model, "flux" if pipeline.startswith("Flux") else "sd3"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -579,28 +811,39 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    editor = Editor.mini()
+    if args.method == "flowedit":
+        editor = Editor.from_pretrained(args.model_source)
+    else:
+        editor = Editor.mini()
     cases = load_cases(args.suite, size=editor.resolution, n=args.cases, seed=args.seed)
     seeds = [case_seed(args.seed, index) for index in range(len(cases))]
-    runner: Callable = run_instdiffedit if args.method == "instdiffedit" else run_fpe
-    extra = () if args.method == "instdiffedit" else (args.fraction,)
-    result = runner(editor, args.root, cases, seeds, args.steps, *extra)
-    patches = INSTDIFFEDIT_PATCHES if args.method == "instdiffedit" else FPE_PATCHES
     settings = {k: v for k, v in vars(args).items() if k not in ("root", "json", "threads")}
+    if args.method == "flowedit":
+        result = run_flowedit(editor, args.root, cases, seeds, args.options)
+        settings["family"] = editor.engine.family
+    elif args.method == "instdiffedit":
+        result = run_instdiffedit(editor, args.root, cases, seeds, args.steps)
+    else:
+        result = run_fpe(editor, args.root, cases, seeds, args.steps, args.fraction)
+    patches = {"instdiffedit": INSTDIFFEDIT_PATCHES, "fpe": FPE_PATCHES,
+               "flowedit": FLOWEDIT_PATCHES}[args.method]  # fmt: skip
     return {**settings, "patches": [f"{p.file}: {p.why}" for p in patches], **result}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from laspa.errors import LaspaError
+
     try:
         args = parse(argv)
         result = run(args)
-    except ParityError as error:
+    except (ParityError, LaspaError) as error:  # laspa's: a model it cannot load
         print(f"parity: error: {error}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=1)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    print(json.dumps({"method": args.method, "mean": result["mean"]}, indent=1))
+    summary = {k: result[k] for k in ("mean", "max", "min", "note") if k in result}
+    print(json.dumps({"method": args.method, **summary}, indent=1))
     return 0
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def parity():
@@ -63,3 +64,68 @@ def test_a_checkout_the_patches_do_not_fit_is_refused(tmp_path, capsys, monkeypa
 )
 def test_bad_options_are_one_line_and_exit_2(args, capsys, monkeypatch):
     refused(capsys, monkeypatch, args)
+
+
+def flowedit_checkout(folder: Path) -> Path:
+    """A stand-in for FlowEdit's checkout holding only the lines the patches replace (the
+    tests never use the authors' code)."""
+    module = parity()
+    text = "\n".join(patch.old for patch in module.FLOWEDIT_PATCHES)
+    (folder / "FlowEdit_utils.py").write_text(text + "\n")
+    return folder
+
+
+def model_folder(folder: Path, pipeline: str) -> Path:
+    folder.mkdir()
+    (folder / "model_index.json").write_text(f'{{"_class_name": "{pipeline}"}}')
+    return folder
+
+
+def test_flowedit_checks_its_checkout_and_model_before_loading(tmp_path, capsys, monkeypatch):
+    err = refused(capsys, monkeypatch, ["flowedit", str(tmp_path), "--model", str(tmp_path)])
+    assert "FlowEdit checkout" in err and "FlowEdit_utils.py" in err
+    code = flowedit_checkout(tmp_path)
+    assert "needs --model" in refused(capsys, monkeypatch, ["flowedit", str(code)])
+    err = refused(capsys, monkeypatch, ["flowedit", str(code), "--model", str(tmp_path / "no")])
+    assert "no model_index.json" in err
+    sd = model_folder(tmp_path / "sd", "StableDiffusionPipeline")
+    err = refused(capsys, monkeypatch, ["flowedit", str(code), "--model", str(sd)])
+    assert "StableDiffusionPipeline" in err and "SD3 and FLUX" in err
+    flux = model_folder(tmp_path / "flux", "FluxPipeline")
+    # FLUX's published n_max is 24: n_min 25 cannot be; n_min past the steps neither
+    err = refused(capsys, monkeypatch, ["flowedit", str(code), "--model", str(flux),
+                                        "--n-min", "25"])  # fmt: skip
+    assert "--n-min (25) must be at most n_max (24)" in err
+    err = refused(capsys, monkeypatch, ["flowedit", str(code), "--model", str(flux),
+                                        "--steps", "4", "--n-min", "5", "--n-max", "9"])  # fmt: skip
+    assert "the steps (4)" in err
+    err = refused(capsys, monkeypatch, ["instdiffedit", str(code), "--model", str(flux)])
+    assert "--model is for flowedit" in err
+
+
+def test_flowedit_options_are_the_published_ones_unless_given(tmp_path):
+    module = parity()
+    code = str(flowedit_checkout(tmp_path))
+    sd3 = str(model_folder(tmp_path / "sd3", "StableDiffusion3Pipeline"))
+    args = module.parse(["flowedit", code, "--model", sd3])
+    assert args.options == {"steps": 50, "n_max": 33, "src_guidance_scale": 3.5,
+                            "tar_guidance_scale": 13.5, "n_min": 0, "n_avg": 1}  # fmt: skip
+    flux = str(model_folder(tmp_path / "flux", "FluxPipeline"))
+    args = module.parse(["flowedit", code, "--model", flux, "--steps", "10", "--n-avg", "2",
+                         "--tar-guidance", "7"])  # fmt: skip
+    assert args.options == {"steps": 10, "n_max": 24, "src_guidance_scale": 1.5,
+                            "tar_guidance_scale": 7.0, "n_min": 0, "n_avg": 2}  # fmt: skip
+
+
+def test_their_noise_is_the_edit_generators_draws_in_order():
+    """What replaces their torch.randn_like: the draws laspa's Engine.noise makes for a
+    one-row edit of that seed, one per call, packed for FLUX's token layout."""
+    module = parity()
+    shape = (1, 4, 4, 6)
+    generator = torch.Generator().manual_seed(7)
+    expected = [torch.randn(shape, generator=generator) for _ in range(3)]
+    randn_like = module.their_noise(7, shape, None)
+    for draw in expected:
+        assert torch.equal(randn_like(torch.zeros(shape)), draw)
+    packed = module.their_noise(7, shape, lambda x: x.reshape(1, 6, 16))
+    assert torch.equal(packed(torch.zeros(1, 6, 16)), expected[0].reshape(1, 6, 16))

@@ -31,7 +31,9 @@ authors give for eps models (fallenshock/FlowEdit, issue 3).
 Defaults are the published ones of the model (SD3_exp.yaml, FLUX_exp.yaml): on SD3
 T = 50, n_max = 33, src_guidance_scale 3.5, tar_guidance_scale 13.5; on FLUX T = 28,
 n_max = 24, 1.5 and 5.5 (FLUX-dev's guidance embedding, no unconditional rows); n_min = 0,
-n_avg = 1 on both. UNet models take SD3's (none are published for them). The common
+n_avg = 1 on both. On a FLUX without a guidance embedding the scales are classifier-free
+guidance, as for every method; the released FlowEditFLUX runs unguided there (scales 1
+reproduce it; docs/methods.md). UNet models take SD3's (none are published for them). The common
 ``guidance`` is not used (FlowEdit has two scales; an edit that sets it is refused).
 """
 
