@@ -871,6 +871,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": source, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A shell starts background jobs (``cmd &`` without job control, as CI runners may)
+    # with SIGINT ignored, children inherit that, and Python leaves an ignored SIGINT
+    # ignored: the CLI under test gets the default a user's terminal gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _signalled(command: list[str], when, signum: int, timeout: float = 240) -> tuple[int, str]:
     """Run ``command`` under ``python -X importtime`` and send ``signum`` once ``when``
     holds for a line of its stderr (an import finished, a progress bar moved). Returns
@@ -878,6 +885,7 @@ def _signalled(command: list[str], when, signum: int, timeout: float = 240) -> t
     process = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "laspa", *command],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+        preexec_fn=_sigint_as_in_a_terminal,
     )  # fmt: skip
     seen = b""
     deadline = time.monotonic() + timeout
