@@ -72,6 +72,7 @@ from laspa_train.train import (
     _past,
     encode_latents,
     log_line,
+    run_parser,
     save_image_grid,
     to_pil,
     warmup_lr,
@@ -414,15 +415,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m laspa_train.flow",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of this run")
-    p.add_argument("--stop-at", default=None, help="also stop at this local time, HH:MM")
-    p.add_argument("--max-steps", type=int, default=None, help="also stop after this step")
-    p.add_argument("--resume", action="store_true")
+    p = run_parser("python -m laspa_train.flow", __doc__)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)

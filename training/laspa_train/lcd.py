@@ -52,7 +52,15 @@ from laspa_train.data import (
     make_batch,
     training_scenes,
 )
-from laspa_train.train import Clock, StopFlag, _past, encode_latents, load_frozen_vae, log_line
+from laspa_train.train import (
+    Clock,
+    StopFlag,
+    _past,
+    encode_latents,
+    load_frozen_vae,
+    log_line,
+    run_parser,
+)
 
 #: the w-embedding's width (diffusers' LCM-distilled SD 1.5 uses 256; 32 suffices for a
 #: scalar on a 1.7 M parameter UNet and keeps the export small)
@@ -313,15 +321,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m laspa_train.lcd",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of this run")
-    p.add_argument("--stop-at", default=None, help="also stop at this local time, HH:MM")
-    p.add_argument("--max-steps", type=int, default=None, help="also stop after this step")
-    p.add_argument("--resume", action="store_true")
+    p = run_parser("python -m laspa_train.lcd", __doc__)
     p.add_argument(
         "--init-from-export",
         type=Path,

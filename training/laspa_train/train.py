@@ -135,6 +135,19 @@ class StopFlag:
         self.stop = True
 
 
+def run_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of a resumable trainer (laspa_train.lcd, laspa_train.flow) with the
+    flags they share: the run's budget and resumption."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of this run")
+    p.add_argument("--stop-at", default=None, help="also stop at this local time, HH:MM")
+    p.add_argument("--max-steps", type=int, default=None, help="also stop after this step")
+    p.add_argument("--resume", action="store_true")
+    return p
+
+
 def log_line(path: Path, record: dict[str, Any]) -> None:
     record = {"time": time.strftime("%H:%M:%S"), **record}
     with path.open("a", encoding="utf-8") as f:
