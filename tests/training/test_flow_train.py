@@ -38,16 +38,15 @@ def _random_transformer(seed: int = 0) -> SD3Transformer2DModel:
 def test_one_weighted_zero_token_computes_as_the_pipelines_256(text_parts) -> None:
     tokenizer, encoder = text_parts
     model = _random_transformer()
-    full, added = flow.text_model(tokenizer, encoder, 256).encode(PROMPTS)
-    short, added_short = flow.text_model(tokenizer, encoder, 1).encode(PROMPTS)
+    full, added = flow.text_model(tokenizer, encoder, merged=False).encode(PROMPTS)
+    short, added_short = flow.text_model(tokenizer, encoder).encode(PROMPTS)
     assert full.shape[1] == 40 + 256 and short.shape[1] == 40 + 1
     x, t = torch.randn(2, 4, 16, 16), torch.tensor([250.0, 900.0])
     with torch.no_grad():
         stock = model(x, full, added["pooled_projections"], t).sample
-        flow.use_sink(model, 256)
-        sink = model(x, short, added_short["pooled_projections"], t).sample
-        flow.use_sink(model, 1)  # no weight: a different computation
-        unweighted = model(x, short, added_short["pooled_projections"], t).sample
+        sink = flow.velocity(model, x, short, added_short["pooled_projections"], t, 256)
+        # no weight: a different computation
+        unweighted = flow.velocity(model, x, short, added_short["pooled_projections"], t, 1)
     assert torch.allclose(sink, stock, atol=1e-5)
     assert (unweighted - stock).abs().max() > 1e-2
 
@@ -57,7 +56,7 @@ def test_the_pooled_text_is_the_encoders_own_output(text_parts) -> None:
     ids = tokenizer(PROMPTS, padding="max_length", return_tensors="pt").input_ids
     with torch.no_grad():
         out = encoder(ids)
-        pooled = flow.text_model(tokenizer, encoder, 1).encode(PROMPTS)[1]["pooled_projections"]
+        pooled = flow.text_model(tokenizer, encoder).encode(PROMPTS)[1]["pooled_projections"]
     assert torch.allclose(out.text_embeds, encoder.text_model(ids).pooler_output)
     assert torch.equal(pooled, torch.cat([out.text_embeds, out.text_embeds], dim=-1))
 
@@ -98,10 +97,10 @@ def test_the_export_runs_in_diffusers_as_the_trainer_samples(text_parts, tmp_pat
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe(PROMPTS, num_inference_steps=3, guidance_scale=5.0, height=64, width=64,
                   generator=torch.Generator().manual_seed(0), output_type="pt").images  # fmt: skip
-    ours = flow.sample(model, vae, flow.text_model(tokenizer, encoder, 256), PROMPTS, 3, 5.0, 0)
+    unmerged = flow.text_model(tokenizer, encoder, merged=False)
+    ours = flow.sample(model, vae, unmerged, PROMPTS, 3, 5.0, 0)
     assert torch.allclose(theirs, (ours / 2 + 0.5).clamp(0, 1), atol=1e-5)
-    flow.use_sink(model)
-    sink = flow.sample(model, vae, flow.text_model(tokenizer, encoder, 1), PROMPTS, 3, 5.0, 0)
+    sink = flow.sample(model, vae, flow.text_model(tokenizer, encoder), PROMPTS, 3, 5.0, 0)
     assert torch.allclose(theirs, (sink / 2 + 0.5).clamp(0, 1), atol=1e-4)
     # only the transformer, one text encoder and configs are its own files
     assert (folder / "text_encoder_2").is_symlink() and (folder / "tokenizer").is_symlink()

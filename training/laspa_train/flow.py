@@ -20,7 +20,8 @@ projection zero), so each block starts as the identity.
 followed by ``max_sequence_length`` (256) zero tokens. Those 256 tokens are identical
 all through the network (same input, same per-token operations), so in every softmax
 they act as one key with multiplicity 256: one zero token whose key gets ``+log 256``
-on its logits computes exactly the same. Training uses that (``SinkJointAttnProcessor``),
+on its logits computes exactly the same. Training uses that (laspa's joint-attention
+processor with ``last_token_repeats``, as the engine runs SD3 without T5),
 which makes a step ~4x cheaper than with 296 text tokens; the exported model is run
 by the stock pipeline with its 256 zeros. ``tests/training/test_flow_train.py`` checks
 the identity.
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -55,6 +55,7 @@ from diffusers import (
 )
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
+from laspa.attention import install_joint_processors
 from laspa.families import StableDiffusion3Text
 from laspa.mini import FLOW_DIR, WEIGHTS_DIR
 from laspa_train.checkpoint import load_checkpoint, replace_folder, save_checkpoint
@@ -105,6 +106,7 @@ T5_TOKENS = 256
 def make_transformer() -> SD3Transformer2DModel:
     """The MMDiT with adaLN-Zero initialisation (DiT, Peebles & Xie 2023)."""
     model = SD3Transformer2DModel(**TRANSFORMER_CONFIG)
+    install_joint_processors(model)  # takes last_token_repeats (the merged T5 tokens)
     with torch.no_grad():
         for block in model.transformer_blocks:
             for norm in (block.norm1, block.norm1_context):
@@ -137,54 +139,22 @@ def load_vae(folder: Path = WEIGHTS_DIR) -> AutoencoderKL:
     return vae.eval().requires_grad_(False)
 
 
-def text_model(tokenizer, encoder, t5_tokens: int) -> StableDiffusion3Text:
-    """SD3's prompt encoding (laspa.families) with ``t5_tokens`` zero tokens for T5."""
+def text_model(tokenizer, encoder, merged: bool = True) -> StableDiffusion3Text:
+    """SD3's prompt encoding (laspa.families), without T5: the pipeline's 256 zero tokens,
+    or with ``merged`` one of them standing for all (``last_token_repeats``)."""
     return StableDiffusion3Text(
         (encoder, encoder), (tokenizer, tokenizer), torch.device("cpu"),
-        TRANSFORMER_CONFIG["joint_attention_dim"], max_sequence_length=t5_tokens,
-        merge_zero_tokens=False,
+        TRANSFORMER_CONFIG["joint_attention_dim"], max_sequence_length=T5_TOKENS,
+        merge_zero_tokens=merged,
     )  # fmt: skip
 
 
-class SinkJointAttnProcessor:
-    """SD3's joint attention (image tokens, then text tokens) where the last text token
-    stands for ``multiplicity`` identical tokens: ``+log(multiplicity)`` on its key's
-    logits, for every query. Exactly the stock computation with the copies present."""
-
-    def __init__(self, multiplicity: int):
-        self.log_multiplicity = math.log(multiplicity)
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 *args, **kwargs):  # fmt: skip
-        batch, images = hidden_states.shape[:2]
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
-
-        query, key, value = (heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states)),
-                             heads(attn.to_v(hidden_states)))  # fmt: skip
-        if attn.norm_q is not None:
-            query, key = attn.norm_q(query), attn.norm_k(key)
-        text_q, text_k, text_v = (heads(attn.add_q_proj(encoder_hidden_states)),
-                                  heads(attn.add_k_proj(encoder_hidden_states)),
-                                  heads(attn.add_v_proj(encoder_hidden_states)))  # fmt: skip
-        if attn.norm_added_q is not None:
-            text_q, text_k = attn.norm_added_q(text_q), attn.norm_added_k(text_k)
-        query = torch.cat([query, text_q], dim=2)
-        key = torch.cat([key, text_k], dim=2)
-        value = torch.cat([value, text_v], dim=2)
-        bias = torch.zeros(key.shape[2], dtype=query.dtype, device=query.device)
-        bias[-1] = self.log_multiplicity
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.view(1, 1, 1, -1))
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1])
-        out, text_out = out[:, :images], out[:, images:]
-        if not attn.context_pre_only:
-            text_out = attn.to_add_out(text_out)
-        return attn.to_out[1](attn.to_out[0](out)), text_out
-
-
-def use_sink(transformer: SD3Transformer2DModel, multiplicity: int = T5_TOKENS) -> None:
-    transformer.set_attn_processor(SinkJointAttnProcessor(multiplicity))
+def velocity(transformer, x, context, pooled, t, repeats: int = 1) -> torch.Tensor:
+    """The transformer's output; with ``repeats`` > 1 the context's last token counts that
+    many times in every softmax (laspa's joint-attention processor, installed by
+    `make_transformer`), as the engine runs SD3 without T5."""
+    kwargs = {"last_token_repeats": repeats} if repeats > 1 else None
+    return transformer(x, context, pooled, t, joint_attention_kwargs=kwargs, return_dict=False)[0]
 
 
 # ------------------------------------------------------------------- the maths
@@ -197,13 +167,13 @@ def logit_normal(n: int, generator: torch.Generator | None = None) -> torch.Tens
 
 def flow_loss(
     x0: torch.Tensor, text: torch.Tensor, pooled: torch.Tensor, transformer,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, repeats: int = 1,
 ) -> torch.Tensor:  # fmt: skip
     """Conditional flow matching on the straight path x_s = (1 - s) x0 + s eps."""
     s = logit_normal(len(x0), generator).view(-1, 1, 1, 1)
     eps = torch.randn(x0.shape, generator=generator)
     x = (1 - s) * x0 + s * eps
-    v = transformer(x, text, pooled, s.flatten() * 1000, return_dict=False)[0]
+    v = velocity(transformer, x, text, pooled, s.flatten() * 1000, repeats)
     return F.mse_loss(v, eps - x0)
 
 
@@ -227,8 +197,8 @@ def sample(
     shape = (len(prompts), TRANSFORMER_CONFIG["in_channels"], 16, 16)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     for t in scheduler.timesteps:
-        v = transformer(torch.cat([x, x]), context, pooled, t.expand(2 * len(x)),
-                        return_dict=False)[0]  # fmt: skip
+        v = velocity(transformer, torch.cat([x, x]), context, pooled, t.expand(2 * len(x)),
+                     text.last_token_repeats)  # fmt: skip
         v_uncond, v_cond = v.chunk(2)
         x = scheduler.step(v_uncond + guidance * (v_cond - v_uncond), t, x).prev_sample
     return vae.decode(x / vae.config.scaling_factor + vae.config.shift_factor).sample
@@ -321,7 +291,6 @@ def train(args: argparse.Namespace) -> int:
     tokenizer, encoder = load_text_encoder()
     vae = load_vae()
     transformer = make_transformer().train()
-    use_sink(transformer)
     modules: dict[str, torch.nn.Module] = {"transformer": transformer}
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, weight_decay=0.01)
     ema = EMA(modules, args.ema_decay)
@@ -334,7 +303,7 @@ def train(args: argparse.Namespace) -> int:
             generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
         print(f"resumed flow from {source} at step {state['step']}", flush=True)
     state.update(brief_captions=args.brief_captions, config=TRANSFORMER_CONFIG, shift=SHIFT)
-    text = text_model(tokenizer, encoder, t5_tokens=1)
+    text = text_model(tokenizer, encoder)
     excluded = held_out_captions()
     log = args.run_dir / "log.jsonl"
     clock = Clock(args.minutes * 60, state["elapsed_s"])
@@ -375,7 +344,10 @@ def train(args: argparse.Namespace) -> int:
         ]  # fmt: skip
         context, added = text.encode(captions)
         x0 = encode_latents(vae, batch.images)
-        loss = flow_loss(x0, context, added["pooled_projections"], transformer, generator)
+        loss = flow_loss(
+            x0, context, added["pooled_projections"], transformer, generator,
+            text.last_token_repeats,
+        )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
