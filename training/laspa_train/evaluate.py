@@ -130,10 +130,17 @@ def faithfulness(
     seed: int = 0,
 ) -> float | None:
     """Fraction of attributes the reader finds in images generated from the captions."""
+    if _reader() is None:
+        return None
+    images = generate(pipe, [caption(s) for s in scenes], steps, guidance, seed)
+    return scene_faithfulness(scenes, images)
+
+
+def scene_faithfulness(scenes: Sequence[Scene], images: Sequence[Image.Image]) -> float | None:
+    """Fraction of the scenes' attributes the reader finds in the images drawn for them."""
     reader = _reader()
     if reader is None:
         return None
-    images = generate(pipe, [caption(s) for s in scenes], steps, guidance, seed)
     pairs = [score_scene(s, _safe_read(reader, im)) for s, im in zip(scenes, images, strict=True)]
     return sum(c for c, _ in pairs) / sum(t for _, t in pairs)
 

@@ -250,20 +250,14 @@ def export(folder: Path, transformer, vae, tokenizer, encoder, step: int) -> Non
 def quick_faithfulness(transformer, vae, text, guidance: float, steps: int = 25) -> dict:
     """laspa_train.evaluate's faithfulness on 24 held-out one- and two-object captions."""
     from laspa.world import caption
-    from laspa_train.evaluate import _reader, _safe_read, score_scene
+    from laspa_train.evaluate import scene_faithfulness
 
-    reader = _reader()
     result = {}
-    for count in (1, 2):
+    for count, name in ((1, "one"), (2, "two")):
         scenes = eval_scenes(24, count)
-        images = to_pil(sample(transformer, vae, text, [caption(s) for s in scenes],
-                               steps, guidance, seed=0))  # fmt: skip
-        pairs = [
-            score_scene(s, _safe_read(reader, im)) for s, im in zip(scenes, images, strict=True)
-        ]
-        result[f"quick_faithfulness_{'one' if count == 1 else 'two'}"] = round(
-            sum(c for c, _ in pairs) / sum(t for _, t in pairs), 3
-        )
+        prompts = [caption(s) for s in scenes]
+        images = to_pil(sample(transformer, vae, text, prompts, steps, guidance, seed=0))
+        result[f"quick_faithfulness_{name}"] = round(scene_faithfulness(scenes, images), 3)
     return result
 
 
