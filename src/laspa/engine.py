@@ -69,6 +69,10 @@ from .models import check_model_source
 from .samplers import SAMPLERS, RowNoise, sampler_for_scheduler, step_noise_kind
 from .tokens import WordTokens, positions_of, token_alignment, word_tokens
 
+#: Text embeddings kept per engine (least recently used dropped first): sweeps and long
+#: sessions repeat a few prompts many times.
+PROMPT_CACHE_SIZE = 256
+
 #: A progress callback receives (phase, steps done, steps in the phase).
 Progress = Callable[[str, int, int], None]
 
@@ -133,7 +137,9 @@ class Engine:
         self.layers: dict[str, LayerInfo] = describe_layers(unet)
         self.num_train_timesteps = self.denoiser.num_train_timesteps
         self.progress: Progress | None = None
-        self._embeddings: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+        self._embeddings: OrderedDict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]] = (
+            OrderedDict()
+        )
         self._inversions: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
         self.inversion_cache_size = inversion_cache_size
         self.inversion_cache_hits = 0
@@ -165,7 +171,7 @@ class Engine:
         self.layers = (describe_flux_layers if flux else describe_joint_layers)(transformer)
         self.num_train_timesteps = self.denoiser.num_train_timesteps
         self.progress = None
-        self._embeddings = {}
+        self._embeddings = OrderedDict()
         self._inversions = OrderedDict()
         self.inversion_cache_size = 0
         self.inversion_cache_hits = 0
@@ -232,12 +238,15 @@ class Engine:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._embeddings]
         if missing:
             encoded, added = self._text.encode(missing)
-            if len(self._embeddings) > 256:
-                self._embeddings.clear()
             for index, prompt in enumerate(missing):
                 row_added = {name: value[index] for name, value in added.items()}
                 self._embeddings[prompt] = (encoded[index], row_added)
         rows = [self._embeddings[p] for p in prompts]
+        for prompt in dict.fromkeys(prompts):
+            self._embeddings.move_to_end(prompt)
+        # least recently used first; this call's prompts are already read into rows
+        while len(self._embeddings) > PROMPT_CACHE_SIZE:
+            self._embeddings.popitem(last=False)
         names = rows[0][1]
         added = {name: torch.stack([row[1][name] for row in rows]) for name in names}
         return torch.stack([row[0] for row in rows]), added
