@@ -564,6 +564,7 @@ class Editor:
         batch_size: int = 4,
         fps: float | None = None,
         progress: Any = None,
+        overwrite: bool = False,
         **params: Any,
     ):
         """Edit every frame of ``source`` (an mp4 / webm / gif / ... file or a folder of
@@ -574,12 +575,13 @@ class Editor:
         :mod:`laspa.video`). ``fps``: the output's frame rate (default: the file's own; 24
         for a folder).
         ``progress``: called with the number of frames finished by each step.
+        ``overwrite``: redo frames in the output that other settings made (else refused).
         Returns a :class:`laspa.video.VideoSummary`."""
         from . import video
 
         return video.edit_video(
             self, source, prompt, output, method=method, seed=seed, frame_noise=frame_noise,
-            batch_size=batch_size, fps=fps, progress=progress, **params,
+            batch_size=batch_size, fps=fps, progress=progress, overwrite=overwrite, **params,
         )  # fmt: skip
 
     def _row(self, method: str, variant: dict[str, Any]) -> EditRow:

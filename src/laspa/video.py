@@ -10,27 +10,31 @@ Frames stream through: at most one batch of them is in memory.
 
 Resuming: edited frames are written one by one, atomically, as ``frame_000000.png``, ...
 into the output folder, or, for a video file output, into the side folder
-``OUTPUT.frames`` beside it; a rerun skips the frames there. A video file is muxed from
-the side folder when every frame is done (written atomically), and the side folder is
-then removed.
+``OUTPUT.frames`` beside it, with ``.laspa-video.json`` there recording what made them
+(model, method, options, prompt, seed, noise, the clip's bytes); a rerun with the same
+settings skips the frames there, one with other settings is refused unless
+``overwrite``, which removes them first. A video file is muxed from the side folder when
+every frame is done (written atomically), and the side folder is then removed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from . import images
-from .errors import ImageError, OutputError, ParameterError
+from . import images, provenance
+from .errors import ImageError, LaspaError, OutputError, ParameterError
 from .files import check_writable, output_checks, replaced_atomically, shortened
 
 #: Video files written, by suffix: container format, codec, pixel format.
@@ -47,6 +51,9 @@ NOISE_KINDS = ("fixed", "fresh")
 #: libx264's constant quality factor: visually lossless, so that the edit, not the codec,
 #: decides what a viewer sees
 MP4_CRF = "17"
+#: the record, in the frames folder, of what made its frames
+RECORD_NAME = ".laspa-video.json"
+_FRAME_NAME = re.compile(r"frame_\d{6}\.png")
 
 
 @dataclass
@@ -56,6 +63,8 @@ class ClipInfo:
     frames: int
     size: tuple[int, int]
     fps: Fraction
+    #: the digest of the clip's bytes, once asked for (see :func:`clip_sha256`)
+    sha256: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -147,14 +156,24 @@ def _probe_folder(folder: Path, fps: float | None) -> ClipInfo:
                 f"frames differ in size: {frames[0].name} is {size[0]}x{size[1]}, "
                 f"{frame.name} is {picture[0]}x{picture[1]}"
             )
+    # every frame decoded once through, as a video file is: a truncated or damaged frame
+    # is refused before any model loads, not halfway through the edit
+    for frame in frames:
+        images.load_image(frame).close()
     return ClipInfo(len(frames), size, _check_fps(fps) or DEFAULT_FPS)
 
 
 def _header(frame: Path) -> tuple[int, int]:
     """A frame's size from its header (the pixels are read when the frame is edited)."""
     try:
-        with Image.open(frame) as picture:
-            width, height = picture.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(frame) as picture:
+                width, height = picture.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"frame is too large (decompression bomb guard): {shortened(frame)}"
+        ) from None
     except (OSError, SyntaxError, ValueError):
         raise ImageError(f"not an image file: {shortened(frame)}") from None
     if width * height > images.MAX_PIXELS:
@@ -238,6 +257,14 @@ def check_output(output: str | os.PathLike, source: str | os.PathLike, info: Cli
             return kind
         if not path.parent.is_dir():
             raise OutputError(f"output directory does not exist: {shortened(path.parent)}")
+        side = frames_folder(path, kind)
+        if side.exists() and not side.is_dir():
+            raise OutputError(
+                f"{shortened(side)}, where the frames go until the video is written, "
+                "exists and is not a folder"
+            )
+        if os.path.realpath(side) == os.path.realpath(source):
+            raise OutputError(f"output {shortened(path)} would write its frames into the input")
         check_writable(path)
         # libx264 takes no odd side in 4:2:0; VP9 does (it rounds the chroma planes up)
         if kind == ".mp4" and (info.size[0] % 2 or info.size[1] % 2):
@@ -295,6 +322,108 @@ def _write_gif(frames: Path, count: int, output: Path, info: ClipInfo) -> None:
         )  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- resuming
+def clip_sha256(source: str | os.PathLike, info: ClipInfo) -> str:
+    """The digest of the clip's bytes (a file's, or a folder's frames' names and bytes),
+    computed once per probe."""
+    if info.sha256 is None:
+        path = Path(source)
+        try:
+            if path.is_dir():
+                info.sha256 = provenance.folder_sha256(folder_frames(path))
+            else:
+                info.sha256 = provenance.file_sha256(path)
+        except OSError as error:
+            raise ImageError(f"cannot read {shortened(path)}: {error.strerror}") from None
+    return info.sha256
+
+
+def settings_record(
+    model_id: str, source, info: ClipInfo, prompt: str, method: str, seed: int, noise: str,
+    params: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """What makes the frames: a rerun resumes only frames made with the same."""
+    return {
+        "model": model_id, "method": method, "prompt": prompt, "seed": seed, "noise": noise,
+        "params": provenance.params_record(method, params),
+        "clip_sha256": clip_sha256(source, info),
+    }  # fmt: skip
+
+
+@dataclass
+class FrameFolder:
+    """The folder the edited frames go to, and what made the frames already there."""
+
+    path: Path
+    settings: dict[str, Any]
+    #: the frames there were made with other settings: removed before the first new one
+    stale: bool = False
+    made: bool = False  # whether this run made the folder
+    started: bool = False
+
+    @property
+    def key(self) -> str:
+        return provenance.digest(self.settings)
+
+    def done(self, index: int) -> bool:
+        """Whether frame ``index`` was made, with these settings, before this run."""
+        return not self.stale and (self.path / frame_name(index)).is_file()
+
+    def start(self) -> None:
+        """Make the folder, remove stale frames, record the settings: before the first
+        frame is written, so that a refusal before then leaves nothing behind."""
+        if self.started:
+            return
+        try:
+            if not self.path.is_dir():
+                self.path.mkdir()
+                self.made = True
+            if self.stale:
+                for frame in written_frames(self.path):
+                    frame.unlink()
+        except OSError as error:
+            raise OutputError(f"cannot write in {shortened(self.path)}: {error.strerror}") from None
+        record = {"settings": self.key, "what": self.settings}
+        provenance.write_record(self.path / RECORD_NAME, record)
+        self.stale, self.started = False, True
+
+    def abandon(self) -> None:
+        """After a refusal: remove what this run made, where it wrote no frame."""
+        if not self.started or written_frames(self.path):
+            return
+        (self.path / RECORD_NAME).unlink(missing_ok=True)
+        if self.made and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+
+def written_frames(folder: Path) -> list[Path]:
+    """The frames an edit wrote in ``folder`` (by their names)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _FRAME_NAME.fullmatch(p.name))
+
+
+def frame_folder(
+    output: Path, kind: str, settings: dict[str, Any], overwrite: bool = False
+) -> FrameFolder:
+    """The frames folder of ``output``; refuses (OutputError, before any work) frames there
+    that other settings made, or that no record vouches for, unless ``overwrite``."""
+    folder = FrameFolder(frames_folder(output, kind), settings)
+    there = written_frames(folder.path)
+    if not there:
+        return folder
+    record = provenance.read_record(folder.path / RECORD_NAME) or {}
+    if record.get("settings") == folder.key:
+        return folder
+    if not overwrite:
+        raise OutputError(
+            f"{shortened(folder.path)} holds {len(there)} frames made with other settings "
+            "(or by another run): add --overwrite to redo them, or choose another -o"
+        )
+    folder.stale = True
+    return folder
+
+
 # ----------------------------------------------------------------------------- editing
 def check_noise(noise: str) -> str:
     if noise not in NOISE_KINDS:
@@ -319,10 +448,12 @@ def edit_video(
     fps: float | None = None,
     progress: Callable[[int], Any] | None = None,
     info: ClipInfo | None = None,
+    overwrite: bool = False,
     **params: Any,
 ) -> VideoSummary:
     """Edit every frame of ``source`` into ``output`` (see the module's docstring);
-    ``Editor.edit_video`` is the public face. ``info``: the probe's, if already made."""
+    ``Editor.edit_video`` is the public face. ``info``: the probe's, if already made.
+    ``overwrite``: redo frames there that other settings made (else refused)."""
     from .methods.base import check_prompt, check_seed, get_method, make_params
 
     start = time.perf_counter()
@@ -336,8 +467,11 @@ def edit_video(
     info = info or probe(source, fps)
     output = Path(output)
     kind = check_output(output, source, info)
-    folder = frames_folder(output, kind)
-    folder.mkdir(exist_ok=True)
+    settings = settings_record(
+        provenance.editor_identity(editor), source, info, prompt, method, seed, frame_noise, params
+    )
+    frames_there = frame_folder(output, kind, settings, overwrite)
+    folder = frames_there.path
     edited = skipped = 0
     pending: list[tuple[int, Image.Image]] = []
 
@@ -347,6 +481,7 @@ def edit_video(
         seeds = [frame_seed(seed, frame_noise, index) for index in indices]
         frames = [frame for _, frame in pending]
         results = editor.edit_frames(frames, prompt, method, seeds, **params)
+        frames_there.start()
         for index, result in zip(indices, results, strict=True):
             images.save_image(result.image, folder / frame_name(index))
         edited += len(indices)
@@ -354,17 +489,21 @@ def edit_video(
         if progress is not None:
             progress(len(indices))
 
-    for index, frame in enumerate(read_frames(source)):
-        if (folder / frame_name(index)).is_file():  # a resumed run: done before
-            skipped += 1
-            if progress is not None:
-                progress(1)
-            continue
-        pending.append((index, frame))
-        if len(pending) == batch_size:
+    try:
+        for index, frame in enumerate(read_frames(source)):
+            if frames_there.done(index):  # a resumed run: done before, the same way
+                skipped += 1
+                if progress is not None:
+                    progress(1)
+                continue
+            pending.append((index, frame))
+            if len(pending) == batch_size:
+                flush()
+        if pending:
             flush()
-    if pending:
-        flush()
+    except LaspaError:
+        frames_there.abandon()
+        raise
     if kind != "folder":
         write_video(folder, info.frames, output, info)
         shutil.rmtree(folder)
@@ -373,10 +512,15 @@ def edit_video(
 
 
 # ----------------------------------------------------------------------------- on Ray
-def plan_chunks(folder: Path, frames: int, batch_size: int) -> tuple[list[list[int]], int]:
+def plan_chunks(
+    folder: Path | FrameFolder, frames: int, batch_size: int
+) -> tuple[list[list[int]], int]:
     """The frames not yet in ``folder``, in chunks of ``batch_size`` in clip order (the
     chunks an in-process run edits, so both write the same bytes), and how many are done."""
-    pending = [i for i in range(frames) if not (folder / frame_name(i)).is_file()]
+    if isinstance(folder, FrameFolder):
+        pending = [i for i in range(frames) if not folder.done(i)]
+    else:
+        pending = [i for i in range(frames) if not (folder / frame_name(i)).is_file()]
     chunks = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
     return chunks, frames - len(pending)
 
@@ -418,6 +562,7 @@ def edit_video_on_ray(
     workers: int | None,
     address: str | None,
     progress: Callable[[int], Any] | None = None,
+    overwrite: bool = False,
 ) -> VideoSummary:
     """``edit_video`` with the frames sharded over Ray workers (laspa.batch.on_ray), each
     holding one Editor: chunks of ``batch_size`` frames, the noise still fixed (or
@@ -428,9 +573,13 @@ def edit_video_on_ray(
     start = time.perf_counter()
     output = Path(output)
     kind = output_kind(output)
-    folder = frames_folder(output, kind)
-    folder.mkdir(exist_ok=True)
-    chunks, skipped = plan_chunks(folder, info.frames, batch_size)
+    settings = settings_record(
+        provenance.model_identity(model), source, info, prompt, method, seed, frame_noise, params
+    )
+    frames_there = frame_folder(output, kind, settings, overwrite)
+    folder = frames_there.path
+    chunks, skipped = plan_chunks(frames_there, info.frames, batch_size)
+    frames_there.start()  # the workers write into it
     if progress is not None and skipped:
         progress(skipped)
     base = {
@@ -439,12 +588,16 @@ def edit_video_on_ray(
         "params": params,
     }  # fmt: skip
     payloads = [json.dumps({**base, "indices": chunk}) for chunk in chunks]
+    tick = None if progress is None else (lambda done: progress(len(json.loads(done))))
     if payloads:
-        map_with_editors(
-            payloads, edit_chunk, model=model, device=device, threads=threads, workers=workers,
-            address=address,
-            progress=None if progress is None else (lambda done: progress(len(json.loads(done)))),
-        )  # fmt: skip
+        try:
+            map_with_editors(
+                payloads, edit_chunk, model=model, device=device, threads=threads,
+                workers=workers, address=address, progress=tick,
+            )  # fmt: skip
+        except LaspaError:
+            frames_there.abandon()
+            raise
     if kind != "folder":
         write_video(folder, info.frames, output, info)
         shutil.rmtree(folder)

@@ -63,13 +63,19 @@ def video(
     ray_address: str | None = RayAddressOption,
     workers: int | None = WorkersOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="redo frames in the output that other settings made"
+    ),
 ) -> None:
     """Edit every frame of SOURCE towards PROMPT into -o, keeping the frame rate and size.
     A rerun of the same command resumes: the frames already edited (in the output folder,
-    or in OUTPUT.frames beside a video file until it is written) are skipped."""
+    or in OUTPUT.frames beside a video file until it is written) are skipped. Frames
+    there that other settings made are refused unless --overwrite."""
+    from . import provenance
     from . import video as video_lib
     from .batch.cli import check_ray_request
     from .cli import load_editor, method_options
+    from .editor import check_method_fits
     from .errors import LaspaError
     from .methods.base import check_prompt, check_seed
 
@@ -83,6 +89,11 @@ def video(
     info = video_lib.probe(source, fps)
     kind = video_lib.check_output(output, source, info)
     use_ray = check_ray_request(ray, ray_address, workers, model, threads)
+    check_method_fits(method, options.get("sampler"), model)  # FPE on a flow model, ...
+    settings = video_lib.settings_record(
+        provenance.model_identity(model), source, info, prompt, method, seed, noise, options
+    )
+    video_lib.frame_folder(output, kind, settings, overwrite)  # refuses frames of other settings
     from tqdm import tqdm
 
     editor = None if use_ray else load_editor(model, device, threads)
@@ -95,11 +106,13 @@ def video(
                 source, prompt, output, info, method=method, seed=seed, frame_noise=noise,
                 batch_size=batch_size, params=options, model=model, device=device,
                 threads=threads, workers=workers, address=ray_address, progress=bar.update,
+                overwrite=overwrite,
             )  # fmt: skip
         else:
             summary = video_lib.edit_video(
                 editor, source, prompt, output, method=method, seed=seed, frame_noise=noise,
-                batch_size=batch_size, progress=bar.update, info=info, **options,
+                batch_size=batch_size, progress=bar.update, info=info, overwrite=overwrite,
+                **options,
             )  # fmt: skip
     finally:
         bar.close()

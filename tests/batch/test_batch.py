@@ -35,7 +35,11 @@ def summary(outdir: Path) -> dict[int, dict]:
 
 
 def files(outdir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(outdir.iterdir()) if p.name != jobs.SUMMARY_NAME}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(outdir.iterdir())
+        if p.name not in (jobs.SUMMARY_NAME, jobs.RECORDS_FOLDER)
+    }
 
 
 @pytest.fixture()

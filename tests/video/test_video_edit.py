@@ -71,8 +71,10 @@ def test_a_clip_keeps_its_frame_count_size_and_rate(editor, tmp_path, suffix):
 def test_a_folder_of_frames_gives_a_folder_of_frames(editor, tmp_path):
     source = write_clip(tmp_path / "frames", [frame(i, (40, 24)) for i in range(3)])
     summary = editor.edit_video(source, "a red cat", tmp_path / "out", steps=3, fps=8)
-    written = sorted((tmp_path / "out").iterdir())
+    written = sorted((tmp_path / "out").glob("frame_*"))
     assert [p.name for p in written] == [video.frame_name(i) for i in range(3)]
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert names == {*(p.name for p in written), video.RECORD_NAME}  # and what made them
     assert all(Image.open(p).size == (40, 24) for p in written)
     assert summary.fps == 8
 

@@ -3,6 +3,7 @@ or on Ray (mounted by laspa.cli through ``register``)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -49,10 +50,15 @@ def batch(
     ray_address: str | None = RayAddressOption,
     workers: int | None = WorkersOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="redo outputs in -o that other settings (or another run) made"
+    ),
 ) -> None:
     """Run many edits: each manifest line names image, prompt and optionally method, seed,
     output and method options; outputs land in -o, with summary.jsonl saying what became
-    of each line. A rerun skips what is done. Exit status 1 when an item failed."""
+    of each line. A rerun skips what the same settings made, and refuses to go on over
+    outputs made with other settings unless --overwrite. Exit status 1 when an item
+    failed."""
     from ..cli import method_options
     from ..methods.base import check_prompt, check_seed
     from ..threads import check_threads
@@ -76,34 +82,38 @@ def batch(
         if prompt is not None:
             raise LaspaError("--prompt is for a folder of images; a manifest line has its own")
         entries = jobs.manifest_entries(source, defaults)
-    check_outdir(outdir)
+    check_outdir(outdir, None if source.is_dir() else source)
     use_ray = check_ray_request(ray, ray_address, workers, model, threads)
-    job = jobs.plan(entries, outdir, batch_size)
+    job = jobs.plan(
+        entries, outdir, batch_size, model=model, manifest=None if source.is_dir() else source
+    )
+    check_stale(job, outdir, overwrite)
+    outputs = [item.output for group in job.groups for item in group.items]
+    editor = None
+    if not use_ray and job.groups:
+        from ..cli import load_editor
+
+        editor = load_editor(model, device, threads)
     made = not outdir.exists()
     outdir.mkdir(exist_ok=True)
-    outputs = [item.output for group in job.groups for item in group.items]
     bar = _bar(job.items, quiet)
     bar.update(len(job.refused))
     try:
         if use_ray:
             from .on_ray import run_batch
 
-            try:
-                records = run_batch(
-                    job, outdir, model=model, device=device, threads=threads,
-                    workers=workers, address=ray_address, progress=bar.update,
-                )  # fmt: skip
-            except LaspaError:  # refused by the cluster (too small): leave nothing behind
-                if made and not any(outdir.iterdir()):
-                    outdir.rmdir()
-                raise
+            records = run_batch(
+                job, outdir, model=model, device=device, threads=threads,
+                workers=workers, address=ray_address, progress=bar.update,
+            )  # fmt: skip
             where = "on Ray"
         else:
-            from ..cli import load_editor
-
-            editor = load_editor(model, device, threads) if job.groups else None
             records = jobs.run_local(editor, job, outdir, bar.update)
             where = "in this process"
+    except LaspaError:  # refused (a cluster too small, ...): leave nothing behind
+        if made and not any(outdir.iterdir()):
+            outdir.rmdir()
+        raise
     finally:
         bar.close()
     counts = jobs.finish(outdir, records, outputs)
@@ -147,16 +157,39 @@ def check_model(model: str | None) -> None:
         check_model_source(model)
 
 
-def check_outdir(outdir: Path) -> None:
+def check_outdir(outdir: Path, manifest: Path | None = None) -> None:
     """An output folder that exists or can be made in an existing folder, and that takes
-    new files; checked before any work (and before the folder is made)."""
+    new files, and whose summary would not overwrite the manifest; checked before any
+    work (and before the folder is made)."""
+    from .jobs import SUMMARY_NAME
+
     with output_checks(outdir):
         if outdir.exists() and not outdir.is_dir():
             raise OutputError(f"output {shortened(outdir)} exists and is not a folder")
         parent = outdir if outdir.exists() else outdir.parent
         if not parent.is_dir():
             raise OutputError(f"output folder's parent does not exist: {shortened(parent)}")
-        check_writable(parent / "summary.jsonl")
+        summary = outdir / SUMMARY_NAME
+        if manifest is not None and os.path.realpath(summary) == os.path.realpath(manifest):
+            raise OutputError(
+                f"the manifest is {shortened(summary)}, which the run's summary would "
+                "overwrite: copy it elsewhere or choose another -o"
+            )
+        check_writable(parent / SUMMARY_NAME)
+
+
+def check_stale(job, outdir: Path, overwrite: bool) -> None:
+    """Refuse, before any model loads, to go on where outputs in OUTDIR were made with
+    other settings (or by a run that recorded nothing), unless --overwrite redoes them."""
+    from .jobs import stale_outputs
+
+    stale = stale_outputs(job, outdir) if outdir.is_dir() else []
+    if stale and not overwrite:
+        more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+        raise OutputError(
+            f"{shortened(outdir / stale[0])}{more} in -o were made with other settings "
+            "(or by another run): add --overwrite to redo them, or choose another -o"
+        )
 
 
 def _bar(total: int, quiet: bool):

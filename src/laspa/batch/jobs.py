@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import LaspaError, ParameterError, first_line
+from .. import provenance
+from ..errors import LaspaError, OutputError, ParameterError, first_line
 from ..files import replaced_atomically, shortened
 
 #: the summary of a run, one JSON line per manifest item, in OUTDIR
@@ -30,6 +31,8 @@ OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 DEFAULT_BATCH_SIZE = 8
 #: a manifest larger than this is refused: it is read whole before any work
 MAX_MANIFEST_BYTES = 256 * 2**20
+#: the folder in OUTDIR holding, for each output, a record of what made it
+RECORDS_FOLDER = ".laspa"
 
 
 class ManifestError(LaspaError):
@@ -47,6 +50,9 @@ class Item:
     seed: int
     output: str  # a file name in OUTDIR
     options: dict[str, Any] = field(default_factory=dict)
+    #: the digest of what makes the output (model, method, options, prompt, seed, the
+    #: input's bytes): a rerun keeps an output only if its record names the same
+    settings: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,11 +122,13 @@ def read_manifest(path: Path) -> list[tuple[int, str]]:
     try:
         if path.is_dir():
             raise ManifestError(f"manifest {shortened(path)} is a directory")
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
+        # a bounded read, not st_size: a device (/dev/zero) or a pipe has no size to ask
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
             raise ManifestError(
                 f"manifest {shortened(path)} is larger than {MAX_MANIFEST_BYTES >> 20} MiB"
             )
-        data = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"manifest not found: {shortened(path)}") from None
     except OSError as error:
@@ -191,15 +199,26 @@ def make_item(
     check_prompt(prompt)
     check_seed(seed)
     check_output_name(output)
+    check_file_name(str(image), "image")
     path = Path(os.path.abspath(image))
     if not path.is_file():
         raise ParameterError(f"input image not found: {shortened(image)}")
     return Item(number, str(path), prompt, method, seed, output, typed)
 
 
+def check_file_name(name: str, what: str) -> None:
+    """Refuse a name the file system cannot be given (a lone surrogate such as "\\ud800",
+    which only a JSON escape can write): Python would raise when it first touches it."""
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        raise ParameterError(f"{what} name is not valid text: {ascii(name)[:80]}") from None
+
+
 def check_output_name(name: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ParameterError(f"output must be a file name, got {name!r}")
+    check_file_name(name, "output")
     if "/" in name or os.sep in name or name in (".", "..") or name.startswith("."):
         raise ParameterError(f"output must be a plain file name in the output folder: {name!r}")
     if Path(name).suffix.lower() not in OUTPUT_SUFFIXES:
@@ -211,22 +230,33 @@ def check_output_name(name: Any) -> None:
 
 
 # ------------------------------------------------------------------ planning
-def plan(entries: Iterable[tuple[int, Callable[[], Item]]], outdir: Path, batch_size: int) -> Job:
+def plan(
+    entries: Iterable[tuple[int, Callable[[], Item]]],
+    outdir: Path,
+    batch_size: int,
+    model: str | None = None,
+    manifest: Path | None = None,
+) -> Job:
     """Check every entry (each a line number and a builder raising on a bad item), refuse
-    an output that an earlier line already names or that is any line's input, and group
-    the rest: same image, same method, same batch key, in manifest order, at most
-    ``batch_size`` per group."""
+    an output that an earlier line already names or that is any line's input (or the
+    manifest), and group the rest: same image, same method, same batch key, in manifest
+    order, at most ``batch_size`` per group. Each item gets the digest of its settings
+    (``model``: what --model names)."""
     from ..editor import _batches
     from ..methods.base import COMMON_BATCH_KEY, METHODS, make_params
 
     refused: list[Failure] = []
     built: list[Item] = []
+    model_id = provenance.model_identity(model)
+    hashes: dict[str, str] = {}  # an input image -> its bytes' digest, read once
     for number, build in entries:
         try:
-            built.append(build())
+            built.append(with_settings(build(), model_id, hashes))
         except LaspaError as error:
             refused.append(Failure(number, str(error)))
     inputs: dict[str, int] = {}  # an input image -> the first line that reads it
+    if manifest is not None:
+        inputs[os.path.realpath(manifest)] = 0
     for item in built:
         inputs.setdefault(os.path.realpath(item.image), item.line)
     claimed: dict[str, int] = {}
@@ -238,6 +268,8 @@ def plan(entries: Iterable[tuple[int, Callable[[], Item]]], outdir: Path, batch_
             reason = f"output {item.output} is also line {claimed[item.output]}'s"
         elif target == os.path.realpath(item.image):
             reason = f"output {item.output} would overwrite its own input"
+        elif target in inputs and inputs[target] == 0:
+            reason = f"output {item.output} would overwrite the manifest"
         elif target in inputs:
             reason = f"output {item.output} would overwrite the input of line {inputs[target]}"
         if reason is not None:
@@ -258,6 +290,55 @@ def plan(entries: Iterable[tuple[int, Callable[[], Item]]], outdir: Path, batch_
 @dataclass
 class _Row:  # what laspa.editor._batches reads of a row
     params: Any
+
+
+def with_settings(item: Item, model_id: str, hashes: dict[str, str]) -> Item:
+    """``item`` with the digest of everything that makes its output."""
+    from dataclasses import replace
+
+    if item.image not in hashes:
+        try:
+            hashes[item.image] = provenance.file_sha256(item.image)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise ParameterError(f"cannot read image {shortened(item.image)}: {reason}") from None
+    settings = {
+        "model": model_id, "method": item.method, "prompt": item.prompt, "seed": item.seed,
+        "params": provenance.params_record(item.method, item.options),
+        "image_sha256": hashes[item.image],
+    }  # fmt: skip
+    return replace(item, settings=provenance.digest(settings))
+
+
+def record_path(outdir: Path, output: str) -> Path:
+    """Where the record of what made ``output`` lies."""
+    return outdir / RECORDS_FOLDER / f"{output}.json"
+
+
+def is_current(item: Item, outdir: Path) -> bool:
+    """Whether the item's output is there and was made with the item's settings: its
+    record names the same settings and the bytes the record hashed."""
+    output = outdir / item.output
+    if not output.is_file():
+        return False
+    record = provenance.read_record(record_path(outdir, item.output))
+    if record is None or record.get("settings") != item.settings:
+        return False
+    try:
+        return record.get("sha256") == provenance.file_sha256(output)
+    except OSError:
+        return False
+
+
+def stale_outputs(job: Job, outdir: Path) -> list[str]:
+    """The outputs of ``job`` that exist but were not made with their item's settings (by
+    another prompt, seed, model, input..., or by a run that recorded nothing)."""
+    return [
+        item.output
+        for group in job.groups
+        for item in group.items
+        if (outdir / item.output).exists() and not is_current(item, outdir)
+    ]
 
 
 def manifest_entries(path: Path, defaults: Defaults) -> list[tuple[int, Callable[[], Item]]]:
@@ -283,9 +364,10 @@ def folder_entries(
 
 # ------------------------------------------------------------------ running
 def pending(group: Group, outdir: Path) -> list[Item]:
-    """The group's items whose output is not there yet (outputs are written atomically,
-    so one that exists is whole)."""
-    return [item for item in group.items if not (outdir / item.output).exists()]
+    """The group's items whose output is not there yet or was made with other settings
+    (the command refused those unless --overwrite; outputs are written atomically, so one
+    that exists is whole)."""
+    return [item for item in group.items if not is_current(item, outdir)]
 
 
 def run_group(editor, group: Group, outdir: Path, worker: str = "local") -> list[dict[str, Any]]:
@@ -319,7 +401,7 @@ def run_group(editor, group: Group, outdir: Path, worker: str = "local") -> list
         if item.line not in todo:
             continue
         try:
-            images.save_image(result.image, outdir / item.output)
+            save_output(result.image, item, outdir)
         except LaspaError as error:
             records.append(_failed(item, error))
             continue
@@ -327,6 +409,22 @@ def run_group(editor, group: Group, outdir: Path, worker: str = "local") -> list
         record["seconds"], record["unet_evals"] = round(result.seconds, 4), result.unet_evals
         records.append(record)
     return records
+
+
+def save_output(picture, item: Item, outdir: Path) -> None:
+    """Write the output, then the record of what made it (each atomically; a crash between
+    the two leaves an output without a record, which a rerun does not trust)."""
+    from .. import images
+
+    images.save_image(picture, outdir / item.output)
+    try:
+        output_hash = provenance.file_sha256(outdir / item.output)
+        (outdir / RECORDS_FOLDER).mkdir(exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OutputError(f"cannot record {shortened(item.output)}: {reason}") from None
+    record = {"output": item.output, "settings": item.settings, "sha256": output_hash}
+    provenance.write_record(record_path(outdir, item.output), record)
 
 
 def _edit(editor, picture, method: str, items: Sequence[Item]):
@@ -337,7 +435,7 @@ def _edit(editor, picture, method: str, items: Sequence[Item]):
 def _record(item: Item, status: str, worker: str) -> dict[str, Any]:
     return {
         "line": item.line, "status": status, "output": item.output, "image": item.image,
-        "method": item.method, "seed": item.seed, "worker": worker,
+        "method": item.method, "seed": item.seed, "settings": item.settings, "worker": worker,
     }  # fmt: skip
 
 
@@ -368,7 +466,9 @@ def finish(outdir: Path, records: list[dict[str, Any]], outputs: Iterable[str]) 
         by_line.setdefault(record["line"], record)
     with replaced_atomically(outdir / SUMMARY_NAME) as temporary:
         lines = (json.dumps(by_line[n], ensure_ascii=False) + "\n" for n in sorted(by_line))
-        temporary.write_text("".join(lines), encoding="utf-8")
+        # a lone surrogate (a file name that is not UTF-8, as os.fsdecode gives it) is
+        # written as its JSON escape, which reads back as the same name
+        temporary.write_text("".join(lines), encoding="utf-8", errors="backslashreplace")
     _remove_stale_temporaries(outdir, outputs)
     counts = {"done": 0, "exists": 0, "failed": 0}
     for record in by_line.values():
@@ -379,7 +479,11 @@ def finish(outdir: Path, records: list[dict[str, Any]], outputs: Iterable[str]) 
 def _remove_stale_temporaries(outdir: Path, outputs: Iterable[str]) -> None:
     """laspa.files names a temporary file ``.{name[:32]}.XXXXXXXX.tmp``; a worker killed
     while writing leaves one behind (its output is rewritten by the retry)."""
-    prefixes = {f".{name[:32]}." for name in outputs}
-    for path in outdir.glob(".*.tmp"):
-        if any(path.name.startswith(prefix) for prefix in prefixes):
-            path.unlink(missing_ok=True)
+    names = list(outputs)
+    for folder, prefixes in (
+        (outdir, {f".{name[:32]}." for name in names}),
+        (outdir / RECORDS_FOLDER, {f".{(name + '.json')[:32]}." for name in names}),
+    ):
+        for path in folder.glob(".*.tmp"):
+            if any(path.name.startswith(prefix) for prefix in prefixes):
+                path.unlink(missing_ok=True)
