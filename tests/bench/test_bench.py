@@ -522,3 +522,24 @@ def test_per_type_tables_list_only_the_methods_that_measured_the_metric():
     assert "laspa-x0" in type_table(methods, "edit_success", "{:.2f}")
     methods["instdiffedit"]["by_type"]["recolor"]["mask_iou"] = None
     assert type_table(methods, "mask_iou", "{:.3f}") is None
+
+
+def test_json_replaces_only_an_empty_file_or_an_earlier_report(tmp_path):
+    """--json may replace what it wrote before, never someone's file (issue #30)."""
+    from laspa.bench.cli import check_outputs
+    from laspa.errors import OutputError
+
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"suite": "shapes", "methods": {}, "per_case": []}))
+    clips = tmp_path / "clips.json"
+    clips.write_text(json.dumps({"rows": [], "summary": {}}))
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    for path in (report, clips, empty, tmp_path / "new.json"):
+        check_outputs(path, None, None, None)
+    for name, data in [("in.png", b"\x89PNG\r\n\x1a\n..."), ("job.jsonl", b'{"image": "a.png"}\n'),
+                       ("other.json", b'{"a": 1}')]:  # fmt: skip
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(OutputError, match="is not a JSON report of laspa bench"):
+            check_outputs(tmp_path / name, None, None, None)
+        assert (tmp_path / name).read_bytes() == data

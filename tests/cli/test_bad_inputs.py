@@ -1105,3 +1105,174 @@ def test_the_corpus_holds_what_the_readme_says():
     )  # fmt: skip
     assert f"holds {cases} cases" in readme
     assert cases >= 60
+
+
+# ------------------------------------------------------------------ files and reruns (issue #30)
+# Outputs over a run's inputs, unbounded reads, names Python cannot encode, refusals that
+# left folders behind, and reruns over outputs that other settings made. Kept in their
+# own block (the README's count of the corpus does not include them yet).
+def _frames_folder(p: Place, name: str, extra: dict[str, bytes] | None = None) -> Path:
+    """A folder of three 40x24 frames, and ``extra`` files (name -> bytes) after them."""
+    folder = p.root / name
+    if not folder.exists():
+        folder.mkdir()
+        for index in range(3):
+            Image.new("RGB", (40, 24), (index * 40, 0, 0)).save(folder / f"f{index}.png")
+        for extra_name, data in (extra or {}).items():
+            (folder / extra_name).write_bytes(data)
+    return folder
+
+
+def _earlier_batch_output(p: Place, record: dict | None) -> Path:
+    """A results folder holding line 1's output (``in-1.png``), with ``record`` as what
+    made it (None: no record, as a file put there by hand)."""
+    results = p.root / "results"
+    results.mkdir(exist_ok=True)
+    shutil.copy(p.out, results / "in-1.png")
+    if record is not None:
+        (results / ".laspa").mkdir(exist_ok=True)
+        (results / ".laspa" / "in-1.png.json").write_text(json.dumps(record))
+    return results
+
+
+def _earlier_video_frames(p: Place) -> Path:
+    """An output folder of frames that another prompt made (its record says so)."""
+    out = p.root / "edited"
+    out.mkdir()
+    for index in range(3):
+        Image.new("RGB", (40, 24), "green").save(out / f"frame_{index:06d}.png")
+    (out / ".laspa-video.json").write_text(json.dumps({"settings": "0" * 32}))
+    return out
+
+
+def _file_safety_cases():
+    def manifest(p: Place) -> Path:
+        path = p.root / "job.jsonl"
+        if not path.exists():
+            path.write_text(json.dumps({"image": "in.png", "prompt": "a red cat"}) + "\n")
+        return path
+
+    def batch(p: Place, source: Path, out: Path, *args) -> list:
+        return ["batch", source, "-o", out, "--model", p.model, *args]
+
+    def summary_as_manifest(p: Place) -> list:
+        results = p.root / "results"
+        results.mkdir()
+        (results / "summary.jsonl").write_text(
+            json.dumps({"image": "../in.png", "prompt": "a cat"})
+        )
+        return batch(p, results / "summary.jsonl", results)
+
+    def video(p: Place, source: Path, out: Path, *args, model=None) -> list:
+        return ["video", source, "a red cat", "-o", out, "--model", model or p.model, *args]
+
+    def cut_png(p: Place) -> bytes:
+        data = encoded(Image.new("RGB", (40, 24), "red"), "PNG")
+        return data[: len(data) - 30]
+
+    def side_folder_a_file(p: Place) -> list:
+        (p.root / "out").mkdir()
+        (p.root / "out" / "t.mp4.frames").write_bytes(b"someone's file")
+        return video(p, _frames_folder(p, "frames"), p.root / "out" / "t.mp4")
+
+    return {
+        "batch: the manifest is the output folder's summary": (
+            summary_as_manifest, "which the run's summary would overwrite"),
+        "batch: the manifest is a device (/dev/zero)": (
+            lambda p: batch(p, Path("/dev/zero"), p.root / "results"), "larger than 256 MiB"),
+        "batch: an output in -o without a record of what made it": (
+            lambda p: batch(p, manifest(p), _earlier_batch_output(p, None)), "add --overwrite"),
+        "batch: an output in -o that another seed made": (
+            lambda p: batch(p, manifest(p), _earlier_batch_output(
+                p, {"output": "in-1.png", "settings": "0" * 32, "sha256": "0"}), "--seed", 7),
+            "made with other settings"),
+        "bench: --json over an existing image": (
+            lambda p: ["bench", "--json", p.image, "--model", p.model], "is not a JSON report"),
+        "bench: --json over a manifest": (
+            lambda p: ["bench", "--json", manifest(p), "--model", p.model], "is not a JSON report"),
+        "video: a truncated frame in the folder": (
+            lambda p: video(p, _frames_folder(p, "frames", {"f3.png": cut_png(p)}), p.root / "o"),
+            "cannot read image"),
+        "video: a decompression bomb in the folder": (
+            lambda p: video(p, _frames_folder(p, "frames", {"f9.png": png_claiming(50000, 50000)}),
+                            p.root / "o"), "too large"),
+        "video: OUTPUT.frames is a file": (side_folder_a_file, "exists and is not a folder"),
+        "video: -o names the input's side folder": (
+            lambda p: video(p, _frames_folder(p, "o.mp4.frames"), p.root / "o.mp4"),
+            "would write its frames into the input"),
+        "video: fpe on a flow model": (
+            lambda p: video(p, _frames_folder(p, "frames"), p.root / "o", "-m", "fpe",
+                            model="mini-flow"), "runs on UNet (eps / v) models only"),
+        "video: a rerun over frames another prompt made": (
+            lambda p: video(p, _frames_folder(p, "frames"), _earlier_video_frames(p)),
+            "add --overwrite"),
+    }  # fmt: skip
+
+
+FILE_SAFETY = _file_safety_cases()
+
+
+@pytest.mark.parametrize("name", list(FILE_SAFETY))
+def test_files_and_reruns_refused_in_one_line_before_a_model_loads(
+    name, place, capfd, no_model_loads
+):
+    build, expected = FILE_SAFETY[name]
+    args = build(place)
+    before = snapshot(place.root)
+    code, out, err = run_cli(capfd, args)
+    assert_one_line_refusal(code, out, err, expected)
+    assert snapshot(place.root) == before
+
+
+def test_a_video_refusal_once_the_model_runs_leaves_no_folder_behind(place, capfd):
+    """The word is looked up once the tokenizer is loaded: the output folder, which the
+    run would have made, must not be left there empty."""
+    source = _frames_folder(place, "frames")
+    before = snapshot(place.root)
+    args = ["video", source, "a red cat", "-o", place.root / "o", "--model", place.model,
+            "-m", "laspa-mix", "--set", "change=sofa", "--set", "keep=rest", "--steps", 2, "-q"]  # fmt: skip
+    code, out, err = run_cli(capfd, args)
+    assert_one_line_refusal(code, out, err, "'sofa' does not occur")
+    assert snapshot(place.root) == before
+
+
+def test_world_clip_refuses_a_video_file_name(tmp_path, capfd):
+    before = snapshot(tmp_path)
+    code, out, err = run_cli(capfd, ["world", "clip", "--seed", 0, "-o", tmp_path / "clip.mp4"])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert len(lines) == 1 and "names a video file" in lines[0], err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "output, reason",
+    [("\ud800.png", "output name is not valid text"), (None, "image name is not valid text")],
+)
+def test_manifest_names_python_cannot_encode_fail_their_line_only(output, reason, place, capfd):
+    """A lone surrogate (only a JSON escape can write one) fails its own line, in the
+    summary; the other lines are done and the summary is written."""
+    bad = {"image": "in.png", "prompt": "a cat", "output": output} if output else {
+        "image": "\ud800.png", "prompt": "a cat"}  # fmt: skip
+    good = {"image": "in.png", "prompt": "a cat", "steps": 2, "output": "good.png"}
+    (place.root / "job.jsonl").write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
+    results = place.root / "results"
+    args = ["batch", place.root / "job.jsonl", "-o", results, "--model", place.model, "-q"]
+    code, out, err = run_cli(capfd, args)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    rows = [json.loads(line) for line in (results / "summary.jsonl").read_text().splitlines()]
+    assert reason in rows[0]["reason"] and rows[1]["status"] == "done"
+
+
+def test_an_output_name_that_is_not_utf8_gets_its_summary(place, capfd):
+    """ "\\udcff.png" is how Python spells the file name byte 0xff: the output is written
+    under that name and the summary names it by its JSON escape."""
+    line = {"image": "in.png", "prompt": "a cat", "steps": 2, "output": "\udcff.png"}
+    (place.root / "job.jsonl").write_text(json.dumps(line) + "\n")
+    results = place.root / "results"
+    args = ["batch", place.root / "job.jsonl", "-o", results, "--model", place.model, "-q"]
+    code, out, err = run_cli(capfd, args)
+    assert code == 0 and "Traceback" not in err, err
+    assert (results / os.fsdecode(b"\xff.png")).is_file()
+    row = json.loads((results / "summary.jsonl").read_text())
+    assert row["output"] == "\udcff.png" and row["status"] == "done"

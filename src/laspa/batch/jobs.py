@@ -198,8 +198,8 @@ def make_item(
     make_params(method, typed)  # names, ranges, sampler
     check_prompt(prompt)
     check_seed(seed)
-    check_output_name(output)
     check_file_name(str(image), "image")
+    check_output_name(output)
     path = Path(os.path.abspath(image))
     if not path.is_file():
         raise ParameterError(f"input image not found: {shortened(image)}")
@@ -407,6 +407,7 @@ def run_group(editor, group: Group, outdir: Path, worker: str = "local") -> list
             continue
         record = _record(item, "done", worker)
         record["seconds"], record["unet_evals"] = round(result.seconds, 4), result.unet_evals
+        record["threads"] = _torch_threads()  # the last bit of CPU results depends on it
         records.append(record)
     return records
 
@@ -437,6 +438,12 @@ def _record(item: Item, status: str, worker: str) -> dict[str, Any]:
         "line": item.line, "status": status, "output": item.output, "image": item.image,
         "method": item.method, "seed": item.seed, "settings": item.settings, "worker": worker,
     }  # fmt: skip
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _failed(item: Item, error: BaseException) -> dict[str, Any]:

@@ -67,6 +67,7 @@ def _check_outputs(json_out, plots, cases_file, data) -> None:
             raise OutputError(f"--json {json_out} would overwrite the cases file")
         if data is not None and json_out.resolve().is_relative_to(data.resolve()):
             raise OutputError(f"--json {json_out} is inside the benchmark data folder {data}")
+        _check_replaceable_json(json_out)
     if plots is not None:
         if plots.exists() and not plots.is_dir():
             raise OutputError(f"--plots {plots} exists and is not a directory")
@@ -76,6 +77,44 @@ def _check_outputs(json_out, plots, cases_file, data) -> None:
             raise OutputError(f"--plots {plots} is inside the benchmark data folder {data}")
         if json_out is not None and json_out.resolve() == plots.resolve():
             raise OutputError("--json and --plots name the same path")
+
+
+#: an existing --json target larger than this is not read to see whether it is JSON
+_MAX_REPLACED_JSON_BYTES = 64 * 2**20
+
+
+#: the keys of a report --json writes (the scene suites', the clips suite's): an existing
+#: file holding neither set is not one
+_REPORT_KEYS = ({"suite", "methods"}, {"rows", "summary"})
+
+
+def _check_replaceable_json(json_out: Path) -> None:
+    """An existing --json target must be an empty file or an earlier report: anything else
+    (an image, a cases file, a manifest, another JSON file) is someone's, which the report
+    would replace."""
+    import json
+
+    from ..errors import OutputError
+
+    if not json_out.exists():
+        return
+    if not json_out.is_file():
+        raise OutputError(f"--json {json_out} exists and is not a file")
+    with open(json_out, "rb") as handle:
+        data = handle.read(_MAX_REPLACED_JSON_BYTES + 1)
+    if not data.strip():
+        return
+    try:
+        if len(data) > _MAX_REPLACED_JSON_BYTES:
+            raise ValueError
+        report = json.loads(data)
+        if not (isinstance(report, dict) and any(k <= report.keys() for k in _REPORT_KEYS)):
+            raise ValueError
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+        raise OutputError(
+            f"--json {json_out} exists and is not a JSON report of laspa bench; the report "
+            "would replace it: remove it or choose another name"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

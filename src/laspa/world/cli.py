@@ -31,6 +31,8 @@ world_app = typer.Typer(
 )
 
 MAX_SIZE = 2048
+#: names `laspa world clip -o` refuses: a clip is three frame folders, not a video file
+VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".mkv", ".avi")
 
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same scene).")]
 Size = Annotated[int, typer.Option("--size", help="Image side in pixels.")]
@@ -216,6 +218,12 @@ def clip(
             raise UserError(f"unknown --kind {kind!r}; expected one of: {', '.join(CLIP_KINDS)}")
         if not 2 <= frames <= 240:
             raise UserError(f"--frames must be in [2, 240], got {frames}")
+        if output.suffix.lower() in VIDEO_SUFFIXES:
+            raise UserError(
+                f"-o {output} names a video file; a clip is written as a folder of source/, "
+                "target/ and mask/ frame folders: give a folder name (laspa video takes "
+                "its source/ folder)"
+            )
         directory = _output_dir(output)
         case = sample_clip(seed, frames=frames, size=size, kinds=(kind,) if kind else CLIP_KINDS)
         parts = {
