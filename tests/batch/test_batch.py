@@ -178,3 +178,92 @@ def test_no_output_overwrites_an_input(tmp_path):
         2: "output im1.png would overwrite its own input",
     }
     assert [item.line for group in plan.groups for item in group.items] == [3]
+
+
+def test_a_rerun_with_other_settings_is_refused_unless_overwrite(capsys, tiny_model_dir, tmp_path):
+    """A rerun keeps only outputs its own settings made; others stop it, in one line,
+    before any work, until --overwrite redoes them (issue #30)."""
+    write_images(tmp_path / "images", 2)
+    manifest = write_manifest(tmp_path / "job.jsonl", [
+        {"image": "images/im0.png", "prompt": "a red cat", "steps": 2, "output": "a.png"},
+        {"image": "images/im1.png", "prompt": "a red cat", "steps": 2, "output": "b.png"},
+    ])  # fmt: skip
+    outdir = tmp_path / "out"
+    args = ["batch", manifest, "-o", outdir, "--model", tiny_model_dir, "--threads", 1, "-q"]
+    assert run_cli(capsys, *args)[0] == 0
+    first, first_rows = files(outdir), summary(outdir)
+    # the same settings, spelled otherwise (steps named by --steps, not the lines): resumed
+    code, _, err = run_cli(capsys, *args, "--seed", 0)
+    assert code == 0 and "0 done, 2 already there" in err
+    assert {n: r["settings"] for n, r in summary(outdir).items()} == {
+        n: r["settings"] for n, r in first_rows.items()
+    }
+    # another seed: refused, nothing changed
+    code, out, err = run_cli(capsys, *args, "--seed", 7)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "a.png and 1 more in -o were made with other settings" in err and "--overwrite" in err
+    assert files(outdir) == first
+    # an input image changed since: refused too
+    Image.new("RGB", (40, 24), "white").save(tmp_path / "images" / "im1.png")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "b.png in -o were made with other settings" in err
+    # --overwrite redoes what changed and keeps what did not
+    stamp = (outdir / "a.png").stat().st_mtime_ns
+    code, _, err = run_cli(capsys, *args, "--overwrite")
+    assert code == 0 and "1 done, 1 already there" in err
+    assert files(outdir)["b.png"] != first["b.png"]
+    assert (outdir / "a.png").stat().st_mtime_ns == stamp
+    # an output changed by hand is not trusted either
+    Image.new("RGB", (40, 24), "black").save(outdir / "a.png")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "a.png in -o were made with other settings" in err
+
+
+def test_no_output_overwrites_the_manifest(tmp_path):
+    """A manifest may carry any name, an image's too: no line's output replaces it."""
+    write_images(tmp_path / "out", 1)
+    manifest = write_manifest(tmp_path / "out" / "job.png", [
+        {"image": "im0.png", "prompt": "a red cat", "output": "job.png"},
+        {"image": "im0.png", "prompt": "a red cat", "output": "new.png"},
+    ])  # fmt: skip
+    entries = jobs.manifest_entries(manifest, jobs.Defaults())
+    plan = jobs.plan(entries, tmp_path / "out", 8, manifest=manifest)
+    assert [(f.line, f.reason) for f in plan.refused] == [
+        (1, "output job.png would overwrite the manifest")
+    ]
+
+
+def test_a_manifest_is_read_with_a_bounded_read(tmp_path, monkeypatch):
+    """A device or pipe has no size to ask: reading stops one byte past the limit."""
+    monkeypatch.setattr(jobs, "MAX_MANIFEST_BYTES", 1000)
+    with pytest.raises(jobs.ManifestError, match="larger than"):
+        jobs.read_manifest(Path("/dev/zero"))
+    fifo = tmp_path / "job.fifo"
+    import os
+    import threading
+
+    os.mkfifo(fifo)
+    line = json.dumps({"image": "a.png", "prompt": "a cat"}) + "\n"
+    writer = threading.Thread(target=lambda: fifo.write_text(line))
+    writer.start()
+    assert jobs.read_manifest(fifo) == [(1, line.strip())]
+    writer.join()
+
+
+def test_a_folder_job_over_file_names_that_are_not_utf8(capsys, tiny_model_dir, tmp_path):
+    """os.fsdecode spells the byte 0xff as a lone surrogate: the summary writes it as its
+    JSON escape, which reads back as the same name."""
+    import os
+
+    photos = tmp_path / "photos"
+    write_images(photos, 1)
+    (photos / "im0.png").rename(photos / os.fsdecode(b"\xff.png"))
+    outdir = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "batch", photos, "--prompt", "a red cat", "-o", outdir, "--steps", 2,
+        "--model", tiny_model_dir, "--threads", 1, "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    row = summary(outdir)[1]
+    assert row["status"] == "done" and row["output"] == os.fsdecode(b"\xff.png")
+    assert (outdir / os.fsdecode(b"\xff.png")).is_file()

@@ -174,3 +174,43 @@ def test_probe_refuses_more_frames_than_asked_for(tmp_path):
     folder = write_clip(tmp_path / "frames", [frame(i) for i in range(3)])
     with pytest.raises(ImageError, match="more than 2 frames"):
         video.probe(folder, max_frames=2)
+
+
+def test_a_rerun_with_other_settings_is_refused_unless_overwrite(editor, tmp_path):
+    """Frames another prompt made are never kept as this prompt's (issue #30)."""
+    source = write_clip(tmp_path / "clip.mp4", [frame(i) for i in range(3)])
+    out = tmp_path / "out"
+    editor.edit_video(source, "a red cat", out, steps=2, batch_size=3)
+    first = pngs(out)
+    summary = editor.edit_video(source, "a red cat", out, steps=2, batch_size=1)
+    assert (summary.edited, summary.skipped) == (0, 3)  # the same settings: resumed
+    with pytest.raises(OutputError, match="3 frames made with other settings.*--overwrite"):
+        editor.edit_video(source, "a blue dog", out, steps=2)
+    assert pngs(out) == first
+    summary = editor.edit_video(source, "a blue dog", out, steps=2, overwrite=True)
+    assert (summary.edited, summary.skipped) == (3, 0) and pngs(out) != first
+    again = editor.edit_video(source, "a blue dog", out, steps=2)
+    assert (again.edited, again.skipped) == (0, 3)
+    (out / video.RECORD_NAME).unlink()  # frames no record vouches for
+    with pytest.raises(OutputError, match="--overwrite"):
+        editor.edit_video(source, "a blue dog", out, steps=2)
+
+
+def test_the_command_refuses_frames_of_another_prompt_before_loading(
+    capsys, tiny_model_dir, tmp_path, monkeypatch
+):
+    source = write_clip(tmp_path / "clip.mp4", [frame(i) for i in range(2)])
+    output = tmp_path / "out.webm"
+    args = ["video", source, "a red cat", "-o", output, "--model", tiny_model_dir, "--steps", 2]
+    # an interrupted run of another prompt left its frames in the side folder
+    side = tmp_path / "out.webm.frames"
+    editor_frames = video.frame_folder(output, ".webm", {"prompt": "a blue dog"})
+    editor_frames.start()
+    Image.new("RGB", SIZE).save(side / video.frame_name(0))
+    monkeypatch.setattr("laspa.cli.load_editor", lambda *a, **k: pytest.fail("loaded"))
+    code, out, err = run_cli(capsys, *args, "-q")
+    assert code == 2 and "1 frames made with other settings" in err and "--overwrite" in err
+    monkeypatch.undo()
+    code, out, err = run_cli(capsys, *args, "-q", "--threads", 1, "--overwrite")
+    assert code == 0 and "2 edited, 0 already there" in err
+    assert not side.exists() and len(read(output)[0]) == 2
