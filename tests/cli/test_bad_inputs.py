@@ -1163,6 +1163,14 @@ def _file_safety_cases():
         )
         return batch(p, results / "summary.jsonl", results)
 
+    def summary_as_image(p: Place) -> list:
+        results = p.root / "results"
+        results.mkdir()
+        shutil.copy(p.image, results / "summary.jsonl")
+        job = p.root / "job.jsonl"
+        job.write_text(json.dumps({"image": "results/summary.jsonl", "prompt": "a cat"}))
+        return batch(p, job, results)
+
     def video(p: Place, source: Path, out: Path, *args, model=None) -> list:
         return ["video", source, "a red cat", "-o", out, "--model", model or p.model, *args]
 
@@ -1178,6 +1186,8 @@ def _file_safety_cases():
     return {
         "batch: the manifest is the output folder's summary": (
             summary_as_manifest, "which the run's summary would overwrite"),
+        "batch: a line's image is the output folder's summary": (
+            summary_as_image, "would overwrite the input of line 1"),
         "batch: the manifest is a device (/dev/zero)": (
             lambda p: batch(p, Path("/dev/zero"), p.root / "results"), "larger than 256 MiB"),
         "batch: an output in -o without a record of what made it": (

@@ -179,10 +179,18 @@ def check_outdir(outdir: Path, manifest: Path | None = None) -> None:
 
 
 def check_stale(job, outdir: Path, overwrite: bool) -> None:
-    """Refuse, before any model loads, to go on where outputs in OUTDIR were made with
-    other settings (or by a run that recorded nothing), unless --overwrite redoes them."""
-    from .jobs import stale_outputs
+    """Refuse, before any model loads, a summary over a line's input, and to go on where
+    outputs in OUTDIR were made with other settings (or by a run that recorded nothing),
+    unless --overwrite redoes them."""
+    from .jobs import SUMMARY_NAME, stale_outputs
 
+    summary = os.path.realpath(outdir / SUMMARY_NAME)
+    for item in (item for group in job.groups for item in group.items):
+        if os.path.realpath(item.image) == summary:
+            raise OutputError(
+                f"the summary {shortened(outdir / SUMMARY_NAME)} would overwrite the input "
+                f"of line {item.line}: choose another -o"
+            )
     stale = stale_outputs(job, outdir) if outdir.is_dir() else []
     if stale and not overwrite:
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""

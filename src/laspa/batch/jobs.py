@@ -424,7 +424,11 @@ def save_output(picture, item: Item, outdir: Path) -> None:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise OutputError(f"cannot record {shortened(item.output)}: {reason}") from None
-    record = {"output": item.output, "settings": item.settings, "sha256": output_hash}
+    record = {
+        "output": item.output, "sha256": output_hash, "settings": item.settings,
+        "image": item.image, "prompt": item.prompt, "method": item.method, "seed": item.seed,
+        "options": item.options,
+    }  # fmt: skip
     provenance.write_record(record_path(outdir, item.output), record)
 
 
