@@ -206,7 +206,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_overwrite(capsys, tiny_mo
     # an input image changed since: refused too
     Image.new("RGB", (40, 24), "white").save(tmp_path / "images" / "im1.png")
     code, _, err = run_cli(capsys, *args)
-    assert code == 2 and "b.png in -o were made with other settings" in err
+    assert code == 2 and "b.png in -o was made with other settings" in err
     # --overwrite redoes what changed and keeps what did not
     stamp = (outdir / "a.png").stat().st_mtime_ns
     code, _, err = run_cli(capsys, *args, "--overwrite")
@@ -216,7 +216,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_overwrite(capsys, tiny_mo
     # an output changed by hand is not trusted either
     Image.new("RGB", (40, 24), "black").save(outdir / "a.png")
     code, _, err = run_cli(capsys, *args)
-    assert code == 2 and "a.png in -o were made with other settings" in err
+    assert code == 2 and "a.png in -o was made with other settings" in err
 
 
 def test_no_output_overwrites_the_manifest(tmp_path):

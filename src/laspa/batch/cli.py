@@ -195,7 +195,8 @@ def check_stale(job, outdir: Path, overwrite: bool) -> None:
     if stale and not overwrite:
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
         raise OutputError(
-            f"{shortened(outdir / stale[0])}{more} in -o were made with other settings "
+            f"{shortened(outdir / stale[0])}{more} in -o {'were' if more else 'was'} made "
+            "with other settings "
             "(or by another run): add --overwrite to redo them, or choose another -o"
         )
 
