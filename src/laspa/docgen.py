@@ -55,9 +55,9 @@ def commands() -> Iterator[tuple[list[str], Any, Any]]:
 
 def command_section(path: list[str], command: Any, context: Any) -> list[str]:
     """One command's heading, summary, usage and table of arguments and options."""
-    from .methods.options import option_help
-
-    schema_help = type(command).__name__ == "SchemaHelp"  # --help adds ranges and defaults
+    # format the help once, as --help does: a command may complete its options' help then
+    # (SchemaHelp adds each method option's range and defaults from the schema)
+    command.format_help(context, context.make_formatter())
     usage = " ".join([*path, *command.collect_usage_pieces(context)])
     lines = [f"## {' '.join(path)}", "", " ".join((command.help or "").split()), ""]
     lines += [f"`{usage}`", "", "| argument / option | meaning |", "|---|---|"]
@@ -66,10 +66,6 @@ def command_section(path: list[str], command: Any, context: Any) -> list[str]:
         if record is None:  # hidden
             continue
         names, meaning = record
-        extra = option_help(param.name) if schema_help and param.param_type_name == "option" else ""
-        if extra:  # as SchemaHelp.format_help completes it
-            words, sep, tail = meaning.partition("  [")
-            meaning = f"{words} ({extra}){sep}{tail}"
         lines.append(f"| `{cell(names)}` | {cell(meaning)} |")
     return [*lines, ""]
 
