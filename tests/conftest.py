@@ -29,7 +29,7 @@ def editor():
 def clip_tokenizer(tmp_path_factory):
     """Stable Diffusion's real CLIP BPE tokenizer, built offline from the merges file that
     open-clip-torch ships in its package (a test dependency, installed without its own
-    dependencies: ``pip install --no-deps open-clip-torch``; see .ci/run)."""
+    dependencies: the README's "Set up" installs it)."""
     import gzip
     import importlib.util
     from pathlib import Path
@@ -40,7 +40,10 @@ def clip_tokenizer(tmp_path_factory):
 
     spec = importlib.util.find_spec("open_clip")  # found, not imported: it needs torchvision
     if spec is None:
-        pytest.fail("the CLIP tokenizer tests need: pip install --no-deps open-clip-torch")
+        pytest.fail(
+            "the CLIP tokenizer tests need open-clip-torch: run the README's 'Set up' commands "
+            "(pip install --no-deps open-clip-torch==3.3.0)"
+        )
     merges_file = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
     with gzip.open(merges_file, "rt", encoding="utf-8") as lines_file:
         lines = lines_file.read().split("\n")
