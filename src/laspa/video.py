@@ -322,7 +322,8 @@ def edit_video(
     **params: Any,
 ) -> VideoSummary:
     """Edit every frame of ``source`` into ``output`` (see the module's docstring);
-    ``Editor.edit_video`` is the public face. ``info``: the probe's, if already made."""
+    ``editor``: a :class:`laspa.Editor` (this module sits above it, so the Editor has no
+    video method). ``info``: the probe's, if already made."""
     from .methods.base import check_prompt, check_seed, get_method, make_params
 
     start = time.perf_counter()

@@ -69,7 +69,7 @@ def video(
     or in OUTPUT.frames beside a video file until it is written) are skipped."""
     from . import video as video_lib
     from .batch.cli import check_ray_request
-    from .cli import load_editor, method_options
+    from .cli import load_editor, method_options, model_description
     from .errors import LaspaError
     from .methods.base import check_prompt, check_seed
 
@@ -109,5 +109,6 @@ def video(
         f"laspa: wrote {what} to {output}: {summary.frames} frames "
         f"{summary.size[0]}x{summary.size[1]} at {float(summary.fps):g} fps, "
         f"{summary.edited} edited, {summary.skipped} already there ({method}, "
-        f"{noise} noise{rate}); used " + ("Ray workers" if editor is None else editor.description)
+        f"{noise} noise{rate}); used "
+        + ("Ray workers" if editor is None else model_description(model))
     )

@@ -68,7 +68,7 @@ def test_cli_help_states_the_schemas_defaults_and_ranges(monkeypatch):
     def help_text() -> str:
         return CliRunner().invoke(app, ["edit", "--help"], terminal_width=300).output
 
-    assert "LASPA: align while t > K ([0, 1000]; default 200)" in help_text()
+    assert "align while t > K (lower K: more preservation) ([0, 1000]; default 200)" in help_text()
     field = LaspaParams.__dataclass_fields__["K"]
     monkeypatch.setattr(field, "default", 300)
-    assert "LASPA: align while t > K ([0, 1000]; default 300)" in help_text()
+    assert "align while t > K (lower K: more preservation) ([0, 1000]; default 300)" in help_text()

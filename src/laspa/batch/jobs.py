@@ -185,8 +185,6 @@ def make_item(
     get_method(method)
     specs = {spec.name: spec for spec in method_options(method)}
     typed = {name: specs[name].convert(v) if name in specs else v for name, v in options.items()}
-    if method == "laspa-mix" and "change" in typed:  # as --change does (methods.options)
-        typed.setdefault("keep", "rest")
     make_params(method, typed)  # names, ranges, sampler
     check_prompt(prompt)
     check_seed(seed)
