@@ -98,9 +98,13 @@ class TqdmProgress:
             self.bar = None
 
 
-def method_options(method: str, given: dict[str, Any], settings: list[str] = ()) -> dict[str, Any]:
+def method_options(
+    method: str, given: dict[str, Any], settings: list[str] = (), sampler: str | None = None
+) -> dict[str, Any]:
     """The options the user gave (None = not given) plus ``--set NAME=VALUE`` ones,
-    checked against the method before any work."""
+    checked against the method before any work (laspa.methods.base.make_params, as every
+    front end's). ``sampler``: what "auto" runs on the model, where known before it loads
+    (laspa.editor.auto_sampler), so that an option that cannot act on it is refused now."""
     from .methods.base import get_method, make_params
 
     get_method(method)
@@ -108,7 +112,7 @@ def method_options(method: str, given: dict[str, Any], settings: list[str] = ())
     for setting in settings:
         name, value = parse_setting(method, setting)
         options[name] = value
-    make_params(method, options)  # validates ranges and applicability
+    make_params(method, options, sampler=sampler)  # names, types, ranges, applicability
     return options
 
 
@@ -250,10 +254,11 @@ def edit(
 ) -> None:
     """Edit IMAGE towards PROMPT and write the result to -o."""
     from . import images
-    from .editor import check_method_fits, check_model_source
+    from .editor import auto_sampler, check_method_fits, check_model_source
     from .methods.base import METHODS, check_prompt, check_seed
 
-    options = method_options(method, ctx.meta[METHOD_OPTIONS], settings)
+    given = ctx.meta[METHOD_OPTIONS]
+    options = method_options(method, given, settings, auto_sampler(model))
     check_prompt(prompt)
     check_seed(seed)
     check_method_fits(method, options.get("sampler"), model)  # FPE on SD3, ...: before loading

@@ -272,8 +272,7 @@ def make_params(
     check_option_names(method, overrides, params_cls)
     implied = getattr(params_cls, "implied", None)
     options = implied(overrides) if callable(implied) else dict(overrides)
-    check_types(params_cls, options)
-    params = params_cls(**options)
+    params = params_cls(**typed_options(params_cls, options))
     validate(params)
     # options that are each in range but together impossible (e.g. strength x steps)
     check_together = getattr(params, "check_together", None)
@@ -304,10 +303,13 @@ def check_idle(params: Any, given: dict[str, Any], model_sampler: str | None) ->
 _TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
-def check_types(params_cls: type, options: dict[str, Any]) -> None:
-    """Refuse a value of the wrong type (``K="200"``, ``K=None``, ``beta=True``) in one
-    line, as the CLI's own parsing would: every front end hands typed values here."""
+def typed_options(params_cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with each value checked against its field's type, as the CLI's own
+    parsing would: a wrong one (``K="200"``, ``K=None``, ``beta=True``) is refused in one
+    line, whatever front end it came from. A whole number given for a float option
+    becomes a float (``beta=1`` is ``beta=1.0``), so equal options make equal Params."""
     hints = _field_types(params_cls)
+    typed = dict(options)
     for name, value in options.items():
         wanted, optional = hints.get(name, (None, True))
         if wanted is None or (value is None and optional):
@@ -320,6 +322,9 @@ def check_types(params_cls: type, options: dict[str, Any]) -> None:
             fits = isinstance(value, wanted)
         if not fits:
             raise ParameterError(f"{name} must be {_TYPE_WORDS[wanted]}, got {value!r}")
+        if wanted is float:
+            typed[name] = float(value)
+    return typed
 
 
 def _field_types(params_cls: type) -> dict[str, tuple[type | None, bool]]:
