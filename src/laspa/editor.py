@@ -554,6 +554,35 @@ class Editor:
             for i, row in enumerate(rows)
         ]
 
+    def edit_video(
+        self,
+        source: str | Path,
+        prompt: str,
+        output: str | Path,
+        method: str = DEFAULT_METHOD,
+        seed: int = 0,
+        frame_noise: str = "fixed",
+        batch_size: int = 4,
+        fps: float | None = None,
+        progress: Any = None,
+        **params: Any,
+    ):
+        """Edit every frame of ``source`` (an mp4 / webm / gif / ... file or a folder of
+        frames) towards ``prompt`` and write ``output`` (a video file or a folder of PNG
+        frames) at the input's frame rate and size. ``frame_noise="fixed"``: every frame edited
+        with ``seed`` (one x_T, and z, for the whole clip); ``"fresh"``: frame i with
+        ``seed + i``. Frames are streamed ``batch_size`` at a time; a rerun resumes (see
+        :mod:`laspa.video`). ``fps``: the output's frame rate (default: the file's own; 24
+        for a folder).
+        ``progress``: called with the number of frames finished by each step.
+        Returns a :class:`laspa.video.VideoSummary`."""
+        from . import video
+
+        return video.edit_video(
+            self, source, prompt, output, method=method, seed=seed, frame_noise=frame_noise,
+            batch_size=batch_size, fps=fps, progress=progress, **params,
+        )  # fmt: skip
+
     def _row(self, method: str, variant: dict[str, Any]) -> EditRow:
         variant = dict(variant)
         prompt = variant.pop("prompt", None)

@@ -69,6 +69,7 @@ def video(
     or in OUTPUT.frames beside a video file until it is written) are skipped."""
     from . import video as video_lib
     from .batch.cli import check_ray_request
+    from .batch.on_ray import map_with_editors
     from .cli import load_editor, method_options, model_description
     from .errors import LaspaError
     from .methods.base import check_prompt, check_seed
@@ -95,6 +96,7 @@ def video(
                 source, prompt, output, info, method=method, seed=seed, frame_noise=noise,
                 batch_size=batch_size, params=options, model=model, device=device,
                 threads=threads, workers=workers, address=ray_address, progress=bar.update,
+                map_with_editors=map_with_editors,
             )  # fmt: skip
         else:
             summary = video_lib.edit_video(
