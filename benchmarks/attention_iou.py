@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from laspa import Editor
-    from laspa.cli import quiet_libraries
+    from laspa.loading import quiet_libraries
 
     quiet_libraries()
     editor = Editor.from_pretrained(args.model) if args.model else Editor.mini()

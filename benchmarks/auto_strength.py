@@ -124,7 +124,7 @@ def main() -> None:
     from laspa import Editor
     from laspa.bench.cases import load_cases
     from laspa.bench.runner import case_seed
-    from laspa.cli import quiet_libraries
+    from laspa.loading import quiet_libraries
 
     quiet_libraries()
     editor = Editor.mini()

@@ -97,7 +97,7 @@ def run_local(job, outdir: Path, model: str | None) -> dict:
     import torch
 
     from laspa.batch import jobs
-    from laspa.cli import load_editor
+    from laspa.loading import load_editor
 
     torch.set_num_threads(1)
     outdir.mkdir()

@@ -130,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(part) for part in args.threads.split(",") if part.strip()]
 
-    from laspa.cli import quiet_libraries
+    from laspa.loading import quiet_libraries
     from laspa.world import apply_edit, render, sample_edit, sample_scene
 
     quiet_libraries()

@@ -188,7 +188,8 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
 
-    from laspa.cli import method_options, quiet_libraries
+    from laspa.cli import method_options
+    from laspa.loading import quiet_libraries
 
     quiet_libraries()
     editor, name = load(args.model)

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
-import logging
 import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from .console import Interrupted, exit_interrupted, signals_as_exceptions
 from .errors import LaspaError, ModelError
+from .interrupts import Interrupted, exit_interrupted, signals_as_exceptions
+from .loading import library_warnings_silenced, load_editor, model_description
 from .mini import MODEL_HELP
 from .threads import THREADS_HELP
 
@@ -64,59 +62,10 @@ def note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def quiet_libraries() -> None:
-    """diffusers and transformers log loading chatter and progress bars of their own; the
-    CLI prints its own progress and keeps stderr to what the user needs."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for library in (diffusers_logging, transformers_logging):
-        library.set_verbosity_error()
-        library.disable_progress_bar()
-
-
-@contextmanager
-def library_warnings_silenced() -> Iterator[None]:
-    """No library warning or warning-level log line reaches stderr while a command runs
-    (PIL's "Corrupt EXIF data", huggingface_hub's deprecations and retries, ...): an error
-    stays one line, and a success ends in laspa's own notes. Errors logged by libraries
-    still show (the web server's log needs them)."""
-    disabled = logging.root.manager.disable
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(disabled)
-
-
-def load_editor(model: str | None, device: str | None = None, threads: int | None = None):
-    """The Editor for --model, or the bundled miniature when none is named, with torch's
-    thread count set by --threads (laspa.threads; None keeps torch's own)."""
-    from .editor import Editor
-    from .mini import MODEL_NAMES
-    from .threads import apply_threads, check_threads
-
-    check_threads(threads)
-    quiet_libraries()
-    if model is None:
-        editor = Editor.mini(device=device)
-        editor.description = "the bundled miniature model (--model selects another)"
-    elif model in MODEL_NAMES:
-        editor = Editor.mini(MODEL_NAMES[model], device=device)
-        editor.description = f"the bundled model {model}"
-    else:
-        editor = Editor.from_pretrained(model, device=device)
-        editor.description = f"model {model}"
-    apply_threads(threads)
-    return editor
-
-
-def done(editor, message: str) -> None:
-    """The closing note: what was written, and with which model. Said at the end so that a
-    user error, whenever it happens, stays the only line on stderr."""
-    note(f"laspa: {message}; used {editor.description}")
+def done(model: str | None, message: str) -> None:
+    """The closing note: what was written, and with which model (``--model``). Said at the
+    end so that a user error, whenever it happens, stays the only line on stderr."""
+    note(f"laspa: {message}; used {model_description(model)}")
 
 
 class TqdmProgress:
@@ -149,9 +98,13 @@ class TqdmProgress:
             self.bar = None
 
 
-def method_options(method: str, given: dict[str, Any], settings: list[str] = ()) -> dict[str, Any]:
+def method_options(
+    method: str, given: dict[str, Any], settings: list[str] = (), sampler: str | None = None
+) -> dict[str, Any]:
     """The options the user gave (None = not given) plus ``--set NAME=VALUE`` ones,
-    checked against the method before any work."""
+    checked against the method before any work (laspa.methods.base.make_params, as every
+    front end's). ``sampler``: what "auto" runs on the model, where known before it loads
+    (laspa.editor.auto_sampler), so that an option that cannot act on it is refused now."""
     from .methods.base import get_method, make_params
 
     get_method(method)
@@ -159,7 +112,7 @@ def method_options(method: str, given: dict[str, Any], settings: list[str] = ())
     for setting in settings:
         name, value = parse_setting(method, setting)
         options[name] = value
-    make_params(method, options)  # validates ranges and applicability
+    make_params(method, options, sampler=sampler)  # names, types, ranges, applicability
     return options
 
 
@@ -194,12 +147,69 @@ class SchemaHelp(TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from .methods.options import option_help
 
+        self.get_params(ctx)  # a subclass adds options of its own there
         for param in [] if self.completed else self.params:
             extra = option_help(param.name) if isinstance(param, TyperOption) else ""
             if extra:
                 param.help = f"{param.help} ({extra})"
         self.completed = True
         super().format_help(ctx, formatter)
+
+
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
+#: where a SchemaOptions command hands its method options to the command's function
+METHOD_OPTIONS = "laspa.method_options"
+
+
+class SchemaOptions(SchemaHelp):
+    """A command that takes every option of every method as a flag (``--K``,
+    ``--beta-schedule``, ...), made from the methods' Params (laspa.methods.options) when
+    the command parses its arguments or shows its help, so that the plain commands import
+    no torch and a new option needs no change here. The function reads the values given
+    (None: not given) from ``ctx.meta[METHOD_OPTIONS]``; the method's Params then refuse
+    the ones it does not take."""
+
+    schema_names: frozenset[str] = frozenset()
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        if not self.schema_names:
+            flags = schema_flags({param.name for param in self.params})
+            self.schema_names = frozenset(flag.name for flag in flags)
+            after = next(i for i, p in enumerate(self.params) if p.name == "method") + 1
+            self.params[after:after] = flags
+        return super().get_params(ctx)
+
+    def invoke(self, ctx: Any) -> Any:
+        given = {name: ctx.params.pop(name) for name in self.schema_names if name in ctx.params}
+        ctx.meta[METHOD_OPTIONS] = given
+        return super().invoke(ctx)
+
+
+def schema_flags(taken: set[str]) -> list[Any]:
+    """A typer option per method option (``--K``; ``beta_schedule``: ``--beta-schedule``),
+    typed and described by the Params; names in ``taken`` (the command's own) are left
+    out. typer builds them from a signature, as it builds every command's."""
+    from .methods.base import METHODS
+    from .methods.options import options_by_name
+
+    parameters = []
+    for name, (spec, methods) in options_by_name().items():
+        if name in taken:
+            continue
+        words = spec.help if len(methods) == len(METHODS) else f"{', '.join(methods)}: {spec.help}"
+        flag = typer.Option(None, "--" + name.replace("_", "-"), help=words)
+        kind = inspect.Parameter.KEYWORD_ONLY
+        parameters.append(
+            inspect.Parameter(name, kind, default=flag, annotation=spec.python_type | None)
+        )
+
+    def options(**values: Any) -> None:
+        """The method options, as typer reads them."""
+
+    options.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    probe = typer.Typer()
+    probe.command()(options)
+    return list(typer.main.get_command(probe).params)
 
 
 # Options shared by the editing commands, declared once.
@@ -224,54 +234,13 @@ WorkersOption = typer.Option(
 )
 
 
-@app.command(cls=SchemaHelp)
+@app.command(cls=SchemaOptions)
 def edit(
+    ctx: typer.Context,
     image: Path = typer.Argument(..., help="input image (any format PIL reads)"),
     prompt: str = typer.Argument(..., help="text describing the wanted result"),
     output: Path = typer.Option(..., "-o", "--output", help="output image (.png, .jpg, .webp)"),
     method: str = typer.Option("laspa-x0", "--method", "-m", help="editing method (laspa methods)"),
-    K: int | None = typer.Option(None, "--K", help="LASPA: align while t > K"),
-    beta: float | None = typer.Option(None, "--beta", help="LASPA: alignment strength"),
-    beta_schedule: str | None = typer.Option(
-        None, "--beta-schedule", help="LASPA: constant (b=beta) or linear (b=beta*t/T)"
-    ),
-    eps_form: str | None = typer.Option(None, "--eps-form", help="laspa-eps: exact or literal"),
-    direction: str | None = typer.Option(
-        None, "--direction", help="laspa-x0: asymmetric (UNet eps) or consistent"
-    ),
-    noise: str | None = typer.Option(None, "--noise", help="laspa-input: fixed or fresh z"),
-    subject: str | None = typer.Option(None, "--subject", help="laspa-mix: the word to keep"),
-    change: str | None = typer.Option(
-        None, "--change", help="laspa-mix: the word of the region to redo; keep all else"
-    ),
-    steps: int | None = typer.Option(None, "--steps", help="sampler steps"),
-    sampler: str | None = SamplerOption,
-    step_noise: str | None = typer.Option(
-        None, "--step-noise", help="ancestral / lcm: fixed (one draw per edit) or fresh per step"
-    ),
-    gamma: float | None = typer.Option(
-        None, "--gamma", help="tcd: stochasticity, 0 deterministic to 1 (= lcm)"
-    ),
-    guidance: float | None = typer.Option(None, "--guidance", help="guidance scale"),
-    guidance_mode: str | None = typer.Option(
-        None, "--guidance-mode", help="cfg, or the UNet's guidance embedding (LCM)"
-    ),
-    strength: float | None = typer.Option(
-        None, "--strength", help="sdedit: re-noised fraction; instdiffedit: r"
-    ),
-    source_prompt: str | None = typer.Option(
-        None,
-        "--source-prompt",
-        help="ddim-inversion: inversion prompt; fpe: generated mode; diffedit: mask source; "
-        "laspa-local: a caption of the input (its changed words join the region)",
-    ),
-    replace_fraction: float | None = typer.Option(
-        None, "--replace-fraction", help="fpe: fraction of steps with replacement"
-    ),
-    layers: str | None = typer.Option(None, "--layers", help="fpe: code or paper"),
-    inpaint_model: str | None = typer.Option(
-        None, "--inpaint-model", help="instdiffedit: SD inpainting checkpoint for the final pass"
-    ),
     settings: list[str] = SetOption,
     mask_out: Path | None = typer.Option(
         None, "--mask-out", help="write the method's mask (instdiffedit, laspa-mix, diffedit) here"
@@ -285,19 +254,11 @@ def edit(
 ) -> None:
     """Edit IMAGE towards PROMPT and write the result to -o."""
     from . import images
-    from .editor import check_method_fits, check_model_source
+    from .editor import auto_sampler, check_method_fits, check_model_source
     from .methods.base import METHODS, check_prompt, check_seed
-    from .methods.options import mix_words
 
-    given = {
-        "K": K, "beta": beta, "beta_schedule": beta_schedule, "eps_form": eps_form,
-        "direction": direction, "noise": noise, **mix_words(method, subject, change),
-        "steps": steps, "sampler": sampler, "step_noise": step_noise, "gamma": gamma,
-        "guidance": guidance, "guidance_mode": guidance_mode, "strength": strength,
-        "source_prompt": source_prompt,
-        "replace_fraction": replace_fraction, "layers": layers, "inpaint_model": inpaint_model,
-    }  # fmt: skip
-    options = method_options(method, given, settings)
+    given = ctx.meta[METHOD_OPTIONS]
+    options = method_options(method, given, settings, auto_sampler(model))
     check_prompt(prompt)
     check_seed(seed)
     check_method_fits(method, options.get("sampler"), model)  # FPE on SD3, ...: before loading
@@ -320,10 +281,10 @@ def edit(
         record["mask"] = str(mask_out)
     if as_json:
         print(json.dumps(record))
-        note(f"laspa: used {editor.description}")
+        note(f"laspa: used {model_description(model)}")
     else:
         cost = f"{result.seconds:.2f} s, {result.unet_evals:g} UNet evals"
-        done(editor, f"wrote {output} ({method}, {cost})")
+        done(model, f"wrote {output} ({method}, {cost})")
 
 
 def run_with_progress(editor, quiet: bool, work):
@@ -394,7 +355,7 @@ def attention(
     overlays = [map_overlay(picture, heat) for heat in maps.values()]
     picture_out = labelled_grid([overlays], [""], list(maps)) if len(maps) > 1 else overlays[0]
     images.save_image(picture_out, output)
-    done(editor, f"wrote {output} ({', '.join(maps)})")
+    done(model, f"wrote {output} ({', '.join(maps)})")
 
 
 @app.command(cls=SchemaHelp)
@@ -463,7 +424,7 @@ def sweep(
         for result in results:
             print(json.dumps(result.summary()))
     total = sum(r.seconds for r in results)
-    done(editor, f"wrote {output} ({len(results)} edits, {total:.2f} s in all)")
+    done(model, f"wrote {output} ({len(results)} edits, {total:.2f} s in all)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -107,4 +107,4 @@ def demo(
                 f"  {row['method']:<15} {row['seconds']:>7.2f} s   background "
                 f"{row['bg_psnr']:6.2f} dB   edit read back: {read_back}"
             )
-    done(editor, f"wrote {output / 'demo.png'}")
+    done(model, f"wrote {output / 'demo.png'}")

@@ -4,6 +4,7 @@ batched edits of one image."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -594,7 +595,9 @@ class Editor:
             steps = self.default_steps(variant.get("sampler"))
             if steps is not None:
                 variant["steps"] = steps
-        return EditRow(prompt, seed, make_params(method, variant))
+        # "auto" is the model's sampler now: options that cannot act on it are refused
+        params = make_params(method, variant, sampler=self.engine.default_sampler)
+        return EditRow(prompt, seed, params)
 
     def default_steps(self, sampler: str | None = None) -> int | None:
         """The steps of an edit that names none: 4 on a few-step sampler (LCM, TCD), the
@@ -623,6 +626,28 @@ def check_method_fits(method: str, sampler: str | None, model: str | Path | None
     check_model_kind(method, kind, METHODS[method].kinds)
     if sampler and sampler != "auto":
         check_model_kind(f"sampler {sampler}", kind, SAMPLERS[sampler].kinds)
+
+
+def auto_sampler(model: str | Path | None) -> str | None:
+    """The sampler "auto" runs on the model ``--model`` names, read from a local folder's
+    scheduler config before any weight loads (as the Engine picks it once loaded); None
+    where only loading tells (a hub id, a folder without a readable config)."""
+    from .mini import MODEL_NAMES, model_dir
+    from .samplers import sampler_for_scheduler
+
+    try:
+        if model is None or model in MODEL_NAMES:
+            folder = Path(model_dir(MODEL_NAMES[model or "mini"]))
+        else:
+            folder = Path(str(model))
+        config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError, RuntimeError):  # not a folder, or a bundled model missing
+        return None
+    if not isinstance(config, dict):
+        return None
+    if folder_kind(folder) == "flow":
+        return "flow"
+    return sampler_for_scheduler(str(config.get("_class_name")))
 
 
 def load_scheduler(source: str):

@@ -56,6 +56,7 @@ from .attention import (
     install_processors,
     self_attention_level,
 )
+from .edit_rows import EditBatch, check_model_kind
 from .errors import ModelError, ParameterError, first_line
 from .families import (
     FluxText,
@@ -64,7 +65,6 @@ from .families import (
     StableDiffusionXLText,
 )
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
-from .methods.base import EditBatch, check_model_kind
 from .models import check_model_source
 from .samplers import SAMPLERS, RowNoise, sampler_for_scheduler, step_noise_kind
 from .tokens import WordTokens, positions_of, token_alignment, word_tokens

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention import AttentionState
+from .errors import ParameterError
 from .loop import Denoiser, Step
 
 
@@ -179,9 +180,7 @@ class FlowDenoiser(Denoiser):
         return tokens * slope + (low - slope * base)
 
     def steps(self, num_steps: int) -> list[Step]:
-        from .samplers import SAMPLERS
-
-        return SAMPLERS["flow"].steps(self, num_steps)
+        return flow_steps(self, num_steps)
 
     def forward(self, model_input, t, embeddings, added, timestep_cond) -> torch.Tensor:
         timestep = torch.full((model_input.shape[0],), float(t), device=model_input.device)
@@ -259,3 +258,20 @@ def latent_ids(height: int, width: int, device, dtype) -> torch.Tensor:
     ids[..., 1] = ids[..., 1] + torch.arange(height)[:, None]
     ids[..., 2] = ids[..., 2] + torch.arange(width)[None, :]
     return ids.reshape(height * width, 3).to(device=device, dtype=dtype)
+
+
+def flow_steps(denoiser: FlowDenoiser, num_steps: int) -> list[Step]:
+    """Euler's steps of ``num_steps`` on a flow model's shifted sigmas (the ``flow``
+    sampler's, and what inversion walks back)."""
+    if getattr(denoiser, "prediction_type", None) != "flow":
+        raise ParameterError("the flow sampler runs on flow models (SD3) only")
+    try:
+        timesteps, sigmas = denoiser.sigmas(num_steps)
+    except ValueError as error:
+        raise ParameterError(f"steps: {error}") from None
+    scale = denoiser.num_train_timesteps
+    steps = []
+    for i, (t, s, s_prev) in enumerate(zip(timesteps, sigmas, sigmas[1:], strict=False)):
+        alphas = (vp_alpha(s), vp_alpha(s_prev))
+        steps.append(FlowStep(i, num_steps, t, s_prev * scale, *alphas, s=s, s_prev=s_prev))
+    return steps

@@ -31,6 +31,7 @@ import torch
 
 from . import ddim
 from .attention import AttentionHook, AttentionState, StepInfo
+from .errors import ParameterError
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -269,9 +270,7 @@ class Denoiser:
 
     def steps(self, num_steps: int) -> list[Step]:
         """The DDIM steps of ``num_steps`` on the model's schedule (laspa.samplers)."""
-        from .samplers import SAMPLERS
-
-        return SAMPLERS["ddim"].steps(self, num_steps)
+        return ddim_steps(self, num_steps)
 
     def forward(
         self,
@@ -399,3 +398,30 @@ def invert(
             progress(count, len(steps))
     trajectory.reverse()
     return trajectory
+
+
+def ddim_timesteps(denoiser: Denoiser, num_steps: int) -> list[tuple[int, int]]:
+    """(t, t_prev) pairs of DDIMScheduler's schedule on the model's config (its timestep
+    spacing and offset), with DDIMScheduler's ``t_prev = t - T // num_steps``."""
+    scheduler = denoiser.scheduler
+    try:
+        scheduler.set_timesteps(num_steps)
+    except ValueError as error:
+        raise ParameterError(f"steps: {error}") from None
+    total = denoiser.num_train_timesteps
+    timesteps = [int(t) for t in scheduler.timesteps]
+    if max(timesteps) >= total:
+        raise ParameterError(
+            f"steps must be below {num_steps} for this model: its schedule would pass "
+            f"timestep {total - 1}"
+        )
+    ratio = total // num_steps
+    return [(t, t - ratio) for t in timesteps]
+
+
+def ddim_steps(denoiser: Denoiser, num_steps: int) -> list[Step]:
+    """DDIM's (eta 0) steps of ``num_steps``: the ``ddim`` sampler's, and inversion's."""
+    return [
+        Step(i, num_steps, t, t_prev, denoiser.alpha(t), denoiser.alpha(t_prev))
+        for i, (t, t_prev) in enumerate(ddim_timesteps(denoiser, num_steps))
+    ]

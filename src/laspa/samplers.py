@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from .errors import ParameterError
-from .loop import Step
+from .flow import flow_steps
+from .loop import Step, ddim_steps, ddim_timesteps
 
 if TYPE_CHECKING:
     from .loop import Denoiser
@@ -68,34 +69,12 @@ class Sampler:
         return self.deterministic
 
 
-def ddim_timesteps(denoiser: Denoiser, num_steps: int) -> list[tuple[int, int]]:
-    """(t, t_prev) pairs of DDIMScheduler's schedule on the model's config (its timestep
-    spacing and offset), with DDIMScheduler's ``t_prev = t - T // num_steps``."""
-    scheduler = denoiser.scheduler
-    try:
-        scheduler.set_timesteps(num_steps)
-    except ValueError as error:
-        raise ParameterError(f"steps: {error}") from None
-    total = denoiser.num_train_timesteps
-    timesteps = [int(t) for t in scheduler.timesteps]
-    if max(timesteps) >= total:
-        raise ParameterError(
-            f"steps must be below {num_steps} for this model: its schedule would pass "
-            f"timestep {total - 1}"
-        )
-    ratio = total // num_steps
-    return [(t, t - ratio) for t in timesteps]
-
-
 class DDIM(Sampler):
     name = "ddim"
     summary = "DDIM, eta 0: deterministic"
 
     def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
-        return [
-            Step(i, num_steps, t, t_prev, denoiser.alpha(t), denoiser.alpha(t_prev))
-            for i, (t, t_prev) in enumerate(ddim_timesteps(denoiser, num_steps))
-        ]
+        return ddim_steps(denoiser, num_steps)
 
 
 def ancestral_sigma(alpha: float, alpha_prev: float) -> float:
@@ -193,20 +172,7 @@ class Flow(Sampler):
     kinds = ("flow",)
 
     def steps(self, denoiser: Denoiser, num_steps: int, gamma: float = 1.0) -> list[Step]:
-        from .flow import FlowStep, vp_alpha
-
-        if getattr(denoiser, "prediction_type", None) != "flow":
-            raise ParameterError("the flow sampler runs on flow models (SD3) only")
-        try:
-            timesteps, sigmas = denoiser.sigmas(num_steps)
-        except ValueError as error:
-            raise ParameterError(f"steps: {error}") from None
-        scale = denoiser.num_train_timesteps
-        steps = []
-        for i, (t, s, s_prev) in enumerate(zip(timesteps, sigmas, sigmas[1:], strict=False)):
-            alphas = (vp_alpha(s), vp_alpha(s_prev))
-            steps.append(FlowStep(i, num_steps, t, s_prev * scale, *alphas, s=s, s_prev=s_prev))
-        return steps
+        return flow_steps(denoiser, num_steps)
 
 
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in (DDIM(), Ancestral(), LCM(), TCD(), Flow())}

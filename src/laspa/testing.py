@@ -1,6 +1,16 @@
-"""Tiny random Stable Diffusion components, for tests and plumbing benchmarks.
+"""Tiny random Stable Diffusion components, for tests and plumbing benchmarks: a public,
+documented module.
 
-They have the real architecture (AutoencoderKL, CLIP text encoder, UNet2DConditionModel
+It stays in the package, not in tests/, because more than the tests use it: the plumbing
+benchmarks (benchmarks/speed.py), the commands in docs/results.md that rebuild the tiny
+SD3 / FLUX folders, and the tests of code built on laspa. Public: ``tiny_editor``,
+``tiny_components``, ``save_tiny_model``, ``save_tiny_sdxl_model``,
+``save_tiny_sd3_model``, ``save_tiny_flux_model`` (and their ``*_components``),
+``SecondDevice`` (a stand-in GPU on a CPU-only machine) and ``run_cli`` (the ``laspa``
+command in-process under pytest). It sits on top of the layers (it may import the CLI);
+no other module of laspa imports it.
+
+The models have the real architecture (AutoencoderKL, CLIP text encoder, UNet2DConditionModel
 with cross- and self-attention at two resolutions, DDIM scheduler) at a few thousand
 parameters, like diffusers' own tests build. They say nothing about editing quality.
 """

@@ -562,14 +562,15 @@ def edit_video_on_ray(
     workers: int | None,
     address: str | None,
     progress: Callable[[int], Any] | None = None,
+    map_with_editors: Callable[..., list[str]],
     overwrite: bool = False,
 ) -> VideoSummary:
     """``edit_video`` with the frames sharded over Ray workers (laspa.batch.on_ray), each
     holding one Editor: chunks of ``batch_size`` frames, the noise still fixed (or
     fresh by frame index) across the whole clip. Workers read the clip and write the
-    frames themselves, so on a cluster both paths must be on storage they share."""
-    from .batch.on_ray import map_with_editors
-
+    frames themselves, so on a cluster both paths must be on storage they share.
+    ``map_with_editors``: laspa.batch.on_ray's, handed in by the front end, because this
+    module sits below the Editor (Editor.edit_video) and the Ray runner above it."""
     start = time.perf_counter()
     output = Path(output)
     kind = output_kind(output)

@@ -74,7 +74,8 @@ def video(
     from . import provenance
     from . import video as video_lib
     from .batch.cli import check_ray_request
-    from .cli import load_editor, method_options
+    from .batch.on_ray import map_with_editors
+    from .cli import load_editor, method_options, model_description
     from .editor import check_method_fits
     from .errors import LaspaError
     from .methods.base import check_prompt, check_seed
@@ -107,6 +108,7 @@ def video(
                 batch_size=batch_size, params=options, model=model, device=device,
                 threads=threads, workers=workers, address=ray_address, progress=bar.update,
                 overwrite=overwrite,
+                map_with_editors=map_with_editors,
             )  # fmt: skip
         else:
             summary = video_lib.edit_video(
@@ -122,5 +124,6 @@ def video(
         f"laspa: wrote {what} to {output}: {summary.frames} frames "
         f"{summary.size[0]}x{summary.size[1]} at {float(summary.fps):g} fps, "
         f"{summary.edited} edited, {summary.skipped} already there ({method}, "
-        f"{noise} noise{rate}); used " + ("Ray workers" if editor is None else editor.description)
+        f"{noise} noise{rate}); used "
+        + ("Ray workers" if editor is None else model_description(model))
     )

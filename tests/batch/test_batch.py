@@ -267,3 +267,29 @@ def test_a_folder_job_over_file_names_that_are_not_utf8(capsys, tiny_model_dir, 
     row = summary(outdir)[1]
     assert row["status"] == "done" and row["output"] == os.fsdecode(b"\xff.png")
     assert (outdir / os.fsdecode(b"\xff.png")).is_file()
+
+
+def test_a_manifest_means_what_the_cli_means(tmp_path):
+    """Aliases, types and options that cannot act are the method's Params' (issue #29/#30):
+    a manifest's ``change`` picks laspa-local's change region as --change does, and a
+    wrong type or an idle option is refused on its own line."""
+    write_images(tmp_path / "images", 1)
+    manifest = write_manifest(tmp_path / "job.jsonl", [
+        {"image": "images/im0.png", "prompt": "a red sofa", "method": "laspa-local", "change": "sofa"},
+        {"image": "images/im0.png", "prompt": "a red sofa", "method": "laspa-mix", "change": "sofa", "output": "b.png"},
+        {"image": "images/im0.png", "prompt": "a red cat", "K": "200", "output": "c.png"},
+        {"image": "images/im0.png", "prompt": "a red cat", "K": None, "output": "d.png"},
+        {"image": "images/im0.png", "prompt": "a red cat", "sampler": "lcm", "gamma": 0.5, "output": "e.png"},
+    ])  # fmt: skip
+    plan = jobs.plan(jobs.manifest_entries(manifest, jobs.Defaults()), tmp_path / "out", 8)
+    reasons = {failure.line: failure.reason for failure in plan.refused}
+    assert reasons == {
+        3: "K must be a whole number, got '200'",
+        4: "K must be a whole number, got None",
+        5: "gamma acts only with the tcd sampler; this edit's is lcm",
+    }
+    from laspa.methods.base import make_params
+
+    items = {item.line: item for group in plan.groups for item in group.items}
+    assert make_params("laspa-local", items[1].options).region == "change"
+    assert make_params("laspa-mix", items[2].options).keep == "rest"

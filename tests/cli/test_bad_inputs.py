@@ -501,8 +501,34 @@ def _videos():
     }  # fmt: skip
 
 
+# ------------------------------------------------------------------ options that cannot act
+# (issue #30): refused by the method's Params, before the model loads where the model's
+# folder tells what "auto" runs (the tiny model: ddim)
+def _cannot_act():
+    def opt(*args):
+        return lambda p: p.edit(*args)
+
+    return {
+        "--gamma with the lcm sampler": (
+            opt("--sampler", "lcm", "--gamma", "0.5"), "gamma acts only with the tcd sampler; this edit's is lcm"),
+        "--gamma on a model whose sampler is ddim": (
+            opt("--gamma", "0.5"), "gamma acts only with the tcd sampler; this edit's is ddim"),
+        "--step-noise with ddim": (
+            opt("--sampler", "ddim", "--step-noise", "fresh"), "step_noise acts only with a sampler that adds noise"),
+        "--step-noise with tcd at gamma 0": (
+            opt("--sampler", "tcd", "--gamma", "0", "--step-noise", "fixed"), "this edit's is tcd with gamma 0"),
+        "laspa-mix: --subject with keep=rest": (
+            opt("-m", "laspa-mix", "--subject", "cat", "--keep", "rest"), "subject acts only with keep=subject"),
+        "laspa-mix: --threshold of a soft mask": (
+            opt("-m", "laspa-mix", "--subject", "cat", "--threshold", "0.3"), "threshold acts only with mask=hard"),
+        "laspa-local: --source-prompt with region=change": (
+            opt("-m", "laspa-local", "--change", "cat", "--source-prompt", "a cat"), "source_prompt acts only with region=instant"),
+    }  # fmt: skip
+
+
 CLI_BEFORE_LOAD = {
-    **_images(), **_outputs(), **_prompts(), **_numbers(), **_batches(), **_videos()
+    **_images(), **_outputs(), **_prompts(), **_numbers(), **_batches(), **_videos(),
+    **_cannot_act(),
 }  # fmt: skip
 
 

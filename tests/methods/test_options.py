@@ -68,7 +68,48 @@ def test_cli_help_states_the_schemas_defaults_and_ranges(monkeypatch):
     def help_text() -> str:
         return CliRunner().invoke(app, ["edit", "--help"], terminal_width=300).output
 
-    assert "LASPA: align while t > K ([0, 1000]; default 200)" in help_text()
+    assert "align while t > K (lower K: more preservation) ([0, 1000]; default 200)" in help_text()
     field = LaspaParams.__dataclass_fields__["K"]
     monkeypatch.setattr(field, "default", 300)
-    assert "LASPA: align while t > K ([0, 1000]; default 300)" in help_text()
+    assert "align while t > K (lower K: more preservation) ([0, 1000]; default 300)" in help_text()
+
+
+# ------------------------------------------------------------------ one Params build (#29, #30)
+def test_aliases_belong_to_the_params_so_every_front_end_means_the_same():
+    from laspa.methods.base import make_params
+
+    assert make_params("laspa-local", {"change": "sofa"}).region == "change"
+    assert make_params("laspa-mix", {"change": "sofa"}).keep == "rest"
+    assert make_params("laspa-mix", {"subject": "cat"}).keep == "subject"
+    with pytest.raises(ParameterError, match="not both"):
+        make_params("laspa-mix", {"subject": "cat", "change": "sofa"})
+
+
+@pytest.mark.parametrize(
+    ("options", "sampler", "refusal"),
+    [
+        ({"sampler": "lcm", "gamma": 0.5}, None, "gamma acts only with the tcd sampler"),
+        ({"gamma": 0.5}, "ancestral", "this edit's is ancestral"),
+        ({"sampler": "ddim", "step_noise": "fresh"}, None, "step_noise acts only with"),
+        ({"step_noise": "fixed"}, "flow", "this edit's is flow"),
+        ({"K": "200"}, None, "K must be a whole number, got '200'"),
+        ({"K": None}, None, "K must be a whole number, got None"),
+        ({"beta": True}, None, "beta must be a number, got True"),
+    ],
+)
+def test_options_that_cannot_act_or_are_mistyped_are_refused(options, sampler, refusal):
+    from laspa.methods.base import make_params
+
+    with pytest.raises(ParameterError, match=refusal):
+        make_params("laspa-x0", options, sampler=sampler)
+
+
+def test_an_option_at_its_default_or_able_to_act_is_taken():
+    from laspa.methods.base import make_params
+
+    assert make_params("laspa-x0", {"sampler": "lcm", "gamma": 0.3}).gamma == 0.3  # the default
+    assert make_params("laspa-x0", {"sampler": "tcd", "gamma": 0.5}).gamma == 0.5
+    assert make_params("laspa-x0", {"gamma": 0.5}).gamma == 0.5  # auto: not known yet
+    assert make_params("laspa-x0", {"beta": 1}).beta == 1.0 and isinstance(
+        make_params("laspa-x0", {"beta": 1}).beta, float
+    )

@@ -186,16 +186,13 @@ def make_item(
     """An Item whose method, options, prompt, seed and output name are checked; the image
     is checked to exist (it is decoded when its group runs)."""
     from ..methods.base import check_prompt, check_seed, get_method, make_params
-    from ..methods.options import method_options
 
     if not isinstance(method, str):
         raise ParameterError(f"method must be text, got {method!r}")
     get_method(method)
-    specs = {spec.name: spec for spec in method_options(method)}
-    typed = {name: specs[name].convert(v) if name in specs else v for name, v in options.items()}
-    if method == "laspa-mix" and "change" in typed:  # as --change does (methods.options)
-        typed.setdefault("keep", "rest")
-    make_params(method, typed)  # names, ranges, sampler
+    # names, types, ranges, aliases, options that cannot act: the Params' rules, as for
+    # the CLI's options; JSON's values are typed already (K "200" is refused, not read)
+    make_params(method, options)
     check_prompt(prompt)
     check_seed(seed)
     check_file_name(str(image), "image")
@@ -203,7 +200,7 @@ def make_item(
     path = Path(os.path.abspath(image))
     if not path.is_file():
         raise ParameterError(f"input image not found: {shortened(image)}")
-    return Item(number, str(path), prompt, method, seed, output, typed)
+    return Item(number, str(path), prompt, method, seed, output, dict(options))
 
 
 def check_file_name(name: str, what: str) -> None:

@@ -112,11 +112,10 @@ class EditorWorker:
     """A Ray Data actor: loads the Editor once, then applies ``handler`` to payloads."""
 
     def __init__(self, model, device, threads, handler: Callable[[Any, str], str]):
-        from ..cli import library_warnings_silenced, load_editor
+        from ..loading import library_warnings_silenced, load_editor
 
         with library_warnings_silenced():
             self.editor = load_editor(model, device, threads)
-        self.editor.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.handler = handler
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
@@ -207,8 +206,12 @@ def run_group_payload(outdir: str, editor, payload: str) -> str:
     """A handler: one batch group, its records as JSON."""
     from .jobs import Group, run_group
 
-    worker = getattr(editor, "worker", "ray")
-    return json.dumps(run_group(editor, Group.from_json(payload), Path(outdir), worker))
+    return json.dumps(run_group(editor, Group.from_json(payload), Path(outdir), worker_name()))
+
+
+def worker_name() -> str:
+    """The Ray worker running this: its host and process, as batch records name it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_batch(

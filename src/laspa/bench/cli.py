@@ -11,9 +11,8 @@ from pathlib import Path
 
 import typer
 
-from ..cli import RayAddressOption, WorkersOption
+from ..cli import DeviceOption, RayAddressOption, ThreadsOption, WorkersOption
 from ..mini import MODEL_HELP
-from ..threads import THREADS_HELP
 
 DEFAULT_METHODS = "laspa-x0,sdedit,peer-sdedit,peer-diffedit"
 DEFAULT_SWEEP_METHODS = "laspa-input,laspa-eps,laspa-x0,sdedit"
@@ -150,8 +149,8 @@ def bench(
         None, "--sampler", help="ddim, ancestral, lcm or tcd for all methods (default: the model's)"
     ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
-    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    device: str | None = DeviceOption,
+    threads: int | None = ThreadsOption,
     json_out: Path | None = typer.Option(None, "--json", help="write the results as JSON"),
     plots: Path | None = typer.Option(None, "--plots", help="folder for tradeoff.png, samples.png"),
     sweep: bool = typer.Option(False, "--sweep", help="run the trade-off sweeps too"),

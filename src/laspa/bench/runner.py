@@ -75,9 +75,26 @@ class MethodSpec:
         return {f.name: f for f in dataclasses.fields(self.params_cls)}
 
     def params(self, hints: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
-        """Overrides for one edit: case hints the method takes, then the user's values."""
-        taken = {k: v for k, v in (hints or {}).items() if k in self.case_inputs}
-        return {**taken, **self.overrides, **more}
+        """Overrides for one edit: the case hints the method takes and, as the user's
+        values configure it, can use (laspa-mix's change only with keep=rest; a hint
+        that cannot act would be refused), then the user's values."""
+        given = {**self.overrides, **more}
+        idle = self.idle(given) if hints else set()
+        taken = {k: v for k, v in (hints or {}).items() if k in self.case_inputs and k not in idle}
+        return {**taken, **given}
+
+    def idle(self, given: dict[str, Any]) -> set[str]:
+        """The options the method, configured by ``given``, cannot act on."""
+        try:
+            params = self.build(given)
+        except ParameterError:
+            return set()  # refused with its reason once the edit is built
+        idle_options = getattr(params, "idle_options", None)
+        return (
+            set(idle_options(getattr(params, "sampler", "auto")))
+            if callable(idle_options)
+            else set()
+        )
 
     def build(self, params: dict[str, Any]) -> Any:
         """The validated Params dataclass (raises ParameterError)."""

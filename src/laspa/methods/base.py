@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..edit_rows import EditBatch, EditRow, check_model_kind
 from ..errors import ParameterError
+
+__all__ = ["EditBatch", "EditRow", "check_model_kind"]  # re-exported: the methods' names
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -93,6 +97,29 @@ class CommonParams:
         "embedding where the UNet has one",
     )  # fmt: skip
 
+    @classmethod
+    def implied(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with the values other given options imply (an alias such as
+        laspa-mix's ``change``, which means ``keep=rest``); every front end's options pass
+        here, in :func:`make_params`, so that they all mean the same."""
+        return dict(options)
+
+    def idle_options(self, sampler: str) -> dict[str, str]:
+        """The options that cannot act in this edit, each with why; ``sampler``: the one
+        the edit runs ("auto" while the model, which resolves it, is not known)."""
+        from ..samplers import SAMPLERS
+
+        idle = {}
+        if sampler not in ("auto", "tcd"):
+            idle["gamma"] = f"gamma acts only with the tcd sampler; this edit's is {sampler}"
+        if sampler != "auto" and SAMPLERS[sampler].is_deterministic(self.gamma):
+            idle["step_noise"] = (
+                "step_noise acts only with a sampler that adds noise (ancestral, lcm, tcd "
+                f"with gamma > 0); this edit's is {sampler}"
+                + (f" with gamma {self.gamma:g}" if sampler == "tcd" else "")
+            )
+        return idle
+
 
 def check_text(name: str, text: str) -> None:
     """Refuse text the tokenizer cannot take: bytes that are not UTF-8 (a shell argument
@@ -146,45 +173,6 @@ def _range_text(meta) -> str:
     if low is None:
         return f"<= {high}"
     return f"in {'(' if meta.get('low_open') else '['}{low}, {high}]"
-
-
-@dataclass
-class EditRow:
-    """One requested edit of the batch's image."""
-
-    prompt: str
-    seed: int
-    params: Any  # the method's Params dataclass
-
-
-@dataclass
-class EditBatch:
-    """Edits of one image that share one UNet batch."""
-
-    #: (1, C, h, w): enc(I), scaled like diffusers does; (N, C, h, w), one image per row,
-    #: for methods with ``many_images``
-    reference: torch.Tensor | None
-    rows: list[EditRow]
-    record_attention: bool = False  # return each row's cross-attention token maps
-    pixels: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1]: the input at model size
-
-    @property
-    def size(self) -> int:
-        return len(self.rows)
-
-    def param(self, name: str) -> list[Any]:
-        return [getattr(row.params, name) for row in self.rows]
-
-    def shared(self, name: str) -> Any:
-        """A parameter every row must share (e.g. the number of steps)."""
-        values = set(self.param(name))
-        if len(values) != 1:
-            raise ParameterError(f"{name} must be equal for all edits of one batch, got {values}")
-        return values.pop()
-
-    def column(self, name: str, device: torch.device | None = None) -> torch.Tensor:
-        """A numeric parameter as a per-row float32 tensor of shape (N,)."""
-        return torch.tensor([float(v) for v in self.param(name)], device=device)
 
 
 @dataclass
@@ -266,12 +254,25 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
-def make_params(method: str, overrides: dict[str, Any], params_cls: type | None = None) -> Any:
-    """The method's Params with ``overrides`` applied and validated. ``params_cls``: its
-    Params, when it is not a registered method (a bench peer)."""
+def make_params(
+    method: str,
+    overrides: dict[str, Any],
+    params_cls: type | None = None,
+    *,
+    sampler: str | None = None,
+) -> Any:
+    """The method's Params with ``overrides`` applied and validated: the one place where
+    every front end's options (CLI, Python, batch manifest, web, bench) are built. Names,
+    types and ranges are checked, aliases resolved (``Params.implied``) and an option
+    given a value it cannot act on refused (``Params.idle_options``; a value equal to the
+    default is the same as none). ``params_cls``: its Params, when it is not a registered
+    method (a bench peer). ``sampler``: what "auto" runs on the loaded model (None: not
+    known yet, so options that depend on it are checked once it is)."""
     params_cls = params_cls or METHODS[method].Params
     check_option_names(method, overrides, params_cls)
-    params = params_cls(**overrides)
+    implied = getattr(params_cls, "implied", None)
+    options = implied(overrides) if callable(implied) else dict(overrides)
+    params = params_cls(**typed_options(params_cls, options))
     validate(params)
     # options that are each in range but together impossible (e.g. strength x steps)
     check_together = getattr(params, "check_together", None)
@@ -279,7 +280,67 @@ def make_params(method: str, overrides: dict[str, Any], params_cls: type | None 
         check_together()
     if method in METHODS:
         check_sampler(method, getattr(params, "sampler", "auto"))
+    check_idle(params, overrides, sampler)
     return params
+
+
+def check_idle(params: Any, given: dict[str, Any], model_sampler: str | None) -> None:
+    """Refuse the first given option that cannot act in this edit (``--gamma`` with the lcm
+    sampler, ``--step-noise`` with ddim, ...), in one line."""
+    idle_options = getattr(params, "idle_options", None)
+    if not callable(idle_options):
+        return
+    sampler = getattr(params, "sampler", "auto")
+    if sampler == "auto" and model_sampler is not None:
+        sampler = model_sampler
+    idle = idle_options(sampler)
+    defaults = {spec.name: spec.default for spec in dataclasses.fields(params)}
+    for name in given:
+        if name in idle and given[name] != defaults.get(name):
+            raise ParameterError(idle[name])
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def typed_options(params_cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with each value checked against its field's type, as the CLI's own
+    parsing would: a wrong one (``K="200"``, ``K=None``, ``beta=True``) is refused in one
+    line, whatever front end it came from. A whole number given for a float option
+    becomes a float (``beta=1`` is ``beta=1.0``), so equal options make equal Params."""
+    hints = _field_types(params_cls)
+    typed = dict(options)
+    for name, value in options.items():
+        wanted, optional = hints.get(name, (None, True))
+        if wanted is None or (value is None and optional):
+            continue
+        if isinstance(value, bool):
+            fits = wanted is bool
+        elif wanted is float:
+            fits = isinstance(value, int | float)
+        else:
+            fits = isinstance(value, wanted)
+        if not fits:
+            raise ParameterError(f"{name} must be {_TYPE_WORDS[wanted]}, got {value!r}")
+        if wanted is float:
+            typed[name] = float(value)
+    return typed
+
+
+def _field_types(params_cls: type) -> dict[str, tuple[type | None, bool]]:
+    """Each field's value type (bool, int, float or str; None: another) and whether None
+    is allowed (an optional field, or one whose default is None)."""
+    try:
+        hints = typing.get_type_hints(params_cls)
+    except (NameError, TypeError):  # an annotation we cannot resolve: no type check
+        return {}
+    types_of = {}
+    for spec in dataclasses.fields(params_cls):
+        members = typing.get_args(hints.get(spec.name)) or (hints.get(spec.name),)
+        concrete = [m for m in members if m in _TYPE_WORDS]
+        optional = type(None) in members or spec.default is None
+        types_of[spec.name] = (concrete[0] if len(concrete) == 1 else None, optional)
+    return types_of
 
 
 def check_sampler(method: str, sampler: str) -> None:
@@ -292,15 +353,3 @@ def check_sampler(method: str, sampler: str) -> None:
             f"{method} inverts the image, which needs a deterministic sampler: "
             f"use --sampler ddim, not {sampler}"
         )
-
-
-_KIND_NAMES = {"unet": "UNet (eps / v) models", "flow": "flow models"}
-
-
-def check_model_kind(what: str, kind: str, kinds) -> None:
-    """Refuse, in one line, a method or sampler (``what``) whose ``kinds`` leave out the
-    model's ``kind`` ("unet" or "flow")."""
-    if kind not in kinds:
-        model = "a flow model (SD3 or FLUX)" if kind == "flow" else "a UNet (eps / v) model"
-        runs = " or ".join(_KIND_NAMES[k] for k in kinds)
-        raise ParameterError(f"{what} runs on {runs} only; this is {model}")

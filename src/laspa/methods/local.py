@@ -19,6 +19,7 @@ row's b_in(t) equals b_out(t) the mask is not read and the step is laspa-x0's, b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -73,6 +74,24 @@ class LocalParams(CommonParams):
     # InstDiffEdit's word split, for region=instant (its defaults)
     object_threshold: float = option(0.9, low=-1.0, high=1.0, help="instant: object words")
     background_threshold: float = option(0.6, low=-1.0, high=1.0, help="instant: background")
+
+    @classmethod
+    def implied(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """A ``change`` word means ``region=change`` (its map is the region), as in
+        laspa-mix."""
+        options = super().implied(options)
+        if options.get("change") and options.get("region", "instant") == "instant":
+            options["region"] = "change"  # a default value is the same as none (make_params)
+        return options
+
+    def idle_options(self, sampler: str) -> dict[str, str]:
+        idle = super().idle_options(sampler)
+        if self.region == "instant":
+            idle["change"] = "change acts only with region=change"
+        else:
+            for name in ("source_prompt", "object_threshold", "background_threshold"):
+                idle[name] = f"{name} acts only with region=instant"
+        return idle
 
 
 def soft_edge(mask: torch.Tensor, blurs: int) -> torch.Tensor:

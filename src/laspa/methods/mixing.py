@@ -16,6 +16,7 @@ loses them. The rest-mask keeps them, named or not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -43,6 +44,27 @@ class MixParams(X0Params):
     swap: str = option(
         "on", choices=("on", "off"), help="cross-attention swap into the free branch"
     )
+
+    @classmethod
+    def implied(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """A ``change`` word means ``keep=rest`` (redo its region, keep all else); a
+        ``subject`` word keeps its own region: one or the other, not both."""
+        options = super().implied(options)
+        if options.get("subject") and options.get("change"):
+            raise ParameterError("laspa-mix takes subject (keep it) or change (redo it), not both")
+        if options.get("change") and options.get("keep", "subject") == "subject":
+            options["keep"] = "rest"  # a default value is the same as none (make_params)
+        return options
+
+    def idle_options(self, sampler: str) -> dict[str, str]:
+        idle = super().idle_options(sampler)
+        if self.keep == "subject":
+            idle["change"] = "change acts only with keep=rest (laspa-mix keeps the subject)"
+        else:
+            idle["subject"] = "subject acts only with keep=subject (laspa-mix keeps the rest)"
+        if self.mask == "soft":
+            idle["threshold"] = "threshold acts only with mask=hard"
+        return idle
 
 
 class SemanticMixing(X0Alignment):

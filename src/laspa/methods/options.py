@@ -168,6 +168,17 @@ def method_options(method: str) -> list[OptionSpec]:
     return describe(params)
 
 
+def options_by_name() -> dict[str, tuple[OptionSpec, list[str]]]:
+    """Every option name any method takes, in the order the methods (by name) declare
+    them: its spec, as the first method declares it, and the methods that take it. The
+    CLI's per-method flags (``--K``, ``--beta-schedule``, ...) are made from it."""
+    union: dict[str, tuple[OptionSpec, list[str]]] = {}
+    for method in sorted(METHODS):
+        for spec in method_options(method):
+            union.setdefault(spec.name, (spec, []))[1].append(method)
+    return union
+
+
 def option_help(name: str) -> str:
     """What the CLI's help says of option ``name`` beyond its own words: the range and
     each method's default, e.g. ``[0, 1]; default 0.9 (laspa-eps, laspa-x0), 0.7
@@ -249,13 +260,10 @@ def sweep_grid(base: dict[str, Any], rows: Axis, columns: Axis | None = None) ->
 
 
 def mix_words(method: str, subject: str | None, change: str | None) -> dict[str, Any]:
-    """laspa-mix keeps the ``subject`` word's region, or with a ``change`` word redoes
-    that region and keeps all the rest (``keep=rest``); one or the other, not both."""
-    if subject is not None and change is not None:
-        raise ParameterError("laspa-mix takes --subject (keep it) or --change (redo it), not both")
-    words = {"subject": subject, "change": change}
-    if change is not None and method == "laspa-mix":
-        words["keep"] = "rest"
-    if change is not None and method == "laspa-local":  # the region is that word's map
-        words["region"] = "change"
-    return {name: value for name, value in words.items() if value is not None}
+    """The ``subject`` / ``change`` words as ``method``'s options, with what they imply
+    (laspa-mix: ``change`` means ``keep=rest``; laspa-local: ``region=change``). The rule
+    itself is the method's (``Params.implied``), which every front end goes through."""
+    words = {name: value for name, value in (("subject", subject), ("change", change))}
+    words = {name: value for name, value in words.items() if value is not None}
+    implied = getattr(METHODS[method].Params, "implied", None) if method in METHODS else None
+    return implied(words) if callable(implied) else words

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ..cli import DeviceOption, ThreadsOption
 from ..errors import LaspaError, first_line
 from ..mini import MODEL_HELP
-from ..threads import THREADS_HELP
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -49,8 +49,8 @@ def serve(
         help=f"{MODEL_HELP}; repeat to offer several (the page's Model menu; one is loaded "
         "at a time). Default: the bundled models, mini, mini-lcm and mini-flow",
     ),  # fmt: skip
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)"),
-    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    device: str | None = DeviceOption,
+    threads: int | None = ThreadsOption,
     max_upload_mb: float = typer.Option(
         10.0, "--max-upload-mb", help="largest image upload accepted, in MB"
     ),
