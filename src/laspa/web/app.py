@@ -25,6 +25,8 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder, is_in_or_equal  # noqa: E402
+from pydantic import BaseModel, create_model, model_validator  # noqa: E402
 
 from .. import images  # noqa: E402
 from ..editor import DEFAULT_METHOD  # noqa: E402
@@ -38,14 +40,17 @@ from .session import (  # noqa: E402
     ModelShelf,
     VideoOutcome,
     WebSession,
+    check_api_types,
     suggested_steps,
 )
 
 #: every event that touches the Editor shares this queue slot: one edit at a time
 EDITOR_QUEUE = "editor"
 
-#: requests waiting beyond this are refused by gradio ("queue is full") instead of piling up
-QUEUE_SIZE = 16
+#: requests that may wait for the editor (``laspa serve --max-queue``): each waits its
+#: turn; one more is refused by gradio in one line naming this limit ("Queue is full.
+#: Max size is 64 ..."), so that a burst cannot pile up uploads without bound
+QUEUE_SIZE = 64
 
 INTRO = (
     "### laspa: text-guided editing of one image\n"
@@ -76,19 +81,53 @@ def _hand_over_unopened(box: gr.components.Component) -> gr.components.Component
     gr.Image opens uploads with PIL itself and fails on a non-image with a bare "Error";
     laspa.images.load_image refuses it instead, with a reason the user can read (for a
     clip: laspa.web.clips.check_clip, by content; gr.File would also leave an empty
-    temporary file in its cache on every call). Gradio has already checked that the path
-    lies in its upload cache when preprocess runs.
-    (An instance attribute, not a subclass: gradio writes a .pyi file next to the source
+    temporary file in its cache on every call). Only files uploaded with a request are
+    read: an API client can name any path (as a bare string, or as a file whose path is
+    on the server), and either is refused in one line instead of a silent error.
+    (Instance attributes, not a subclass: gradio writes a .pyi file next to the source
     of every Component subclass it sees.)
     """
     original = box.preprocess
 
     def preprocess(payload: Any) -> str | None:
         path = getattr(payload, "path", None)
-        return str(path) if path else original(payload)
+        if not path:
+            return original(payload)
+        if not is_in_or_equal(path, get_upload_folder()):
+            raise gr.Error(NOT_UPLOADED, title="Cannot edit", print_exception=False)
+        return str(path)
 
     box.preprocess = preprocess  # type: ignore[method-assign]
+    box.data_model = _uploads_only(box.data_model)
     return box
+
+
+#: the one line for an input that is not a file uploaded with the request
+NOT_UPLOADED = (
+    "the file must be uploaded with the request (gradio_client: handle_file(path)); "
+    "a path on the server is not read"
+)
+
+
+#: what marks a value as a file in gradio's API (gradio_client.handle_file writes it)
+FILE_META = {"_type": "gradio.FileData"}
+
+
+def _bare_path_as_file(value: Any) -> Any:
+    # a bare string fails gradio's own validation with an error it hides ({"error":
+    # null}, and pydantic turns any error raised here into that one): taken as a file,
+    # it reaches preprocess, which refuses what was not uploaded with its reason
+    return {"path": value, "meta": FILE_META} if isinstance(value, str) else value
+
+
+def _uploads_only(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` (a file component's data model) taking a bare path as a file, for
+    preprocess to refuse in one line; the same name and fields, so the API's description
+    does not change."""
+    return create_model(
+        model.__name__, __base__=model, __doc__=model.__doc__,
+        __validators__={"bare_path": model_validator(mode="before")(_bare_path_as_file)},
+    )  # fmt: skip
 
 
 def _user_error(error: LaspaError) -> gr.Error:
@@ -178,6 +217,7 @@ def _options_dict(method: str, options: Any) -> tuple[dict[str, Any], str | None
     if model is not None and not isinstance(model, str):
         raise ParameterError(f"model must be the name of a served model, got {model!r}")
     opts.check_api_options(method, values)
+    check_api_types(method, values)
     return values, model
 
 
@@ -724,10 +764,12 @@ def build_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     video_limits: VideoLimits | None = None,
     title: str = "laspa",
+    queue_size: int = QUEUE_SIZE,
 ) -> gr.Blocks:
     """The laspa web UI over ``editor`` (an Editor, or a ModelShelf of several models),
-    queued so that one request uses it at a time. ``video_limits``: the largest clip the
-    Video tab edits (laspa.web.clips.VideoLimits' defaults)."""
+    queued so that one request uses it at a time and at most ``queue_size`` wait.
+    ``video_limits``: the largest clip the Video tab edits (laspa.web.clips.VideoLimits'
+    defaults)."""
     models = editor if isinstance(editor, ModelShelf) else ModelShelf.single(editor)
     session = WebSession(models, max_upload_bytes=max_upload_bytes, video_limits=video_limits)
     downloads = _Downloads()
@@ -736,7 +778,7 @@ def build_app(
         page = _layout(session)
         _wire_page(page, session, downloads)
         _wire_api(page, session, downloads)
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
 
 

@@ -8,6 +8,7 @@ alike, and the behaviour is testable without a server.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import threading
@@ -351,6 +352,44 @@ class WebSession:
         shown = enlarge(picture)
         gallery = [(map_overlay(shown, heat), word) for word, heat in maps.items()]
         return gallery, f"{method}: {len(maps)} word maps from one pass, {seconds:.2f} s"
+
+
+#: what an API client must send for an option of each type (JSON), as the CLI parses it
+API_TYPES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def check_api_types(method: str, values: dict[str, Any]) -> None:
+    """An API client's option values must have their option's JSON type, as the CLI
+    requires of ``--set``: ``"200"`` for K or ``null`` for a number is refused in one line
+    naming the option and the type expected (``null`` only where the option is automatic
+    when left empty). Names not of ``method`` are left to check_api_options."""
+    specs = {spec.name: spec for spec in opts.method_options(method)}
+    for name, value in values.items():
+        spec = specs.get(name)
+        if spec is None or (value is None and spec.optional):
+            continue
+        if not _has_type(value, spec.python_type):
+            expected = API_TYPES.get(spec.python_type, spec.python_type.__name__)
+            if spec.optional:
+                expected += " or null (automatic)"
+            raise ParameterError(f"option {name} must be {expected}, got {_json(value)}")
+
+
+def _has_type(value: Any, python_type: type) -> bool:
+    if python_type is bool or isinstance(value, bool):  # JSON true is no number
+        return isinstance(value, bool) and python_type is bool
+    if python_type is float:
+        return isinstance(value, int | float)
+    return isinstance(value, python_type)
+
+
+def _json(value: Any) -> str:
+    """``value`` as the client wrote it (JSON), cut to one short line."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _label(name: str, value: Any) -> str:
