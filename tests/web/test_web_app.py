@@ -183,8 +183,11 @@ def test_twenty_simultaneous_requests_all_wait_their_turn(served, tmp_path):
     scene, caption, *_ = client.predict(scene=3, api_name="/demo_scene")
     jobs = [
         client.submit(
-            image=handle_file(scene), prompt=f"{caption} {seed}", seed=seed,
-            options={"steps": 1}, api_name="/edit",
+            image=handle_file(scene),
+            prompt=f"{caption} {seed}",
+            seed=seed,
+            options={"steps": 1},
+            api_name="/edit",
         )  # fmt: skip
         for seed in range(20)
     ]
@@ -483,8 +486,11 @@ def test_requests_past_the_queue_limit_are_refused_in_one_line_naming_it(editor,
         Image.new("RGB", (32, 32), "red").save(scene)
         jobs = [
             client.submit(
-                image=handle_file(str(scene)), prompt="a red circle", seed=seed,
-                options={"steps": 1}, api_name="/edit",
+                image=handle_file(str(scene)),
+                prompt="a red circle",
+                seed=seed,
+                options={"steps": 1},
+                api_name="/edit",
             )  # fmt: skip
             for seed in range(6)
         ]
