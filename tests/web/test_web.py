@@ -13,7 +13,14 @@ from laspa.errors import ImageError, ModelError, ParameterError
 from laspa.testing import tiny_editor
 from laspa.visual import labelled_grid, map_overlay
 from laspa.web import options as opts
-from laspa.web.session import ModelShelf, WebSession, suggested_steps
+from laspa.web.session import (
+    ModelShelf,
+    ModelTraits,
+    WebSession,
+    offered_samplers,
+    shown_options,
+    suggested_steps,
+)
 
 
 @pytest.fixture()
@@ -296,3 +303,59 @@ def test_an_edit_names_its_model_and_a_few_step_model_defaults_to_its_steps(scen
     assert shelf.current == "lcm" and "8 UNet evaluations" in outcome.info  # 4 steps, cfg
     outcome = session.edit(scene_png, "a red circle", "laspa-x0", 0, {"steps": 3}, model="tiny")
     assert shelf.current == "tiny" and "6 UNet evaluations" in outcome.info
+
+
+# ------------------------------------------------------- what the page shows (issue #29)
+SD = ModelTraits(kind="unet", default_sampler="ddim", guidance_embedding=False)
+LCM = ModelTraits(kind="unet", default_sampler="lcm", guidance_embedding=True)
+TCD = ModelTraits(kind="unet", default_sampler="tcd", guidance_embedding=False)
+FLOW = ModelTraits(kind="flow", default_sampler="flow", guidance_embedding=False)
+
+
+def test_only_the_samplers_the_model_can_run_are_offered():
+    assert offered_samplers("laspa-x0", SD) == ["auto", "ddim", "ancestral", "lcm", "tcd"]
+    assert offered_samplers("flowedit", FLOW) == ["auto", "flow"]
+    assert offered_samplers("laspa-x0", FLOW) == ["auto", "flow"]
+    # a method that inverts the image: deterministic samplers only, auto where it is one
+    assert offered_samplers("fpe", SD) == ["auto", "ddim"]
+    assert offered_samplers("fpe", LCM) == ["ddim"]
+
+
+def test_gamma_only_with_tcd_and_step_noise_only_with_a_sampler_that_draws_noise():
+    assert "gamma" not in shown_options("laspa-x0", SD, "auto")
+    assert "gamma" not in shown_options("laspa-x0", SD, "lcm")
+    assert "gamma" in shown_options("laspa-x0", SD, "tcd")
+    assert "gamma" in shown_options("laspa-x0", TCD, "auto")  # auto runs tcd here
+    assert "step_noise" not in shown_options("laspa-x0", SD, "auto")  # ddim
+    assert "step_noise" not in shown_options("laspa-x0", SD, "ddim")
+    assert "step_noise" in shown_options("laspa-x0", SD, "ancestral")
+    assert "step_noise" in shown_options("laspa-x0", LCM, "auto")
+    assert "step_noise" not in shown_options("flowedit", FLOW, "auto")
+    assert not {"gamma", "step_noise"} & set(shown_options("laspa-x0", FLOW, "auto"))
+
+
+def test_guidance_mode_on_a_guidance_embedding_only_and_flowedit_without_guidance():
+    assert "guidance_mode" in shown_options("laspa-x0", LCM)
+    assert "guidance_mode" not in shown_options("laspa-x0", SD)
+    flowedit = shown_options("flowedit", FLOW)
+    assert "guidance" not in flowedit
+    assert {"src_guidance_scale", "tar_guidance_scale"} <= set(flowedit)
+    assert "inpaint_model" in shown_options("instdiffedit", SD)
+    assert "inpaint_model" not in shown_options("instdiffedit", FLOW)
+
+
+def test_the_common_options_first_the_rest_advanced_in_the_methods_order():
+    shown = shown_options("laspa-x0", SD)
+    primary = [name for name, place in shown.items() if place == "primary"]
+    assert primary == ["steps", "guidance", "K", "beta"]
+    assert shown["sampler"] == "advanced" and shown["beta_schedule"] == "advanced"
+    assert [n for n, p in shown_options("sdedit", SD).items() if p == "primary"] == [
+        "steps", "guidance", "strength",
+    ]  # fmt: skip
+    for method in METHODS:  # every method shows its steps up front
+        assert shown_options(method, SD).get("steps", "primary") == "primary"
+
+
+def test_the_session_reads_the_traits_of_the_loaded_model(editor):
+    session = WebSession(editor)
+    assert session.traits() == SD

@@ -388,6 +388,39 @@ def test_method_options_sweep_and_attention_tabs(page, tmp_path):
     save_artefact(page, tmp_path, "laspa-serve-attention.png")
 
 
+def sampler_choices(page) -> list[str]:
+    return page.locator("#option-sampler label").all_inner_texts()
+
+
+@pytest.mark.browser
+def test_the_page_shows_the_options_that_apply_common_ones_first(page, tmp_path):
+    """Issue #29: the advanced options under a closed section; gamma only with tcd, step
+    noise only with a sampler that draws it, samplers the model runs only."""
+    from playwright.sync_api import expect
+
+    option = {name: page.locator(f"#option-{name}") for name in ("K", "sampler", "gamma")}
+    option["step_noise"] = page.locator("#option-step_noise")
+    expect(option["K"]).to_be_visible()
+    expect(option["sampler"]).to_be_hidden()  # under Advanced, closed
+    page.locator("#advanced").get_by_text("Advanced").click()
+    expect(option["sampler"]).to_be_visible()
+    assert [c.strip() for c in sampler_choices(page)] == ["auto", "ddim", "ancestral", "lcm", "tcd"]
+    expect(option["gamma"]).to_be_hidden()
+    expect(option["step_noise"]).to_be_hidden()  # auto runs ddim on this model
+    option["sampler"].get_by_text("tcd", exact=True).click()
+    expect(option["gamma"]).to_be_visible()
+    expect(option["step_noise"]).to_be_visible()
+    option["sampler"].get_by_text("ancestral", exact=True).click()
+    expect(option["gamma"]).to_be_hidden()
+    expect(option["step_noise"]).to_be_visible()
+    save_artefact(page, tmp_path, "laspa-serve-advanced.png")
+    choose_method(page, "fpe")  # it inverts the image: DDIM only
+    expect(option["sampler"].locator("label")).to_have_count(2)
+    assert [c.strip() for c in sampler_choices(page)] == ["auto", "ddim"]
+    expect(option["step_noise"]).to_be_hidden()
+    expect(option["K"]).to_be_hidden()
+
+
 @pytest.mark.browser
 def test_the_model_menu_loads_the_chosen_model_and_proposes_its_steps(page, tiny_lcm_dir, tmp_path):
     from playwright.sync_api import expect
@@ -398,6 +431,8 @@ def test_the_model_menu_loads_the_chosen_model_and_proposes_its_steps(page, tiny
     page.get_by_role("option", name=str(tiny_lcm_dir), exact=True).click()
     wait_for_text(page, "#model-line", "tiny-lcm", tmp_path)
     expect(steps).to_have_value("4")  # a few-step model's own count
+    page.locator("#advanced").get_by_text("Advanced").click()
+    expect(page.locator("#option-step_noise")).to_be_visible()  # auto runs lcm here
     page.locator("#scene input").fill("3")
     page.locator("#load-scene").click()
     page.locator("#input-image img").wait_for()
