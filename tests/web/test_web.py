@@ -96,13 +96,12 @@ def test_sweep_values_default_around_the_default_and_parse_back():
 @pytest.mark.parametrize(
     ("values", "reason"),
     [
-        ({"K": "200"}, 'option K must be a whole number, got "200"'),
-        ({"K": None}, "option K must be a whole number, got null"),
-        ({"K": 200.5}, "option K must be a whole number, got 200.5"),
-        ({"K": True}, "option K must be a whole number, got true"),
-        ({"beta": "0.5"}, 'option beta must be a number, got "0.5"'),
-        ({"beta_schedule": 1}, "option beta_schedule must be text, got 1"),
-        ({"sampler": ["ddim"]}, 'option sampler must be text, got \\["ddim"\\]'),
+        ({"K": "200"}, "K must be a number, got '200'"),
+        ({"K": None}, "K must be a number, got null"),
+        ({"K": True}, "K must be a number, got true"),
+        ({"beta": "0.5"}, "beta must be a number, got '0.5'"),
+        ({"beta_schedule": 1}, "beta_schedule must be text, got 1"),
+        ({"sampler": ["ddim"]}, "sampler must be text, got \\['ddim'\\]"),
     ],
 )
 def test_api_option_values_of_the_wrong_json_type_are_refused_naming_the_type(values, reason):
@@ -115,7 +114,7 @@ def test_api_option_values_of_the_wrong_json_type_are_refused_naming_the_type(va
 def test_api_option_values_of_their_own_type_pass_and_null_only_where_automatic():
     from laspa.web.session import check_api_types
 
-    check_api_types("laspa-x0", {"K": 200, "beta": 1, "steps": 4, "beta_schedule": "linear"})
+    check_api_types("laspa-x0", {"K": 200.0, "beta": 1, "steps": 4, "beta_schedule": "linear"})
     check_api_types("instdiffedit", {"phi": None, "phi_unknown": "left to the name check"})
     check_api_types("instdiffedit", {"phi": 0.3})
     with pytest.raises(ParameterError, match=r"phi must be a number or null \(automatic\)"):

@@ -443,15 +443,16 @@ class WebSession:
         return gallery, f"{method}: {len(maps)} word maps from one pass, {seconds:.2f} s"
 
 
-#: what an API client must send for an option of each type (JSON), as the CLI parses it
-API_TYPES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+#: what an API client must send for an option of each type: JSON has one number type
+#: (200.0 is a whole number; 2.5 for K is refused by the option's own check)
+API_TYPES = {bool: "true or false", int: "a number", float: "a number", str: "text"}
 
 
 def check_api_types(method: str, values: dict[str, Any]) -> None:
-    """An API client's option values must have their option's JSON type, as the CLI
-    requires of ``--set``: ``"200"`` for K or ``null`` for a number is refused in one line
-    naming the option and the type expected (``null`` only where the option is automatic
-    when left empty). Names not of ``method`` are left to check_api_options."""
+    """An API client's option values must have their option's JSON type, as ``--set``
+    values must parse on the command line: ``"200"`` or ``null`` for K is refused in one
+    line naming the option and the type expected (``null`` passes only where the option
+    is automatic when left empty). Names not of ``method`` are left to check_api_options."""
     specs = {spec.name: spec for spec in opts.method_options(method)}
     for name, value in values.items():
         spec = specs.get(name)
@@ -461,23 +462,22 @@ def check_api_types(method: str, values: dict[str, Any]) -> None:
             expected = API_TYPES.get(spec.python_type, spec.python_type.__name__)
             if spec.optional:
                 expected += " or null (automatic)"
-            raise ParameterError(f"option {name} must be {expected}, got {_json(value)}")
+            raise ParameterError(f"{name} must be {expected}, got {_as_sent(value)}")
 
 
 def _has_type(value: Any, python_type: type) -> bool:
     if python_type is bool or isinstance(value, bool):  # JSON true is no number
         return isinstance(value, bool) and python_type is bool
-    if python_type is float:
+    if python_type in (int, float):
         return isinstance(value, int | float)
     return isinstance(value, python_type)
 
 
-def _json(value: Any) -> str:
-    """``value`` as the client wrote it (JSON), cut to one short line."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+def _as_sent(value: Any) -> str:
+    """``value`` in one short line, JSON's words for null, true and false."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
