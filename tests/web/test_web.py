@@ -358,3 +358,15 @@ def test_the_common_options_first_the_rest_advanced_in_the_methods_order():
 def test_the_session_reads_the_traits_of_the_loaded_model(editor):
     session = WebSession(editor)
     assert session.traits() == SD
+
+
+def test_a_pages_model_keeps_its_own_traits_after_another_loads(editor):
+    from laspa.testing import tiny_editor
+
+    lcm = tiny_editor(scheduler_class="LCMScheduler")
+    shelf = ModelShelf(["sd", "lcm"], {"sd": editor, "lcm": lcm}.__getitem__)
+    session = WebSession(shelf)
+    assert session.traits("lcm") == SD  # never loaded: the loaded model's, until seen
+    session.select_model("lcm")
+    assert session.traits("lcm").default_sampler == "lcm"
+    assert session.traits("sd") == SD and session.traits() == session.traits("lcm")

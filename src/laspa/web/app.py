@@ -516,20 +516,20 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
 
     sampler_widget = page.option_widgets[SAMPLER]
 
-    def sampler_choice(method: str, chosen: str | None) -> tuple[list[str], str]:
-        """The samplers offered for ``method`` on the loaded model, and the choice kept
+    def sampler_choice(method: str, chosen: str | None, model: str) -> tuple[list[str], str]:
+        """The samplers offered for ``method`` on the page's model, and the choice kept
         (the user's if still offered)."""
-        offered = offered_samplers(method, session.traits()) if method in METHODS else []
+        offered = offered_samplers(method, session.traits(model)) if method in METHODS else []
         offered = offered or ["auto"]  # the method cannot run here: its edit says why
         return offered, chosen if chosen in offered else offered[0]
 
-    def visibility(method: str, sampler: str, reset_from: str | None = None) -> list:
-        """An update per option widget: shown where it applies to ``method``, the model
+    def visibility(method: str, sampler: str, model: str, reset_from: str | None = None) -> list:
+        """An update per option widget: shown where it applies to ``method``, ``model``
         and ``sampler``; with ``reset_from`` (the previous method) an option whose spec
         differs from that method's takes ``method``'s default, range and help."""
         specs = {s.name: s for s in opts.method_options(method)} if method in METHODS else {}
         old = {s.name: s for s in opts.method_options(reset_from)} if reset_from in METHODS else {}
-        shown = shown_options(method, session.traits(), sampler) if specs else {}
+        shown = shown_options(method, session.traits(model), sampler) if specs else {}
         updates = []
         for name in names:
             spec = specs.get(name)
@@ -544,9 +544,9 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         updates[index] = {**updates[index], "choices": offered, "value": sampler}
         return updates
 
-    def switch_method(new: str, old: str, chosen: str):
-        offered, sampler = sampler_choice(new, chosen)
-        updates = with_sampler(visibility(new, sampler, reset_from=old), offered, sampler)
+    def switch_method(new: str, old: str, chosen: str, model: str):
+        offered, sampler = sampler_choice(new, chosen, model)
+        updates = with_sampler(visibility(new, sampler, model, reset_from=old), offered, sampler)
         x, y = _sweep_axes(new)
         axes = [s.name for s in opts.sweepable(new)]
         return (
@@ -556,8 +556,8 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
             *updates,
         )  # fmt: skip
 
-    def switch_sampler(method: str, sampler: str):
-        return visibility(method, sampler)
+    def switch_sampler(method: str, sampler: str, model: str):
+        return visibility(method, sampler, model)
 
     # the page's events take their inputs as a set: gradio hands over {component: value},
     # which keeps the many option widgets by name and leaves room for gr.Progress
@@ -571,7 +571,8 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         method = data[page.method]
         if method not in METHODS:  # refused by the session in one line
             return {}
-        shown = shown_options(method, session.traits(), data[sampler_widget])
+        traits = session.traits(data[page.model])  # the page's model, maybe not loaded now
+        shown = shown_options(method, traits, data[sampler_widget])
         return {name: data[w] for name, w in page.option_widgets.items() if name in shown}
 
     def edit_from_page(data: dict, progress=PROGRESS):
@@ -607,8 +608,8 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
             editor = session.select_model(name, _progress(progress))
         except LaspaError as error:
             raise _user_error(error) from None
-        offered, sampler = sampler_choice(method, chosen)
-        updates = with_sampler(visibility(method, sampler), offered, sampler)
+        offered, sampler = sampler_choice(method, chosen, name)
+        updates = with_sampler(visibility(method, sampler, name), offered, sampler)
         steps = suggested_steps(editor) or opts.all_options(DEFAULT_METHOD)["steps"].default
         index = names.index("steps")
         updates[index] = {**updates[index], "value": steps}
@@ -627,13 +628,15 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         switch_model, [page.model, page.method, sampler_widget], [page.model_line, *page.widgets],
         api_visibility="private", **ON_EDITOR,
     )  # fmt: skip
-    sampler_widget.change(switch_sampler, [page.method, sampler_widget], page.widgets, **UI_ONLY)
+    sampler_widget.change(
+        switch_sampler, [page.method, sampler_widget, page.model], page.widgets, **UI_ONLY
+    )
     page.scene_button.click(
         load_scene, page.scene_number, [page.source, page.prompt, *source_prompt],
         api_name="demo_scene", concurrency_limit=None,
     )  # fmt: skip
     page.method.change(
-        switch_method, [page.method, page.current_method, sampler_widget],
+        switch_method, [page.method, page.current_method, sampler_widget, page.model],
         [page.current_method, page.method_note, page.x_name, page.x_values, page.y_name,
          page.y_values, *page.widgets],
         **UI_ONLY,

@@ -220,7 +220,8 @@ class WebSession:
         self.video_limits = video_limits or VideoLimits()
         self.lock = threading.Lock()
         self._results: ResultFolder | None = None
-        self._traits = ModelTraits.of(self.editor)
+        self._last = self.models.current
+        self._traits = {self._last: ModelTraits.of(self.editor)}
 
     @property
     def results(self) -> ResultFolder:
@@ -234,11 +235,14 @@ class WebSession:
         """The model loaded now."""
         return self.models.editor
 
-    def traits(self) -> ModelTraits:
-        """The loaded model's traits (while another loads: the last model's)."""
+    def traits(self, model: str | None = None) -> ModelTraits:
+        """The traits of served model ``model`` (None: the loaded one), as last seen
+        loaded: a page names its own model, which may not be the one loaded now; one
+        never loaded yet (or while another loads) gets the last loaded model's."""
         if self.models.editor is not None:
-            self._traits = ModelTraits.of(self.models.editor)
-        return self._traits
+            self._traits[self.models.current] = ModelTraits.of(self.models.editor)
+            self._last = self.models.current
+        return self._traits.get(model or self._last, self._traits[self._last])
 
     def describe_model(self) -> str:
         editor = self.editor
