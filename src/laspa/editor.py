@@ -25,6 +25,7 @@ from .methods.base import (
     METHODS,
     EditBatch,
     EditRow,
+    MethodOutput,
     check_model_kind,
     check_prompt,
     check_sampler,
@@ -356,6 +357,11 @@ class Editor:
         """Latents -> images in [-1, 1]."""
         return self.engine.decode(latents)
 
+    def _decoded(self, output: MethodOutput) -> torch.Tensor:
+        """A method's result as images in [-1, 1]: decoded already where its latents
+        belong to another model's VAE, else by this model's."""
+        return output.pixels if output.pixels is not None else self.decode(output.latents)
+
     def latent_shape(self, pixels: torch.Tensor) -> tuple[int, int, int, int]:
         """The (1, C, h, w) shape of the latent of (1, 3, H, W) ``pixels``."""
         return self.engine.latent_shape(pixels)
@@ -469,7 +475,7 @@ class Editor:
             batch_start, evals_before = time.perf_counter(), self.denoiser.unet_evals
             batch = EditBatch(reference, [rows[i] for i in indices], record_attention, pixels)
             output = plugin.run(self.engine, batch)
-            decoded = images.to_pil(self.decode(output.latents), picture.size)
+            decoded = images.to_pil(self._decoded(output), picture.size)
             per_edit_seconds = (time.perf_counter() - batch_start) / len(indices)
             per_edit_evals = (self.denoiser.unet_evals - evals_before) / len(indices)
             for position, index in enumerate(indices):
@@ -536,7 +542,7 @@ class Editor:
         batch = EditBatch(self.encode(pixels), rows, False, pixels[:1])
         evals_before = self.denoiser.unet_evals
         output = plugin.run(self.engine, batch)
-        decoded = images.to_pil(self.decode(output.latents), size)
+        decoded = images.to_pil(self._decoded(output), size)
         seconds = (time.perf_counter() - start) / len(rows)
         evals = (self.denoiser.unet_evals - evals_before) / len(rows)
         return [

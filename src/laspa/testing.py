@@ -155,6 +155,22 @@ def save_tiny_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
     return Path(folder)
 
 
+def save_tiny_inpaint_model(folder: str | Path, seed: int = 1) -> Path:
+    """Write a tiny random SD inpainting checkpoint (a UNet of 9 input channels: latent,
+    mask, masked-image latent) as a diffusers StableDiffusionInpaintPipeline folder; its
+    VAE differs from tiny_editor's (another seed), so a test can tell whose decoded."""
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    vae, text_encoder, tokenizer, unet, scheduler = tiny_components(seed)
+    inpaint_unet = UNet2DConditionModel.from_config({**unet.config, "in_channels": 9})
+    StableDiffusionInpaintPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=inpaint_unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(str(folder), safe_serialization=True)  # fmt: skip
+    return Path(folder)
+
+
 def tiny_sdxl_components(seed: int = 0) -> dict:
     """Tiny random SDXL components by pipeline name (vae, text_encoder, text_encoder_2,
     tokenizer, tokenizer_2, unet, scheduler), as diffusers' SDXL tests build them: a UNet

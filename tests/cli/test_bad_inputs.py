@@ -1045,7 +1045,7 @@ def _web_cases():
         "web: steps true": (edit({"steps": True}), "steps must be a number"),
         "web: K 2.5": (edit({"K": 2.5}), "K must be a whole number"),
         "web: guidance 1e308": (edit({"guidance": 1e308}), "guidance must be in [0.0, 100.0]"),
-        "web: guidance 'inf'": (edit({"guidance": "inf"}), "guidance must be a finite number"),
+        "web: guidance 'inf'": (edit({"guidance": "inf"}), "guidance must be a number, got 'inf'"),
         "web: beta above 1": (edit({"beta": 2}), "beta must be in"),
         "web: unknown option": (edit({"foo": 1}), "method laspa-x0 does not take foo"),
         "web: option of another method": (edit({"strength": 0.5}), "does not take strength"),
@@ -1128,6 +1128,8 @@ def test_the_corpus_holds_what_the_readme_says():
     cases = (
         len(CLI_BEFORE_LOAD) + len(MODELS) + len(AFTER_LOAD) + len(WEB) + len(SIGNAL_MOMENTS)
         + 6  # hub id offline, full disk, two read-only folders, demo scene, batch without Ray
+        + len(FILE_SAFETY) + len(WEB_API_EDGE)
+        + 6  # a video refusal's folder, world clip, two unencodable names, 0xff, --max-queue 0
     )  # fmt: skip
     assert f"holds {cases} cases" in readme
     assert cases >= 60
@@ -1135,8 +1137,7 @@ def test_the_corpus_holds_what_the_readme_says():
 
 # ------------------------------------------------------------------ files and reruns (issue #30)
 # Outputs over a run's inputs, unbounded reads, names Python cannot encode, refusals that
-# left folders behind, and reruns over outputs that other settings made. Kept in their
-# own block (the README's count of the corpus does not include them yet).
+# left folders behind, and reruns over outputs that other settings made.
 def _frames_folder(p: Place, name: str, extra: dict[str, bytes] | None = None) -> Path:
     """A folder of three 40x24 frames, and ``extra`` files (name -> bytes) after them."""
     folder = p.root / name
@@ -1312,3 +1313,38 @@ def test_an_output_name_that_is_not_utf8_gets_its_summary(place, capfd):
     assert (results / os.fsdecode(b"\xff.png")).is_file()
     row = json.loads((results / "summary.jsonl").read_text())
     assert row["output"] == "\udcff.png" and row["status"] == "done"
+
+
+# ------------------------------------------------------------------ the web API's edge
+# Values of the wrong JSON type, and server paths given as the image (issue #30).
+WEB_API_EDGE = {
+    "web: K as text": ({"K": "200"}, "scene", "K must be a number, got '200'"),
+    "web: K null": ({"K": None}, "scene", "K must be a number, got null"),
+    "web: phi as text": ({"phi": "0.3"}, "scene", "phi must be a number or null (automatic)"),
+    "web: image a path on the server": (None, "/etc/hostname", "must be uploaded with the"),
+    "web: image a path to the scene": (None, "scene-path", "must be uploaded with the"),
+}
+
+
+@pytest.mark.parametrize("name", list(WEB_API_EDGE))
+def test_web_api_edge_refusals_are_one_line(name, web_client, web_scene):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    options, image, expected = WEB_API_EDGE[name]
+    scene, caption, _ = web_scene
+    method = "instdiffedit" if options and "phi" in options else "laspa-x0"
+    # a bare string is a path on the server: gradio_client sends it as it is
+    image = {"scene": handle_file(scene), "scene-path": scene}.get(image, image)
+    with pytest.raises(AppError) as refused:
+        web_client.predict(
+            image=image, prompt=caption, method=method, options=options, api_name="/edit"
+        )
+    message = str(refused.value)
+    assert expected in message, message
+    assert "\n" not in message.strip() and "upstream" not in message
+
+
+def test_serve_refuses_an_empty_queue_in_one_line(capfd):
+    code, out, err = run_cli(capfd, ["serve", "--max-queue", "0", "--model", "/nonexistent"])
+    assert_one_line_refusal(code, out, err, "--max-queue must be >= 1, got 0")

@@ -308,6 +308,38 @@ def test_instdiffedit_with_an_inpainting_checkpoint(tmp_path):
     assert result.unet_evals == 5 * 3 * 2 + 10 * 2
 
 
+def test_instdiffedit_guidance_sweep_with_an_inpainting_checkpoint_decodes_with_its_vae(
+    tmp_path,
+):
+    """Issue #30: guidance is no batch key, yet the pipeline takes one scale; and the
+    checkpoint's latents are decoded by the checkpoint's VAE, not the base model's."""
+    from diffusers import AutoencoderKL
+
+    from laspa.images import to_pil
+    from laspa.testing import save_tiny_inpaint_model
+
+    folder = save_tiny_inpaint_model(tmp_path / "inpaint")
+    ed = tiny_editor()
+    common = {"prompt": "a red cat", "steps": 4, "noise_seeds": 1, "inpaint_model": str(folder)}
+    sweep = ed.edit_many(
+        picture(), [{**common, "guidance": g} for g in (1.5, 7.5, 1.5)], "instdiffedit"
+    )
+    assert [r.params["guidance"] for r in sweep] == [1.5, 7.5, 1.5]
+    assert torch.equal(sweep[0].latent, sweep[2].latent)  # one scale, one result
+    assert not torch.equal(sweep[0].latent, sweep[1].latent)
+    alone = ed.edit(picture(), method="instdiffedit", **{**common, "guidance": 7.5})
+    assert torch.allclose(alone.latent, sweep[1].latent, atol=1e-5)
+
+    theirs = AutoencoderKL.from_pretrained(folder / "vae")
+    with torch.no_grad():
+        pixels = theirs.decode(sweep[1].latent / theirs.config.scaling_factor).sample
+    expected = np.asarray(to_pil(pixels, (32, 32))[0], float)
+    shown = np.asarray(sweep[1].image, float)
+    by_base = np.asarray(to_pil(ed.decode(sweep[1].latent), (32, 32))[0], float)
+    assert np.abs(shown - expected).max() <= 1
+    assert np.abs(shown - by_base).mean() > 1
+
+
 def test_laspa_mix_mixes_the_latents_at_timesteps_above_k_only():
     """Eq. 10 mixes x_t for t > K: the step from t=220 to 180 with K=200 leaves the free
     latent x_180 alone (the maps of t=220 still steer its swap); from 240 to 220 it mixes."""

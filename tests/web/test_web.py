@@ -13,7 +13,14 @@ from laspa.errors import ImageError, ModelError, ParameterError
 from laspa.testing import tiny_editor
 from laspa.visual import labelled_grid, map_overlay
 from laspa.web import options as opts
-from laspa.web.session import ModelShelf, WebSession, suggested_steps
+from laspa.web.session import (
+    ModelShelf,
+    ModelTraits,
+    WebSession,
+    offered_samplers,
+    shown_options,
+    suggested_steps,
+)
 
 
 @pytest.fixture()
@@ -84,6 +91,34 @@ def test_sweep_values_default_around_the_default_and_parse_back():
     with pytest.raises(ParameterError, match="at least one value"):
         opts.parse_values(specs["beta"], " , ")
     assert "source_prompt" not in {s.name for s in opts.sweepable("ddim-inversion")}
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"K": "200"}, "K must be a number, got '200'"),
+        ({"K": None}, "K must be a number, got null"),
+        ({"K": True}, "K must be a number, got true"),
+        ({"beta": "0.5"}, "beta must be a number, got '0.5'"),
+        ({"beta_schedule": 1}, "beta_schedule must be text, got 1"),
+        ({"sampler": ["ddim"]}, "sampler must be text, got \\['ddim'\\]"),
+    ],
+)
+def test_api_option_values_of_the_wrong_json_type_are_refused_naming_the_type(values, reason):
+    from laspa.web.session import check_api_types
+
+    with pytest.raises(ParameterError, match=reason):
+        check_api_types("laspa-x0", values)
+
+
+def test_api_option_values_of_their_own_type_pass_and_null_only_where_automatic():
+    from laspa.web.session import check_api_types
+
+    check_api_types("laspa-x0", {"K": 200.0, "beta": 1, "steps": 4, "beta_schedule": "linear"})
+    check_api_types("instdiffedit", {"phi": None, "phi_unknown": "left to the name check"})
+    check_api_types("instdiffedit", {"phi": 0.3})
+    with pytest.raises(ParameterError, match=r"phi must be a number or null \(automatic\)"):
+        check_api_types("instdiffedit", {"phi": "0.3"})
 
 
 # ----------------------------------------------------------------- session
@@ -267,3 +302,71 @@ def test_an_edit_names_its_model_and_a_few_step_model_defaults_to_its_steps(scen
     assert shelf.current == "lcm" and "8 UNet evaluations" in outcome.info  # 4 steps, cfg
     outcome = session.edit(scene_png, "a red circle", "laspa-x0", 0, {"steps": 3}, model="tiny")
     assert shelf.current == "tiny" and "6 UNet evaluations" in outcome.info
+
+
+# ------------------------------------------------------- what the page shows (issue #29)
+SD = ModelTraits(kind="unet", default_sampler="ddim", guidance_embedding=False)
+LCM = ModelTraits(kind="unet", default_sampler="lcm", guidance_embedding=True)
+TCD = ModelTraits(kind="unet", default_sampler="tcd", guidance_embedding=False)
+FLOW = ModelTraits(kind="flow", default_sampler="flow", guidance_embedding=False)
+
+
+def test_only_the_samplers_the_model_can_run_are_offered():
+    assert offered_samplers("laspa-x0", SD) == ["auto", "ddim", "ancestral", "lcm", "tcd"]
+    assert offered_samplers("flowedit", FLOW) == ["auto", "flow"]
+    assert offered_samplers("laspa-x0", FLOW) == ["auto", "flow"]
+    # a method that inverts the image: deterministic samplers only, auto where it is one
+    assert offered_samplers("fpe", SD) == ["auto", "ddim"]
+    assert offered_samplers("fpe", LCM) == ["ddim"]
+
+
+def test_gamma_only_with_tcd_and_step_noise_only_with_a_sampler_that_draws_noise():
+    assert "gamma" not in shown_options("laspa-x0", SD, "auto")
+    assert "gamma" not in shown_options("laspa-x0", SD, "lcm")
+    assert "gamma" in shown_options("laspa-x0", SD, "tcd")
+    assert "gamma" in shown_options("laspa-x0", TCD, "auto")  # auto runs tcd here
+    assert "step_noise" not in shown_options("laspa-x0", SD, "auto")  # ddim
+    assert "step_noise" not in shown_options("laspa-x0", SD, "ddim")
+    assert "step_noise" in shown_options("laspa-x0", SD, "ancestral")
+    assert "step_noise" in shown_options("laspa-x0", LCM, "auto")
+    assert "step_noise" not in shown_options("flowedit", FLOW, "auto")
+    assert not {"gamma", "step_noise"} & set(shown_options("laspa-x0", FLOW, "auto"))
+
+
+def test_guidance_mode_on_a_guidance_embedding_only_and_flowedit_without_guidance():
+    assert "guidance_mode" in shown_options("laspa-x0", LCM)
+    assert "guidance_mode" not in shown_options("laspa-x0", SD)
+    flowedit = shown_options("flowedit", FLOW)
+    assert "guidance" not in flowedit
+    assert {"src_guidance_scale", "tar_guidance_scale"} <= set(flowedit)
+    assert "inpaint_model" in shown_options("instdiffedit", SD)
+    assert "inpaint_model" not in shown_options("instdiffedit", FLOW)
+
+
+def test_the_common_options_first_the_rest_advanced_in_the_methods_order():
+    shown = shown_options("laspa-x0", SD)
+    primary = [name for name, place in shown.items() if place == "primary"]
+    assert primary == ["steps", "guidance", "K", "beta"]
+    assert shown["sampler"] == "advanced" and shown["beta_schedule"] == "advanced"
+    assert [n for n, p in shown_options("sdedit", SD).items() if p == "primary"] == [
+        "steps", "guidance", "strength",
+    ]  # fmt: skip
+    for method in METHODS:  # every method shows its steps up front
+        assert shown_options(method, SD).get("steps", "primary") == "primary"
+
+
+def test_the_session_reads_the_traits_of_the_loaded_model(editor):
+    session = WebSession(editor)
+    assert session.traits() == SD
+
+
+def test_a_pages_model_keeps_its_own_traits_after_another_loads(editor):
+    from laspa.testing import tiny_editor
+
+    lcm = tiny_editor(scheduler_class="LCMScheduler")
+    shelf = ModelShelf(["sd", "lcm"], {"sd": editor, "lcm": lcm}.__getitem__)
+    session = WebSession(shelf)
+    assert session.traits("lcm") == SD  # never loaded: the loaded model's, until seen
+    session.select_model("lcm")
+    assert session.traits("lcm").default_sampler == "lcm"
+    assert session.traits("sd") == SD and session.traits() == session.traits("lcm")

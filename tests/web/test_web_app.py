@@ -8,12 +8,15 @@ are skipped when it is missing, in CI they fail.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -141,6 +144,55 @@ def test_gradio_client_gets_one_line_reasons_for_bad_requests(served, tmp_path):
         client.predict(
             image=handle_file(scene), prompt=caption, options={"beta": 2}, api_name="/edit"
         )
+
+
+def test_api_values_of_the_wrong_type_and_server_paths_are_refused_in_one_line(served, tmp_path):
+    """Issue #30: ``K: "200"`` and ``K: null`` were taken silently, and a path on the
+    server as the image ended in ``{"error": null}``."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(served, verbose=False, download_files=str(tmp_path))
+    scene, caption, *_ = client.predict(scene=0, api_name="/demo_scene")
+    for value, shown in (("200", "'200'"), (None, "null")):
+        with pytest.raises(AppError, match=f"K must be a number, got {shown}"):
+            client.predict(
+                image=handle_file(scene), prompt=caption, options={"K": value}, api_name="/edit"
+            )
+    with pytest.raises(AppError, match="the file must be uploaded with the request"):
+        client.predict(image=str(scene), prompt=caption, api_name="/edit")
+    # a plain HTTP client gets the same line, not a hidden error
+    request = urllib.request.Request(
+        f"{served}gradio_api/call/edit",
+        data=json.dumps({"data": ["/etc/hostname", caption, "laspa-x0", 0, None]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{served}gradio_api/call/edit/{event}", timeout=60) as response:
+        stream = response.read().decode()
+    assert "event: error" in stream
+    assert "the file must be uploaded with the request" in stream and "null}" not in stream
+
+
+def test_twenty_simultaneous_requests_all_wait_their_turn(served, tmp_path):
+    """Issue #30: 3 of 20 were refused with "Queue is full" (the queue held 16)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False, download_files=str(tmp_path))
+    scene, caption, *_ = client.predict(scene=3, api_name="/demo_scene")
+    jobs = [
+        client.submit(
+            image=handle_file(scene),
+            prompt=f"{caption} {seed}",
+            seed=seed,
+            options={"steps": 1},
+            api_name="/edit",
+        )  # fmt: skip
+        for seed in range(20)
+    ]
+    timings = [job.result(timeout=EDIT_TIMEOUT / 1000)[2] for job in jobs]
+    assert all("UNet evaluations" in timing for timing in timings)
 
 
 def test_simultaneous_requests_queue_for_the_one_editor(served, tmp_path):
@@ -336,6 +388,39 @@ def test_method_options_sweep_and_attention_tabs(page, tmp_path):
     save_artefact(page, tmp_path, "laspa-serve-attention.png")
 
 
+def sampler_choices(page) -> list[str]:
+    return page.locator("#option-sampler label").all_inner_texts()
+
+
+@pytest.mark.browser
+def test_the_page_shows_the_options_that_apply_common_ones_first(page, tmp_path):
+    """Issue #29: the advanced options under a closed section; gamma only with tcd, step
+    noise only with a sampler that draws it, samplers the model runs only."""
+    from playwright.sync_api import expect
+
+    option = {name: page.locator(f"#option-{name}") for name in ("K", "sampler", "gamma")}
+    option["step_noise"] = page.locator("#option-step_noise")
+    expect(option["K"]).to_be_visible()
+    expect(option["sampler"]).to_be_hidden()  # under Advanced, closed
+    page.locator("#advanced").get_by_text("Advanced").click()
+    expect(option["sampler"]).to_be_visible()
+    assert [c.strip() for c in sampler_choices(page)] == ["auto", "ddim", "ancestral", "lcm", "tcd"]
+    expect(option["gamma"]).to_be_hidden()
+    expect(option["step_noise"]).to_be_hidden()  # auto runs ddim on this model
+    option["sampler"].get_by_text("tcd", exact=True).click()
+    expect(option["gamma"]).to_be_visible()
+    expect(option["step_noise"]).to_be_visible()
+    option["sampler"].get_by_text("ancestral", exact=True).click()
+    expect(option["gamma"]).to_be_hidden()
+    expect(option["step_noise"]).to_be_visible()
+    save_artefact(page, tmp_path, "laspa-serve-advanced.png")
+    choose_method(page, "fpe")  # it inverts the image: DDIM only
+    expect(option["sampler"].locator("label")).to_have_count(2)
+    assert [c.strip() for c in sampler_choices(page)] == ["auto", "ddim"]
+    expect(option["step_noise"]).to_be_hidden()
+    expect(option["K"]).to_be_hidden()
+
+
 @pytest.mark.browser
 def test_the_model_menu_loads_the_chosen_model_and_proposes_its_steps(page, tiny_lcm_dir, tmp_path):
     from playwright.sync_api import expect
@@ -346,6 +431,8 @@ def test_the_model_menu_loads_the_chosen_model_and_proposes_its_steps(page, tiny
     page.get_by_role("option", name=str(tiny_lcm_dir), exact=True).click()
     wait_for_text(page, "#model-line", "tiny-lcm", tmp_path)
     expect(steps).to_have_value("4")  # a few-step model's own count
+    page.locator("#advanced").get_by_text("Advanced").click()
+    expect(page.locator("#option-step_noise")).to_be_visible()  # auto runs lcm here
     page.locator("#scene input").fill("3")
     page.locator("#load-scene").click()
     page.locator("#input-image img").wait_for()
@@ -401,3 +488,72 @@ def test_video_tab_refuses_a_long_clip_then_edits_one_playable_in_the_page(page,
     page.locator("#video-download").wait_for(state="visible", timeout=30_000)
     save_artefact(page, tmp_path, "laspa-serve-video.png")
     assert page.outside == []
+
+
+# ------------------------------------------------------------------ a full queue
+class HeldEditor:
+    """The tiny editor, its edits held until ``gate`` opens: requests pile up in order."""
+
+    def __init__(self, editor):
+        self._editor = editor
+        self.gate = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._editor, name)
+
+    def edit(self, *args, **kwargs):
+        self.gate.wait(EDIT_TIMEOUT / 1000)
+        return self._editor.edit(*args, **kwargs)
+
+
+def test_requests_past_the_queue_limit_are_refused_in_one_line_naming_it(editor, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from laspa.web import build_app
+    from laspa.web.app import launch
+
+    held = HeldEditor(editor)
+    demo = build_app(held, queue_size=2)
+    try:
+        url = launch(demo, port=free_port(), block=False, quiet=True)
+        client = Client(url, verbose=False, download_files=str(tmp_path))
+        scene = tmp_path / "scene.png"
+        Image.new("RGB", (32, 32), "red").save(scene)
+        jobs = [
+            client.submit(
+                image=handle_file(str(scene)),
+                prompt="a red circle",
+                seed=seed,
+                options={"steps": 1},
+                api_name="/edit",
+            )  # fmt: skip
+            for seed in range(6)
+        ]
+        # one edits (held), two wait: the other three are refused at once
+        deadline = time.monotonic() + START_TIMEOUT
+        while sum(job.done() for job in jobs) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # gradio_client says "Queue is full! Please try again." whatever the server says;
+        # a plain HTTP client reads the server's line, which names the limit
+        request = urllib.request.Request(
+            f"{url}gradio_api/call/edit",
+            data=json.dumps({"data": [None, "a red circle", "laspa-x0", 0, None]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as full:
+            urllib.request.urlopen(request, timeout=30)
+        assert full.value.code == 503
+        assert "Max size is 2" in json.loads(full.value.read())["detail"]
+        held.gate.set()
+        served, refused = 0, []
+        for job in jobs:
+            try:
+                job.result(timeout=EDIT_TIMEOUT / 1000)
+                served += 1
+            except Exception as error:  # gradio_client's own error classes vary
+                refused.append(str(error))
+        assert served >= 2 and len(refused) >= 3 and served + len(refused) == 6
+        assert all("Queue is full" in reason and "\n" not in reason for reason in refused)
+    finally:
+        held.gate.set()
+        demo.close()

@@ -186,6 +186,9 @@ class MethodOutput:
     #: per edit, small JSON-ready facts a user may want (InstDiffEdit's index word): they
     #: become ``EditResult.notes`` and the CLI's ``--json`` ``notes``
     notes: list[dict[str, Any]] | None = None
+    #: (N, 3, H, W) in [-1, 1]: the latents already decoded, by a VAE other than the
+    #: model's (InstDiffEdit's inpainting checkpoint); None: the model's VAE decodes them
+    pixels: torch.Tensor | None = None
 
 
 class Method:

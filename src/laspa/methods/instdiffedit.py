@@ -195,8 +195,9 @@ class InstDiffEdit(Method):
         looped = engine.sample(
             x, steps, conditioning, hooks, attention=stores, phase="mask", noise=step_noise
         )
+        pixels = None
         if batch.shared("inpaint_model"):
-            latents = inpaint_with_checkpoint(engine, batch, hooks.masks, generators)
+            latents, pixels = inpaint_with_checkpoint(engine, batch, hooks.masks, generators)
         elif batch.shared("final_pass") == "inpaint":
             latents = inpaint(engine, batch, hooks.masks, generators)
         else:
@@ -204,6 +205,7 @@ class InstDiffEdit(Method):
         return MethodOutput(
             latents,
             masks=hooks.masks,
+            pixels=pixels,
             # the maps the masks were made from
             token_maps=hooks.edit_maps() if batch.record_attention else None,
             notes=[
@@ -227,9 +229,16 @@ def inpaint(engine: Engine, batch: EditBatch, masks, generators) -> torch.Tensor
     return engine.sample(x, steps, conditioning, hooks, phase="inpaint", noise=step_noise)
 
 
-def inpaint_with_checkpoint(engine: Engine, batch: EditBatch, masks, generators) -> torch.Tensor:
+def inpaint_with_checkpoint(
+    engine: Engine, batch: EditBatch, masks, generators
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The final pass on an SD inpainting checkpoint (``inpaint_model``) with diffusers'
-    inpainting pipeline, inside ``masks``; returns latents."""
+    inpainting pipeline, inside ``masks``; returns its latents and their images in
+    [-1, 1], decoded by the checkpoint's own VAE (its latents are not the base model's).
+
+    The pipeline takes one guidance scale, and guidance is no batch key (the mask loop
+    guides each row on its own): rows are inpainted in one call per guidance value.
+    """
     from diffusers import StableDiffusionInpaintPipeline
 
     pipe = engine.pipeline(
@@ -239,15 +248,30 @@ def inpaint_with_checkpoint(engine: Engine, batch: EditBatch, masks, generators)
     height, width = batch.pixels.shape[-2:]
     mask_pixels = F.interpolate(masks.float(), size=(height, width), mode="nearest")
     image = ((batch.pixels + 1) / 2).expand(batch.size, -1, -1, -1)
-    return pipe(
-        prompt=[row.prompt for row in batch.rows],
-        image=image.to(engine.device, engine.dtype),
-        mask_image=mask_pixels.to(engine.device, engine.dtype),
-        height=height,
-        width=width,
-        num_inference_steps=batch.shared("steps"),
-        guidance_scale=batch.shared("guidance"),
-        strength=batch.shared("inpaint_strength"),
-        generator=generators,
-        output_type="latent",
-    ).images.float()
+    latents: list[torch.Tensor | None] = [None] * batch.size
+    guidance = batch.param("guidance")
+    for scale in dict.fromkeys(guidance):
+        rows = [i for i, value in enumerate(guidance) if value == scale]
+        inpainted = pipe(
+            prompt=[batch.rows[i].prompt for i in rows],
+            image=image[rows].to(engine.device, engine.dtype),
+            mask_image=mask_pixels[rows].to(engine.device, engine.dtype),
+            height=height,
+            width=width,
+            num_inference_steps=batch.shared("steps"),
+            guidance_scale=scale,
+            strength=batch.shared("inpaint_strength"),
+            generator=[generators[i] for i in rows],
+            output_type="latent",
+        ).images.float()
+        for position, i in enumerate(rows):
+            latents[i] = inpainted[position : position + 1]
+    stacked = torch.cat(latents)  # type: ignore[arg-type]
+    return stacked, decode_with(pipe.vae, stacked)
+
+
+def decode_with(vae, latents: torch.Tensor) -> torch.Tensor:
+    """``latents`` decoded by ``vae`` (an SD VAE) as images in [-1, 1]."""
+    scaled = latents / vae.config.scaling_factor
+    with torch.no_grad():
+        return vae.decode(scaled.to(vae.device, vae.dtype)).sample.float()

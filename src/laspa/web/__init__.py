@@ -63,6 +63,12 @@ def serve(
     max_video_seconds: float = typer.Option(
         10.0, "--max-video-seconds", help="Video tab: longest clip accepted, in seconds"
     ),
+    max_queue: int = typer.Option(
+        64,
+        "--max-queue",
+        help="requests that may wait their turn (one edits at a time); "
+        "one more is refused in one line naming this limit",
+    ),  # fmt: skip
 ) -> None:
     """Serve the web UI (edit, sweep, attention maps, video) on HOST:PORT."""
     from ..cli import load_editor, note
@@ -80,6 +86,8 @@ def serve(
             raise LaspaError(f"{flag} must be > 0, got {value:g}")
     if max_video_frames < 1:
         raise LaspaError(f"--max-video-frames must be >= 1, got {max_video_frames}")
+    if max_queue < 1:
+        raise LaspaError(f"--max-queue must be >= 1, got {max_queue}")
     _require_gradio()
     _check_address(host, port)  # before loading a model that may take minutes
     names = list(dict.fromkeys(models)) or list(MODEL_NAMES)
@@ -100,7 +108,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         note(f"laspa: serving on {host}: anyone who can reach this address can use the model")
     note(f"laspa: starting the web UI on http://{host}:{port} (Ctrl-C stops it)")
-    demo = build(shelf, max_upload_bytes=limit, video_limits=clips)
+    demo = build(shelf, max_upload_bytes=limit, video_limits=clips, queue_size=max_queue)
     try:
         launch(demo, host, port, max_upload_bytes=largest, block=False)
     except OSError as error:  # taken since the check, or an address gradio cannot use

@@ -25,6 +25,8 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder, is_in_or_equal  # noqa: E402
+from pydantic import BaseModel, create_model, model_validator  # noqa: E402
 
 from .. import images  # noqa: E402
 from ..editor import DEFAULT_METHOD  # noqa: E402
@@ -34,18 +36,25 @@ from . import options as opts  # noqa: E402
 from .clips import VIDEO_TYPES, VideoLimits  # noqa: E402
 from .session import (  # noqa: E402
     MAX_UPLOAD_BYTES,
+    PRIMARY_OPTIONS,
     EditOutcome,
     ModelShelf,
+    ModelTraits,
     VideoOutcome,
     WebSession,
+    check_api_types,
+    offered_samplers,
+    shown_options,
     suggested_steps,
 )
 
 #: every event that touches the Editor shares this queue slot: one edit at a time
 EDITOR_QUEUE = "editor"
 
-#: requests waiting beyond this are refused by gradio ("queue is full") instead of piling up
-QUEUE_SIZE = 16
+#: requests that may wait for the editor (``laspa serve --max-queue``): each waits its
+#: turn; one more is refused by gradio in one line naming this limit ("Queue is full.
+#: Max size is 64 ..."), so that a burst cannot pile up uploads without bound
+QUEUE_SIZE = 64
 
 INTRO = (
     "### laspa: text-guided editing of one image\n"
@@ -65,6 +74,9 @@ CSS = """
 """
 
 UI_ONLY = {"concurrency_limit": None, "api_visibility": "private"}
+
+#: the option whose choice decides which others apply (gamma with tcd, ...)
+SAMPLER = "sampler"
 ON_EDITOR = {"concurrency_id": EDITOR_QUEUE, "concurrency_limit": 1}
 
 
@@ -76,19 +88,53 @@ def _hand_over_unopened(box: gr.components.Component) -> gr.components.Component
     gr.Image opens uploads with PIL itself and fails on a non-image with a bare "Error";
     laspa.images.load_image refuses it instead, with a reason the user can read (for a
     clip: laspa.web.clips.check_clip, by content; gr.File would also leave an empty
-    temporary file in its cache on every call). Gradio has already checked that the path
-    lies in its upload cache when preprocess runs.
-    (An instance attribute, not a subclass: gradio writes a .pyi file next to the source
+    temporary file in its cache on every call). Only files uploaded with a request are
+    read: an API client can name any path (as a bare string, or as a file whose path is
+    on the server), and either is refused in one line instead of a silent error.
+    (Instance attributes, not a subclass: gradio writes a .pyi file next to the source
     of every Component subclass it sees.)
     """
     original = box.preprocess
 
     def preprocess(payload: Any) -> str | None:
         path = getattr(payload, "path", None)
-        return str(path) if path else original(payload)
+        if not path:
+            return original(payload)
+        if not is_in_or_equal(path, get_upload_folder()):
+            raise gr.Error(NOT_UPLOADED, title="Cannot edit", print_exception=False)
+        return str(path)
 
     box.preprocess = preprocess  # type: ignore[method-assign]
+    box.data_model = _uploads_only(box.data_model)
     return box
+
+
+#: the one line for an input that is not a file uploaded with the request
+NOT_UPLOADED = (
+    "the file must be uploaded with the request (gradio_client: handle_file(path)); "
+    "a path on the server is not read"
+)
+
+
+#: what marks a value as a file in gradio's API (gradio_client.handle_file writes it)
+FILE_META = {"_type": "gradio.FileData"}
+
+
+def _bare_path_as_file(value: Any) -> Any:
+    # a bare string fails gradio's own validation with an error it hides ({"error":
+    # null}, and pydantic turns any error raised here into that one): taken as a file,
+    # it reaches preprocess, which refuses what was not uploaded with its reason
+    return {"path": value, "meta": FILE_META} if isinstance(value, str) else value
+
+
+def _uploads_only(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` (a file component's data model) taking a bare path as a file, for
+    preprocess to refuse in one line; the same name and fields, so the API's description
+    does not change."""
+    return create_model(
+        model.__name__, __base__=model, __doc__=model.__doc__,
+        __validators__={"bare_path": model_validator(mode="before")(_bare_path_as_file)},
+    )  # fmt: skip
 
 
 def _user_error(error: LaspaError) -> gr.Error:
@@ -115,10 +161,14 @@ def _clip_progress(progress: gr.Progress) -> Callable[[str, float], None]:
 
 
 def _option_widget(
-    spec: opts.OptionSpec, visible: bool, value: Any = None
+    spec: opts.OptionSpec, visible: bool, value: Any = None, choices: list[str] | None = None
 ) -> gr.components.Component:
     value = spec.default if value is None else value
-    common = {"label": spec.name, "info": spec.info, "visible": visible}
+    common = {
+        "label": spec.name, "info": spec.info, "visible": visible, "elem_id": f"option-{spec.name}"
+    }  # fmt: skip
+    if choices is not None:  # the sampler: only those the model can run
+        return gr.Radio(choices=choices, value=value if value in choices else choices[0], **common)
     if spec.kind == "slider":
         return gr.Slider(
             minimum=spec.minimum, maximum=spec.high, step=spec.step, value=value, **common
@@ -136,9 +186,9 @@ def _option_widget(
     return gr.Textbox(value=value, **common)
 
 
-def _widget_update(spec: opts.OptionSpec) -> dict:
-    """Show a widget with ``spec``'s default, range and help (methods differ in them)."""
-    update = {"visible": True, "value": spec.default, "info": spec.info}
+def _widget_update(spec: opts.OptionSpec, visible: bool = True) -> dict:
+    """A widget with ``spec``'s default, range and help (methods differ in them)."""
+    update = {"visible": visible, "value": spec.default, "info": spec.info}
     if spec.kind in ("slider", "number"):
         update.update(minimum=spec.minimum, maximum=spec.high)
     if spec.kind == "slider":
@@ -178,6 +228,7 @@ def _options_dict(method: str, options: Any) -> tuple[dict[str, Any], str | None
     if model is not None and not isinstance(model, str):
         raise ParameterError(f"model must be the name of a served model, got {model!r}")
     opts.check_api_options(method, values)
+    check_api_types(method, values)
     return values, model
 
 
@@ -263,8 +314,18 @@ def _images_row() -> tuple[gr.Image, gr.Image, gr.Image]:
     return _hand_over_unopened(source), result, result_map
 
 
-def _edit_tab(union: dict[str, opts.OptionSpec], values: dict[str, Any]) -> dict[str, Any]:
-    initial = {spec.name for spec in opts.method_options(DEFAULT_METHOD)}
+def _edit_tab(
+    union: dict[str, opts.OptionSpec], values: dict[str, Any], traits: ModelTraits
+) -> dict[str, Any]:
+    """The method, seed and options: the common options first, the rest under a closed
+    Advanced section; options that do not apply to the model or sampler are hidden."""
+    initial = shown_options(DEFAULT_METHOD, traits)
+    samplers = offered_samplers(DEFAULT_METHOD, traits)
+
+    def widget(name: str) -> gr.components.Component:
+        choices = samplers if name == SAMPLER else None
+        return _option_widget(union[name], name in initial, values.get(name), choices)
+
     with gr.Tab("Edit", id="edit"), gr.Row():
         with gr.Column(scale=1):
             method = gr.Dropdown(
@@ -276,10 +337,10 @@ def _edit_tab(union: dict[str, opts.OptionSpec], values: dict[str, Any]) -> dict
             info = gr.Markdown(label="Timing", elem_id="edit-info")
             download = gr.DownloadButton("Download result", visible=False, elem_id="download")
         with gr.Column(scale=2):
-            widgets = [
-                _option_widget(spec, name in initial, values.get(name))
-                for name, spec in union.items()
-            ]
+            made = {name: widget(name) for name in union if name in PRIMARY_OPTIONS}
+            with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                made |= {name: widget(name) for name in union if name not in PRIMARY_OPTIONS}
+            widgets = [made[name] for name in union]
     return {
         "method": method, "method_note": method_note, "seed": seed, "edit_button": edit_button,
         "info": info, "download": download, "names": list(union), "widgets": widgets,
@@ -398,7 +459,7 @@ def _layout(session: WebSession) -> _Page:
         scene_button = gr.Button("Load demo scene", scale=1, elem_id="load-scene")
     with gr.Tabs():
         steps = suggested_steps(session.editor)
-        edit = _edit_tab(opts.all_options(DEFAULT_METHOD), {"steps": steps})
+        edit = _edit_tab(opts.all_options(DEFAULT_METHOD), {"steps": steps}, session.traits())
         sweep = _sweep_tab()
         attention = _attention_tab()
         clip = _video_tab(session.video_limits)
@@ -453,18 +514,39 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
             raise _user_error(error) from None
         return (picture, text, text) if source_prompt else (picture, text)
 
-    def switch_method(new: str, old: str):
-        new_specs = {s.name: s for s in opts.method_options(new)}
-        old_specs = {s.name: s for s in opts.method_options(old)} if old in METHODS else {}
+    sampler_widget = page.option_widgets[SAMPLER]
+
+    def sampler_choice(method: str, chosen: str | None, model: str) -> tuple[list[str], str]:
+        """The samplers offered for ``method`` on the page's model, and the choice kept
+        (the user's if still offered)."""
+        offered = offered_samplers(method, session.traits(model)) if method in METHODS else []
+        offered = offered or ["auto"]  # the method cannot run here: its edit says why
+        return offered, chosen if chosen in offered else offered[0]
+
+    def visibility(method: str, sampler: str, model: str, reset_from: str | None = None) -> list:
+        """An update per option widget: shown where it applies to ``method``, ``model``
+        and ``sampler``; with ``reset_from`` (the previous method) an option whose spec
+        differs from that method's takes ``method``'s default, range and help."""
+        specs = {s.name: s for s in opts.method_options(method)} if method in METHODS else {}
+        old = {s.name: s for s in opts.method_options(reset_from)} if reset_from in METHODS else {}
+        shown = shown_options(method, session.traits(model), sampler) if specs else {}
         updates = []
         for name in names:
-            spec = new_specs.get(name)
-            if spec is None:
-                updates.append(gr.update(visible=False))
-            elif old_specs.get(name) == spec:
-                updates.append(gr.update(visible=True))  # the same option: keep the user's value
-            else:
-                updates.append(_widget_update(spec))
+            spec = specs.get(name)
+            if spec is not None and reset_from is not None and old.get(name) != spec:
+                updates.append(_widget_update(spec, visible=name in shown))
+            else:  # the same option (or only a visibility change): the user's value stays
+                updates.append(gr.update(visible=name in shown))
+        return updates
+
+    def with_sampler(updates: list, offered: list[str], sampler: str) -> list:
+        index = names.index(SAMPLER)
+        updates[index] = {**updates[index], "choices": offered, "value": sampler}
+        return updates
+
+    def switch_method(new: str, old: str, chosen: str, model: str):
+        offered, sampler = sampler_choice(new, chosen, model)
+        updates = with_sampler(visibility(new, sampler, model, reset_from=old), offered, sampler)
         x, y = _sweep_axes(new)
         axes = [s.name for s in opts.sweepable(new)]
         return (
@@ -474,11 +556,24 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
             *updates,
         )  # fmt: skip
 
+    def switch_sampler(method: str, sampler: str, model: str):
+        return visibility(method, sampler, model)
+
     # the page's events take their inputs as a set: gradio hands over {component: value},
     # which keeps the many option widgets by name and leaves room for gr.Progress
     def page_values(data: dict) -> tuple[list, dict[str, Any]]:
         fixed = [data[c] for c in (page.source, page.prompt, page.method, page.seed)]
-        return fixed, {name: data[w] for name, w in page.option_widgets.items()}
+        return fixed, page_options(data)
+
+    def page_options(data: dict) -> dict[str, Any]:
+        """The values of the options shown: a hidden one does not apply (gamma without
+        tcd) and is left to its default."""
+        method = data[page.method]
+        if method not in METHODS:  # refused by the session in one line
+            return {}
+        traits = session.traits(data[page.model])  # the page's model, maybe not loaded now
+        shown = shown_options(method, traits, data[sampler_widget])
+        return {name: data[w] for name, w in page.option_widgets.items() if name in shown}
 
     def edit_from_page(data: dict, progress=PROGRESS):
         (path, text, method, seed), options = page_values(data)
@@ -492,7 +587,7 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
 
     def video_from_page(data: dict, progress=PROGRESS):
         text, method, seed = (data[c] for c in (page.prompt, page.method, page.seed))
-        options = {name: data[w] for name, w in page.option_widgets.items()}
+        options = page_options(data)
         outcome = _edit_video(
             session, data[page.video_input], text, method, seed, data[page.video_noise],
             options, progress, data[page.model],
@@ -506,17 +601,19 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
             data[page.model],
         )  # fmt: skip
 
-    steps_widget = page.option_widgets["steps"]
-
-    def switch_model(name: str, progress=PROGRESS):
-        """Load the chosen model now (not on the first edit) and propose its steps."""
+    def switch_model(name: str, method: str, chosen: str, progress=PROGRESS):
+        """Load the chosen model now (not on the first edit), propose its steps, offer
+        its samplers and show the options that apply to it."""
         try:
             editor = session.select_model(name, _progress(progress))
         except LaspaError as error:
             raise _user_error(error) from None
-        steps = suggested_steps(editor)
-        default = opts.all_options(DEFAULT_METHOD)["steps"].default
-        return session.describe_model(), gr.update(value=steps or default)
+        offered, sampler = sampler_choice(method, chosen, name)
+        updates = with_sampler(visibility(method, sampler, name), offered, sampler)
+        steps = suggested_steps(editor) or opts.all_options(DEFAULT_METHOD)["steps"].default
+        index = names.index("steps")
+        updates[index] = {**updates[index], "value": steps}
+        return session.describe_model(), *updates
 
     def show_outputs(heat, label: str):
         return gr.update(visible=heat is not None, label=label or None), gr.update(visible=True)
@@ -528,15 +625,18 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
     page.video_input.clear(lambda: "", None, page.video_clip_info, **UI_ONLY)
     page.method.change(_video_method_markdown, page.method, page.video_method, **UI_ONLY)
     page.model.change(
-        switch_model, page.model, [page.model_line, steps_widget],
+        switch_model, [page.model, page.method, sampler_widget], [page.model_line, *page.widgets],
         api_visibility="private", **ON_EDITOR,
     )  # fmt: skip
+    sampler_widget.change(
+        switch_sampler, [page.method, sampler_widget, page.model], page.widgets, **UI_ONLY
+    )
     page.scene_button.click(
         load_scene, page.scene_number, [page.source, page.prompt, *source_prompt],
         api_name="demo_scene", concurrency_limit=None,
     )  # fmt: skip
     page.method.change(
-        switch_method, [page.method, page.current_method],
+        switch_method, [page.method, page.current_method, sampler_widget, page.model],
         [page.current_method, page.method_note, page.x_name, page.x_values, page.y_name,
          page.y_values, *page.widgets],
         **UI_ONLY,
@@ -724,10 +824,12 @@ def build_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     video_limits: VideoLimits | None = None,
     title: str = "laspa",
+    queue_size: int = QUEUE_SIZE,
 ) -> gr.Blocks:
     """The laspa web UI over ``editor`` (an Editor, or a ModelShelf of several models),
-    queued so that one request uses it at a time. ``video_limits``: the largest clip the
-    Video tab edits (laspa.web.clips.VideoLimits' defaults)."""
+    queued so that one request uses it at a time and at most ``queue_size`` wait.
+    ``video_limits``: the largest clip the Video tab edits (laspa.web.clips.VideoLimits'
+    defaults)."""
     models = editor if isinstance(editor, ModelShelf) else ModelShelf.single(editor)
     session = WebSession(models, max_upload_bytes=max_upload_bytes, video_limits=video_limits)
     downloads = _Downloads()
@@ -736,7 +838,7 @@ def build_app(
         page = _layout(session)
         _wire_page(page, session, downloads)
         _wire_api(page, session, downloads)
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
 
 

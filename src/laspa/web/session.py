@@ -8,6 +8,7 @@ alike, and the behaviour is testable without a server.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import threading
@@ -22,6 +23,7 @@ from PIL import Image
 
 from .. import images, video
 from ..errors import ImageError, LaspaError, ParameterError
+from ..methods import METHODS
 from ..methods.base import check_prompt, make_params
 from ..methods.options import split_list, sweep_grid
 from ..visual import enlarge, labelled_grid, map_overlay
@@ -58,6 +60,87 @@ class VideoOutcome:
     path: Path  # the edited clip (OUTPUT_SUFFIX), at the input's size and frame rate
     info: str  # one line for the page: what was edited, and its time per frame
     summary: video.VideoSummary
+
+
+# ------------------------------------------------------------- what the page shows
+#: options shown first, whatever the method; every other option of a method that applies
+#: goes under the page's Advanced section
+PRIMARY_OPTIONS = (
+    "steps", "guidance", "strength", "K", "beta", "source_prompt", "src_guidance_scale",
+    "tar_guidance_scale", "K_out", "beta_out", "K_in", "beta_in", "subject", "change",
+    "keep", "region", "noise_seeds", "replace_fraction",
+)  # fmt: skip
+
+#: options a method declares but refuses (flowedit has two guidance scales of its own)
+UNUSED_OPTIONS = {"flowedit": ("guidance",)}
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    """What the page's choices depend on in the loaded model."""
+
+    kind: str  # "unet" (eps / v) or "flow"
+    default_sampler: str  # what the sampler "auto" runs
+    guidance_embedding: bool  # an LCM's guidance embedding (guidance_mode applies)
+
+    @classmethod
+    def of(cls, editor) -> ModelTraits:
+        engine = editor.engine
+        embedding = bool(getattr(engine, "guidance_embedding_dim", None))
+        return cls(engine.kind, engine.default_sampler, embedding)
+
+
+def offered_samplers(method: str, traits: ModelTraits) -> list[str]:
+    """The sampler choices the model can run for ``method``: those of its kind, only
+    deterministic ones for a method that inverts, and ``auto`` where the model's own
+    sampler is one of them."""
+    from ..methods.base import DETERMINISTIC_SAMPLERS, SAMPLER_CHOICES
+    from ..samplers import SAMPLERS
+
+    inverts = METHODS[method].needs_deterministic_sampler if method in METHODS else False
+
+    def runs(name: str) -> bool:  # as check_sampler and Engine.steps refuse
+        fits = traits.kind in SAMPLERS[name].kinds
+        return fits and (not inverts or name in DETERMINISTIC_SAMPLERS)
+
+    named = [name for name in SAMPLER_CHOICES if name != "auto" and runs(name)]
+    return (["auto"] if runs(traits.default_sampler) else []) + named
+
+
+def resolved_sampler(sampler: str | None, traits: ModelTraits) -> str:
+    return traits.default_sampler if sampler in (None, "", "auto") else sampler
+
+
+def option_applies(name: str, method: str, traits: ModelTraits, sampler: str | None) -> bool:
+    """Whether option ``name`` of ``method`` can act on this model with this sampler
+    choice: gamma with tcd only, step noise with a sampler that draws noise (not ddim,
+    not flow), guidance_mode on a UNet with a guidance embedding, an inpainting
+    checkpoint not on a flow model."""
+    from ..samplers import SAMPLERS
+
+    if name in UNUSED_OPTIONS.get(method, ()):
+        return False
+    running = SAMPLERS.get(resolved_sampler(sampler, traits))
+    if name == "gamma":
+        return running is not None and running.name == "tcd"
+    if name == "step_noise":
+        return running is not None and not running.deterministic
+    if name == "guidance_mode":
+        return traits.guidance_embedding
+    if name == "inpaint_model":
+        return traits.kind != "flow"
+    return True
+
+
+def shown_options(method: str, traits: ModelTraits, sampler: str | None = "auto") -> dict:
+    """``{option: "primary" | "advanced"}`` for the options of ``method`` the page shows
+    (those that apply), in the method's order; the others are hidden, and their values
+    are not sent."""
+    return {
+        spec.name: "primary" if spec.name in PRIMARY_OPTIONS else "advanced"
+        for spec in opts.method_options(method)
+        if option_applies(spec.name, method, traits, sampler)
+    }
 
 
 def describe_cost(method: str, seconds: float, unet_evals: float, count: int = 1) -> str:
@@ -137,6 +220,8 @@ class WebSession:
         self.video_limits = video_limits or VideoLimits()
         self.lock = threading.Lock()
         self._results: ResultFolder | None = None
+        self._last = self.models.current
+        self._traits = {self._last: ModelTraits.of(self.editor)}
 
     @property
     def results(self) -> ResultFolder:
@@ -149,6 +234,15 @@ class WebSession:
     def editor(self):
         """The model loaded now."""
         return self.models.editor
+
+    def traits(self, model: str | None = None) -> ModelTraits:
+        """The traits of served model ``model`` (None: the loaded one), as last seen
+        loaded: a page names its own model, which may not be the one loaded now; one
+        never loaded yet (or while another loads) gets the last loaded model's."""
+        if self.models.editor is not None:
+            self._traits[self.models.current] = ModelTraits.of(self.models.editor)
+            self._last = self.models.current
+        return self._traits.get(model or self._last, self._traits[self._last])
 
     def describe_model(self) -> str:
         editor = self.editor
@@ -351,6 +445,44 @@ class WebSession:
         shown = enlarge(picture)
         gallery = [(map_overlay(shown, heat), word) for word, heat in maps.items()]
         return gallery, f"{method}: {len(maps)} word maps from one pass, {seconds:.2f} s"
+
+
+#: what an API client must send for an option of each type: JSON has one number type
+#: (200.0 is a whole number; 2.5 for K is refused by the option's own check)
+API_TYPES = {bool: "true or false", int: "a number", float: "a number", str: "text"}
+
+
+def check_api_types(method: str, values: dict[str, Any]) -> None:
+    """An API client's option values must have their option's JSON type, as ``--set``
+    values must parse on the command line: ``"200"`` or ``null`` for K is refused in one
+    line naming the option and the type expected (``null`` passes only where the option
+    is automatic when left empty). Names not of ``method`` are left to check_api_options."""
+    specs = {spec.name: spec for spec in opts.method_options(method)}
+    for name, value in values.items():
+        spec = specs.get(name)
+        if spec is None or (value is None and spec.optional):
+            continue
+        if not _has_type(value, spec.python_type):
+            expected = API_TYPES.get(spec.python_type, spec.python_type.__name__)
+            if spec.optional:
+                expected += " or null (automatic)"
+            raise ParameterError(f"{name} must be {expected}, got {_as_sent(value)}")
+
+
+def _has_type(value: Any, python_type: type) -> bool:
+    if python_type is bool or isinstance(value, bool):  # JSON true is no number
+        return isinstance(value, bool) and python_type is bool
+    if python_type in (int, float):
+        return isinstance(value, int | float)
+    return isinstance(value, python_type)
+
+
+def _as_sent(value: Any) -> str:
+    """``value`` in one short line, JSON's words for null, true and false."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _label(name: str, value: Any) -> str:
