@@ -228,6 +228,26 @@ def _probabilities(attn, query, key, attention_mask) -> torch.Tensor:
     return probs.view(batch, heads, *probs.shape[1:])
 
 
+def scaled_scores(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+    """Q K^T * scale of (batch, heads, queries, dim) and (batch, heads, keys, dim), in their
+    dtype with the scale inside the matmul, as diffusers' ``get_attention_scores`` computes
+    them: in half precision the product is scaled before it is rounded, so it does not
+    overflow where unscaled scores would."""
+    flat_query, flat_key = query.flatten(0, 1), key.flatten(0, 1)
+    empty = flat_query.new_empty(flat_query.shape[0], flat_query.shape[1], flat_key.shape[1])
+    scores = torch.baddbmm(empty, flat_query, flat_key.transpose(-1, -2), beta=0, alpha=scale)
+    return scores.unflatten(0, query.shape[:2])
+
+
+#: the most bytes one chunk of explicit joint probabilities may take (float32)
+JOINT_CHUNK_BYTES = 256 * 2**20
+
+
+def query_chunk(heads: int, keys: int, budget: int = JOINT_CHUNK_BYTES) -> int:
+    """How many queries of one row fit ``budget`` bytes of float32 scores over ``keys``."""
+    return max(1, budget // (4 * heads * keys))
+
+
 def _split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
     batch, length, dim = tensor.shape
     return tensor.view(batch, length, heads, dim // heads).transpose(1, 2)
@@ -563,10 +583,10 @@ class LaspaJointAttnProcessor:
         step = self.state.step
         scale = attn.scale
         image_query = query[:, :, :images]
-        text_scores = torch.matmul(image_query, key[:, :, images:].transpose(-1, -2)) * scale
+        text_scores = scaled_scores(image_query, key[:, :, images:], scale).float()
         if bias is not None:
             text_scores = text_scores + bias[images:]
-        cross = text_scores.float().softmax(dim=-1).to(query.dtype)
+        cross = text_scores.softmax(dim=-1).to(query.dtype)
         replacing = [h for h in hooks if h.kind is HookKind.REPLACE_PROBABILITIES]
         for hook in hooks:
             if hook.kind is HookKind.OBSERVE:
@@ -582,19 +602,47 @@ class LaspaJointAttnProcessor:
             return out
         # the rows whose maps changed: their image queries' joint probabilities, the text
         # block replaced at equal mass (the other rows keep the fused result)
-        rows = (new != cross).flatten(1).any(dim=1).nonzero().flatten()
-        scores = torch.matmul(image_query[rows], key[rows].transpose(-1, -2)) * scale
-        if bias is not None:
-            scores = scores + bias
-        probs = scores.float().softmax(dim=-1)
-        text_mass = probs[..., images:].sum(-1, keepdim=True)
-        probs = torch.cat([probs[..., :images], new[rows].float() * text_mass], dim=-1)
+        rows = (new != cross).flatten(1).any(dim=1).nonzero().flatten().tolist()
         out = out.clone()
-        out[rows, :, :images] = torch.matmul(probs.to(value.dtype), value[rows])
+        for row in rows:
+            out[row : row + 1, :, :images] = swapped_attention(
+                image_query[row : row + 1], key[row : row + 1], value[row : row + 1],
+                new[row : row + 1], scale, bias,
+            )  # fmt: skip
         return out
 
 
 LaspaJointAttnProcessor.__call__.__signature__ = inspect.signature(LaspaJointAttnProcessor.__call__)
+
+
+def swapped_attention(
+    image_query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    text_probs: torch.Tensor,
+    scale: float,
+    bias: torch.Tensor | None = None,
+    budget: int = JOINT_CHUNK_BYTES,
+) -> torch.Tensor:
+    """Image queries' joint attention (batch, heads, images, dim) with the text block of
+    its probabilities replaced by ``text_probs`` (batch, heads, images, texts) at the mass
+    the queries gave the text. Keys and values hold the image tokens, then the text's.
+    Computed a chunk of queries at a time, so its float32 probabilities never take more
+    than ``budget`` bytes (at 1024 x 1024 a whole row's would take gigabytes)."""
+    images = image_query.shape[2]
+    chunk = query_chunk(image_query.shape[0] * image_query.shape[1], key.shape[2], budget)
+    parts = []
+    for start in range(0, images, chunk):
+        query = image_query[:, :, start : start + chunk]
+        probs = scaled_scores(query, key, scale).float()
+        if bias is not None:
+            probs = probs + bias
+        probs = probs.softmax(dim=-1)
+        text_mass = probs[..., images:].sum(-1, keepdim=True)
+        replaced = text_probs[:, :, start : start + chunk].float() * text_mass
+        probs = torch.cat([probs[..., :images], replaced], dim=-1)
+        parts.append(torch.matmul(probs.to(value.dtype), value))
+    return torch.cat(parts, dim=2)
 
 
 def describe_joint_layers(transformer) -> dict[str, LayerInfo]:
@@ -652,7 +700,9 @@ def flux_processor(layer: LayerInfo, state: AttentionState):
                 cos, sin = image_rotary_emb
                 query = apply_rotary_emb(query, (cos[texts:], sin[texts:]), sequence_dim=1)
                 text_key = apply_rotary_emb(text_key, (cos[:texts], sin[:texts]), sequence_dim=1)
-            scores = torch.einsum("bqhd,bkhd->bhqk", query, text_key) * attn.head_dim**-0.5
+            scores = scaled_scores(
+                query.transpose(1, 2), text_key.transpose(1, 2), attn.head_dim**-0.5
+            )
             cross = scores.float().softmax(dim=-1).to(query.dtype)
             for hook in hooks:
                 if hook.kind is HookKind.OBSERVE:

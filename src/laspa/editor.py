@@ -42,7 +42,7 @@ from .models import (
     is_sdxl,
 )
 from .samplers import SAMPLERS
-from .tokens import phrase_occurs, positions_of, word_tokens
+from .tokens import phrase_occurs
 
 DEFAULT_METHOD = "laspa-x0"
 
@@ -380,11 +380,11 @@ class Editor:
         tokens (every occurrence), upsampled to ``size``, min-max normalised to [0, 1].
         ``words`` (default: every word of the prompt) may hold phrases."""
         if words is None:
-            words = dict.fromkeys(w.word for w in word_tokens(self.tokenizer, prompt))
+            words = dict.fromkeys(w.word for w in self.engine.word_tokens(prompt))
         maps: dict[str, np.ndarray] = {}
         for word in words:
             try:
-                positions = positions_of(self.tokenizer, prompt, word)
+                positions = self.engine.positions_of(prompt, word)
             except ValueError as error:
                 raise ParameterError(str(error)) from None
             word_map = maps_lib.resize(maps_lib.word_map(token_maps[None], positions), size)

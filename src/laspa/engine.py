@@ -17,7 +17,9 @@ sampler plugs in behind these members, and every method keeps working unchanged:
   optionally guided) inversion trajectory;
 - ``attention_store(...)``, ``self_attention_store()``, ``layers``: what attention
   hooks need to know about the denoiser's attention layers;
-- ``word_tokens``, ``positions_of``, ``token_alignment``: prompts' words as tokens;
+- ``word_tokens``, ``positions_of``, ``token_alignment``, ``start_positions``: prompts'
+  words as the tokens the attention's text columns are (the family's own tokenizer: T5's
+  on FLUX), and the columns read as the start token's map;
 - ``pipeline(cls, model, ...)``: a diffusers pipeline from another checkpoint, for a
   method that needs one (InstDiffEdit's inpainting checkpoint);
 - ``num_train_timesteps``, ``device``, ``dtype``, ``unet_evals``; ``kind``: "unet" (an eps /
@@ -67,7 +69,7 @@ from .families import (
 from .loop import Conditioning, Denoiser, SamplerHooks, Step, StepCallback
 from .models import check_model_source
 from .samplers import SAMPLERS, RowNoise, sampler_for_scheduler, step_noise_kind
-from .tokens import WordTokens, positions_of, token_alignment, word_tokens
+from .tokens import WordTokens, positions_of, token_alignment, trailing_positions, word_tokens
 
 #: Text embeddings kept per engine (least recently used dropped first): sweeps and long
 #: sessions repeat a few prompts many times.
@@ -80,7 +82,7 @@ Progress = Callable[[str, int, int], None]
 METHOD_INTERFACE = frozenset((
     "sampler", "steps", "step_noise", "generators", "noise", "conditioning", "sample", "invert",
     "attention_store", "self_attention_store", "layers",
-    "word_tokens", "positions_of", "token_alignment", "pipeline",
+    "word_tokens", "positions_of", "token_alignment", "start_positions", "pipeline",
     "num_train_timesteps", "device", "dtype", "unet_evals", "kind", "family",
     "encode", "decode", "latent_shape", "text_embeddings",
 ))  # fmt: skip
@@ -108,7 +110,7 @@ class Engine:
 
         self.device, self.dtype = device, dtype
         # the components stay behind the interface; the loop's parts are the Editor's too
-        self._vae, self._tokenizer = vae, tokenizer
+        self._vae = vae
         self._vae_dtype = vae.dtype
         self._text = text or StableDiffusionText(text_encoder, tokenizer, device)
         self.family = _FAMILIES[type(self._text)]
@@ -326,18 +328,31 @@ class Engine:
             )
         return mode
 
+    @property
+    def attention_tokenizer(self):
+        """The tokenizer whose tokens the attention's text columns are (CLIP's on SD 1.x,
+        2.x, SDXL and SD3; T5's on FLUX): every word position below is one of its."""
+        return self._text.attention_tokenizer
+
     def word_tokens(self, prompt: str) -> list[WordTokens]:
         """The prompt's words with their token positions (see laspa.tokens.word_tokens)."""
-        return word_tokens(self._tokenizer, prompt)
+        return word_tokens(self.attention_tokenizer, prompt)
 
     def positions_of(self, prompt: str, words: str) -> tuple[int, ...]:
         """Token positions of ``words`` in ``prompt``; ValueError if they do not occur."""
-        return positions_of(self._tokenizer, prompt, words)
+        return positions_of(self.attention_tokenizer, prompt, words)
 
     def token_alignment(self, source: str, target: str) -> list[int]:
         """For each token of ``target``, the position of the same token in ``source``
         (or -1), as laspa.tokens.token_alignment."""
-        return token_alignment(self._tokenizer, source, target)
+        return token_alignment(self.attention_tokenizer, source, target)
+
+    def start_positions(self, prompt: str) -> tuple[int, ...]:
+        """The columns whose map InstDiffEdit reads as the start token's (the background):
+        the start token where the family has one, else the end and padding tokens."""
+        if self._text.has_start_token:
+            return (0,)
+        return trailing_positions(self.attention_tokenizer, prompt, self._text.max_sequence_length)
 
     # ------------------------------------------------------------------ sampling
     def sampler(self, batch: EditBatch | None = None) -> str:

@@ -15,6 +15,11 @@ see which family runs:
   ``pooled_projections``;
 - :class:`FluxText`: FLUX, T5's tokens as the embeddings and CLIP's pooled output as
   ``pooled_projections``.
+
+Each also names the tokenizer whose tokens the attention's text columns are, from column
+0 on (``attention_tokenizer``): a word's map is read from that tokenizer's positions of
+the word, and ``has_start_token`` says whether column 0 is a start token (CLIP's is; T5's
+sequence starts with the first word).
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ def token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
 class StableDiffusionText:
     """One CLIP text encoder's last hidden states; the UNet takes nothing else."""
 
+    has_start_token = True
+
     def __init__(self, text_encoder, tokenizer, device: torch.device):
         self.text_encoder, self.tokenizer, self.device = text_encoder, tokenizer, device
+        self.attention_tokenizer = tokenizer
 
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:
         """(embeddings (n, tokens, dim), per-prompt extra inputs) in float32."""
@@ -60,11 +68,15 @@ class StableDiffusionXLText:
     as diffusers' StableDiffusionXLPipeline does (no clip skip, crop corner (0, 0),
     original size = target size = the image's size)."""
 
+    has_start_token = True
+
     def __init__(
         self, text_encoders: Sequence, tokenizers: Sequence, device: torch.device,
         force_zeros_for_empty_prompt: bool = True,
     ):  # fmt: skip
         self.text_encoders, self.tokenizers, self.device = text_encoders, tokenizers, device
+        # both CLIP tokenizers split a prompt alike; their states sit side by side per token
+        self.attention_tokenizer = tokenizers[0]
         # SDXL checkpoints define the empty prompt's condition as zeros, not its encoding
         self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
 
@@ -103,12 +115,16 @@ class StableDiffusion3Text:
     adds ``log(repeats)`` to its logits (laspa.attention.LaspaJointAttnProcessor), which
     computes what the pipeline computes with far fewer tokens."""
 
+    has_start_token = True
+
     def __init__(
         self, text_encoders: Sequence, tokenizers: Sequence, device: torch.device,
         joint_attention_dim: int, text_encoder_3=None, tokenizer_3=None,
         max_sequence_length: int = 256, merge_zero_tokens: bool = True,
     ):  # fmt: skip
         self.text_encoders, self.tokenizers, self.device = text_encoders, tokenizers, device
+        # the joint attention's first text columns are the CLIP tokens (T5's follow them)
+        self.attention_tokenizer = tokenizers[0]
         self.joint_attention_dim = joint_attention_dim
         self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
         self.max_sequence_length = max_sequence_length
@@ -152,7 +168,10 @@ class StableDiffusion3Text:
 class FluxText:
     """FLUX's two text encoders, as diffusers' FluxPipeline encodes a prompt: T5's last
     hidden states (``max_sequence_length`` tokens) are the embeddings, the CLIP text
-    encoder's pooled output is ``pooled_projections``."""
+    encoder's pooled output is ``pooled_projections``. The joint attention sees T5's
+    tokens alone: words are placed by T5's tokenizer, and there is no start token."""
+
+    has_start_token = False
 
     def __init__(
         self, clip, clip_tokenizer, t5, t5_tokenizer, device: torch.device,
@@ -160,6 +179,7 @@ class FluxText:
     ):  # fmt: skip
         self.clip, self.clip_tokenizer, self.device = clip, clip_tokenizer, device
         self.t5, self.t5_tokenizer = t5, t5_tokenizer
+        self.attention_tokenizer = t5_tokenizer
         self.max_sequence_length = max_sequence_length
 
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:

@@ -19,14 +19,20 @@ DEFAULT_PHI = {"blur": 0.2, "snap": 0.35, "spread": 0.35}
 
 
 def prepared_word_maps(
-    token_maps: torch.Tensor, words: list[tuple[int, ...]], size, resize: str = "bilinear"
+    token_maps: torch.Tensor,
+    words: list[tuple[int, ...]],
+    size,
+    resize: str = "bilinear",
+    start: tuple[int, ...] = (0,),
 ) -> tuple:
     """(start-token map inverted, word maps): each scaled to its max, upsampled to ``size``
     (``resize``: ``"bilinear"``, or ``"bicubic"``, Pillow's bicubic clipped to [0, 1], as
     the released code resizes 8-bit images with Pillow's default), min-max normalised;
     ``token_maps`` is one edit's (h, w, tokens), seeds already averaged. All maps go
-    through each operation together: this runs after every step."""
-    maps = maps_lib.scale_to_max(maps_lib.word_maps(token_maps, [(0,), *words]))
+    through each operation together: this runs after every step. ``start``: the columns
+    whose mean map stands for the start token's (:meth:`laspa.engine.Engine.start_positions`:
+    CLIP's start token; on a T5 family, which has none, the end and padding tokens)."""
+    maps = maps_lib.scale_to_max(maps_lib.word_maps(token_maps, [start, *words]))
     if resize == "bicubic":
         maps = maps_lib.cubic_resize(maps, size, clip=(0.0, 1.0))
     elif resize == "bilinear":
@@ -214,6 +220,7 @@ def instant_mask(
     word_texts: list[str] | None = None,
     affinity: torch.Tensor | None = None,
     grid: tuple[int, int] | None = None,
+    start: tuple[int, ...] = (0,),
 ) -> tuple[torch.Tensor, Chosen]:
     """One edit's binary mask (h, w) at ``size``, and the index word and word weights it
     was made with.
@@ -225,9 +232,10 @@ def instant_mask(
     ``chosen``: the index word and word weights of the first step, or None to choose them
     now (the index among ``word_texts``' content words, or all words): the released code
     splits the words once, at the first step, and keeps the split; ``affinity`` on
-    ``grid``: the self-attention for snap and spread.
+    ``grid``: the self-attention for snap and spread; ``start``: the start token's columns
+    (:func:`prepared_word_maps`).
     """
-    start, word_maps = prepared_word_maps(token_maps, words, size, options.word_resize)
+    start, word_maps = prepared_word_maps(token_maps, words, size, options.word_resize, start)
     if chosen is None:
         allowed = None
         if options.index_words == "content":

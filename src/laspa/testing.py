@@ -36,6 +36,29 @@ def _tokenizer_folder() -> Path:
     return write_tokenizer((*VOCABULARY, *TINY_WORDS), folder, max_length=40)
 
 
+#: words the tiny T5-kind tokenizer splits into pieces, as T5's vocabulary splits words
+T5_SPLIT_WORDS = {"sunglasses": ("sun", "glasses"), "background": ("back", "ground")}
+
+
+@functools.lru_cache(maxsize=1)
+def _t5_tokenizer_folder() -> Path:
+    """A T5-kind tokenizer (SentencePiece-style Unigram pieces, no start token, ``</s>``
+    after the text) over the scene world's words, 512 tokens as FLUX's pipeline reads."""
+    from .mini.tokenizer import write_unigram_tokenizer
+    from .world import VOCABULARY
+
+    folder = Path(tempfile.mkdtemp(prefix="laspa-tiny-t5-tokenizer-"))
+    words = [w for w in (*VOCABULARY, *TINY_WORDS) if w not in T5_SPLIT_WORDS]
+    return write_unigram_tokenizer(words, folder, max_length=512, split=T5_SPLIT_WORDS)
+
+
+def tiny_t5_tokenizer():
+    """The tiny T5-kind tokenizer (transformers' T5 tokenizer class)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_t5_tokenizer_folder())
+
+
 def tiny_components(
     seed: int = 0,
     prediction_type: str = "epsilon",
@@ -228,8 +251,8 @@ def save_tiny_sdxl_model(folder: str | Path, seed: int = 0) -> Path:
 def tiny_sd3_components(seed: int = 0, shift: float = 3.0, t5: bool = False) -> dict:
     """Tiny random SD3 components by pipeline name, as diffusers' SD3 tests build them: two
     CLIP text encoders with projections, no T5 (``text_encoder_3=None``: the pipeline then
-    conditions on zeros in its place) unless ``t5`` (a tiny T5 encoder, the tiny CLIP
-    tokenizer as its tokenizer), an ``SD3Transformer2DModel`` (MMDiT, patch 2) and a
+    conditions on zeros in its place) unless ``t5`` (a tiny T5 encoder with the tiny
+    T5-kind tokenizer), an ``SD3Transformer2DModel`` (MMDiT, patch 2) and a
     16-channel VAE with SD3's scaling and shift factors; ``FlowMatchEulerDiscreteScheduler``
     with SD3's ``shift``. 32 px images, 16 x 16 latents."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
@@ -257,7 +280,7 @@ def tiny_sd3_components(seed: int = 0, shift: float = 3.0, t5: bool = False) -> 
     if t5:
         from transformers import T5Config, T5EncoderModel
 
-        tokenizer_3 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+        tokenizer_3 = tiny_t5_tokenizer()
         text_encoder_3 = T5EncoderModel(
             T5Config(
                 vocab_size=len(tokenizer_3), d_model=64, d_kv=8, d_ff=64, num_layers=1,
@@ -307,8 +330,8 @@ def save_tiny_sd3_model(folder: str | Path, seed: int = 0, **kwargs) -> Path:
 
 def tiny_flux_components(seed: int = 0, guidance_embeds: bool = True) -> dict:
     """Tiny random FLUX components by pipeline name, as diffusers' FLUX tests build them: a
-    CLIP text encoder (pooled), a T5 encoder (the tiny CLIP tokenizer serves as its
-    tokenizer: nothing here needs T5's vocabulary), a ``FluxTransformer2DModel`` with one
+    CLIP text encoder (pooled), a T5 encoder with the tiny T5-kind tokenizer (its pieces
+    are what the joint attention's text columns are), a ``FluxTransformer2DModel`` with one
     double- and one single-stream block and, with ``guidance_embeds``, FLUX-dev's guidance
     embedding; a 16-channel VAE with FLUX's scaling and shift factors and
     ``FlowMatchEulerDiscreteScheduler`` with FLUX's resolution-dependent shift.
@@ -318,7 +341,7 @@ def tiny_flux_components(seed: int = 0, guidance_embeds: bool = True) -> dict:
 
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(_tokenizer_folder())
-    tokenizer_2 = CLIPTokenizer.from_pretrained(_tokenizer_folder())
+    tokenizer_2 = tiny_t5_tokenizer()
     t5 = T5Config(
         vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         relative_attention_num_buckets=8, pad_token_id=tokenizer_2.pad_token_id,

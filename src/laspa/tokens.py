@@ -47,6 +47,14 @@ def word_tokens(tokenizer, prompt: str) -> list[WordTokens]:
     return _encode(tokenizer, prompt).seen()
 
 
+def trailing_positions(tokenizer, prompt: str, length: int | None = None) -> tuple[int, ...]:
+    """The positions after the words the model sees, up to ``length`` (default the
+    tokenizer's): the end token and the padding, which no word owns (what stands in for a
+    start token where a tokenizer has none, as T5's)."""
+    length = tokenizer.model_max_length if length is None else length
+    return tuple(range(_encode(tokenizer, prompt).end, length))
+
+
 def phrase_occurs(prompt: str, phrase: str) -> bool:
     """Whether the words of ``phrase`` occur in a row in ``prompt`` (case ignored): the
     check that needs no tokenizer, so it can run before a model loads."""

@@ -94,13 +94,17 @@ class InstantMask(SamplerHooks):
     """Recompute every edit's mask from the running-mean attention after each UNet call,
     and blend the B seed rows towards the forward-noised input outside it."""
 
-    def __init__(self, store, reference, noise, words, params, seeds: int, affinities=None):
+    def __init__(
+        self, store, reference, noise, words, params, seeds: int, affinities=None, starts=None
+    ):  # fmt: skip
         self.store = store
         self.affinities = affinities  # a SelfAttentionStore, for snap and spread
         self.reference = reference  # (N * B, C, h, w)
         self.noise = noise  # (N * B, C, h, w), the seeds' noise
         self.words = [[w.positions for w in edit] for edit in words]  # token positions
         self.word_texts = [[w.word for w in edit] for edit in words]
+        # per edit: the columns of the start token's map (laspa.masks.prepared_word_maps)
+        self.starts = starts or [(0,)] * len(words)
         self.params = params  # per edit
         self.seeds = seeds
         # per edit: the index word and word weights, chosen at the first step
@@ -120,7 +124,7 @@ class InstantMask(SamplerHooks):
         chosen = self.chosen or [None] * len(per_edit)
         made = [
             instant_mask(per_edit[i], words, size, params, chosen[i], self.word_texts[i],
-                         affinities[i], grid)
+                         affinities[i], grid, self.starts[i])
             for i, (words, params) in enumerate(zip(self.words, self.params, strict=True))
         ]  # fmt: skip
         self.chosen = [kept for _, kept in made]
@@ -184,7 +188,8 @@ class InstDiffEdit(Method):
         store = engine.attention_store()
         snap_or_spread = any(p.smoothing != "blur" for p in params)
         affinities = engine.self_attention_store() if snap_or_spread else None
-        hooks = InstantMask(store, reference, noise, words, params, seeds, affinities)
+        starts = [engine.start_positions(row.prompt) for row in batch.rows]
+        hooks = InstantMask(store, reference, noise, words, params, seeds, affinities, starts)
         stores = [store] if affinities is None else [store, affinities]
         prompts = [row.prompt for row in batch.rows for _ in range(seeds)]
         guidance = batch.column("guidance").repeat_interleave(seeds)

@@ -167,7 +167,9 @@ def change_region(positions, phi: float):
     return region
 
 
-def instant_region(words, texts, options: _InstantOptions, changed: list[int] = ()):
+def instant_region(
+    words, texts, options: _InstantOptions, changed: list[int] = (), start: tuple[int, ...] = (0,)
+):
     """InstDiffEdit's instant mask; the index word and word split kept from the first call.
 
     ``changed``: the words (indices) the prompt changes against a caption of the input
@@ -179,17 +181,18 @@ def instant_region(words, texts, options: _InstantOptions, changed: list[int] = 
     outside's alignment. Otherwise each changed object word's own map (blurred and
     thresholded as the instant mask) joins it, so that the region covers what the new
     words name where the index word's map misses part of it; changed background words are
-    then left out (a broad map, e.g. a position word's, is not taken to be the edit)."""
+    then left out (a broad map, e.g. a position word's, is not taken to be the edit).
+    ``start``: the start token's columns (laspa.masks.prepared_word_maps)."""
     chosen = None
     kinds: list[bool] | None = None
 
     def region(token_maps: torch.Tensor, size) -> torch.Tensor:
         nonlocal chosen, kinds
-        mask, chosen = instant_mask(token_maps, words, size, options, chosen, texts)
+        mask, chosen = instant_mask(token_maps, words, size, options, chosen, texts, start=start)
         if not changed:
             return mask
         start_inverted, changed_maps = prepared_word_maps(
-            token_maps, [words[i] for i in changed], size, options.word_resize
+            token_maps, [words[i] for i in changed], size, options.word_resize, start
         )
         if kinds is None:
             kinds = [on_background(m, start_inverted) for m in changed_maps]
@@ -283,4 +286,5 @@ class LaspaLocal(_Laspa):
         texts = [w.word for w in words]
         source = [w.word for w in engine.word_tokens(params.source_prompt)]
         changed = changed_words(source, texts)
-        return instant_region([w.positions for w in words], texts, options, changed)
+        start = engine.start_positions(row.prompt)
+        return instant_region([w.positions for w in words], texts, options, changed, start)

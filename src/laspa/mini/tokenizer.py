@@ -11,6 +11,7 @@ and any other text still tokenises (it falls back to single characters).
 from __future__ import annotations
 
 import json
+import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -128,5 +129,72 @@ def write_bpe_tokenizer(merges: Sequence[tuple[str, str]], folder: Path, max_len
         unk_token=EOS,
         pad_token=EOS,
     )
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+# ------------------------------------------------------------------ T5-style pieces
+
+#: SentencePiece's mark of a piece that starts a word (the space before it)
+WORD_START = "\u2581"
+T5_SPECIALS = ("<pad>", "</s>", "<unk>")  # T5's ids 0, 1, 2
+
+
+def unigram_pieces(words: Iterable[str], split: dict[str, Sequence[str]] | None = None):
+    """Scored pieces for a SentencePiece-style Unigram model: each word as one piece
+    marked with :data:`WORD_START`, each word of ``split`` as the pieces given (the first
+    one marked), and every letter and digit alone (so any word tokenises, in pieces, as
+    T5's vocabulary splits words it lacks; case is kept, as T5's is). Whole words score
+    above their pieces, so Viterbi picks them."""
+    pieces: dict[str, float] = {}
+    for word in words:
+        pieces.setdefault(WORD_START + word.lower(), -5.0)
+    for parts in (split or {}).values():
+        for index, part in enumerate(parts):
+            pieces.setdefault((WORD_START if index == 0 else "") + part, -6.0)
+    pieces.setdefault(WORD_START, -8.0)
+    alphabet = string.ascii_letters + string.digits + string.punctuation
+    for char in alphabet:
+        pieces.setdefault(char, -10.0)
+        pieces.setdefault(WORD_START + char, -10.5)
+    return list(pieces.items())
+
+
+def write_unigram_tokenizer(
+    words: Iterable[str],
+    folder: Path,
+    max_length: int,
+    split: dict[str, Sequence[str]] | None = None,
+) -> Path:
+    """A T5-kind tokenizer folder (``T5TokenizerFast``): a ``tokenizers`` Unigram model over
+    :func:`unigram_pieces`, SentencePiece's word-start mark (Metaspace), no start token,
+    ``</s>`` after the text, ``<pad>`` as padding: what FLUX's and SD3's T5 tokenizers
+    are, over a small vocabulary (no SentencePiece model file needed)."""
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
+    from transformers import T5TokenizerFast
+
+    vocab = [(special, 0.0) for special in T5_SPECIALS] + unigram_pieces(words, split)
+    backend = Tokenizer(models.Unigram(vocab, unk_id=T5_SPECIALS.index("<unk>")))
+    backend.normalizer = normalizers.Replace(Regex(" {2,}"), " ")  # T5 keeps case
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(WORD_START, prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(WORD_START, prepend_scheme="always")
+    end = T5_SPECIALS.index("</s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", end)]
+    )
+    tokenizer = T5TokenizerFast(
+        tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        extra_ids=0, model_max_length=max_length,
+    )  # fmt: skip
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(folder))
     return folder
