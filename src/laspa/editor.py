@@ -158,6 +158,8 @@ class Editor:
             inversion_cache_size=inversion_cache_size, text=text,
         )  # fmt: skip
         self.scheduler = self.engine.scheduler  # DDIM, from the checkpoint's config
+        #: the sampler "auto" runs: the one the checkpoint's scheduler config names
+        self.default_sampler: str = self.engine.default_sampler
         self.attention = self.engine.attention
         self.denoiser = self.engine.denoiser
         self.name = name
@@ -602,13 +604,13 @@ class Editor:
             if steps is not None:
                 variant["steps"] = steps
         # "auto" is the model's sampler now: options that cannot act on it are refused
-        params = make_params(method, variant, sampler=self.engine.default_sampler)
+        params = make_params(method, variant, sampler=self.default_sampler)
         return EditRow(prompt, seed, params)
 
     def default_steps(self, sampler: str | None = None) -> int | None:
         """The steps of an edit that names none: 4 on a few-step sampler (LCM, TCD), the
         method's own default (None) otherwise. ``sampler``: the edit's, or the model's."""
-        name = self.engine.default_sampler if sampler in (None, "auto") else sampler
+        name = self.default_sampler if sampler in (None, "auto") else sampler
         return SAMPLERS[name].default_steps if name in SAMPLERS else None
 
 

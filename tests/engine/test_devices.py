@@ -24,9 +24,13 @@ from laspa.testing import SecondDevice, tiny_components
 
 PROMPT = "a red cat on a blue background"
 #: what a method needs besides its defaults to run on PROMPT
-NEEDS = {
-    "laspa-mix": {"subject": "cat", "change": "background"},
-    "laspa-local": {"change": "background"},  # for region=change
+NEEDS = {"laspa-mix": {"subject": "cat"}}
+#: what a choice needs beside it: the options that act only with it (the others refused)
+WITH = {
+    ("keep", "rest"): {"subject": None, "change": "background"},
+    ("region", "change"): {"change": "background"},
+    ("step_noise", "fixed"): {"sampler": "ancestral"},
+    ("step_noise", "fresh"): {"sampler": "ancestral"},
 }
 #: options that take another path through a method without being a choice
 MORE = {
@@ -46,7 +50,10 @@ def refused(method: str, name: str, value) -> bool:
         return value == "embedding"
     if name == "sampler" and value in SAMPLERS and "unet" not in SAMPLERS[value].kinds:
         return True  # flow: flow models only (tests/engine/test_flow.py)
-    return name == "sampler" and METHODS[method].needs_deterministic_sampler and value != "ddim"
+    deterministic_only = METHODS[method].needs_deterministic_sampler
+    if name == "step_noise":  # acts only with a sampler that adds noise
+        return deterministic_only
+    return name == "sampler" and deterministic_only and value != "ddim"
 
 
 def variants(method: str) -> list[dict]:
@@ -56,7 +63,8 @@ def variants(method: str) -> list[dict]:
     for spec in dataclasses.fields(METHODS[method].Params):
         for value in spec.metadata.get("choices") or ():
             if value != spec.default and not refused(method, spec.name, value):
-                found.append({**base, spec.name: value})
+                variant = {**base, spec.name: value, **WITH.get((spec.name, value), {})}
+                found.append({k: v for k, v in variant.items() if v is not None})
     found += [{**base, **extra} for extra in MORE.get(method, [])]
     return found
 

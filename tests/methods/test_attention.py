@@ -218,6 +218,8 @@ def test_laspa_mix_change_word_checks():
                      keep="rest", change="background", steps=3, K=100)  # fmt: skip
     assert result.mask.shape == (1, 16, 16)
     with pytest.raises(ParameterError, match="needs a change word"):
+        ed.edit(picture(), "a red cat", method="laspa-mix", keep="rest", steps=2)
+    with pytest.raises(ParameterError, match="subject acts only with keep=subject"):
         ed.edit(picture(), "a red cat", method="laspa-mix", keep="rest", subject="cat", steps=2)
     with pytest.raises(ParameterError, match="change: the word 'dog' does not occur"):
         ed.edit(picture(), "a red cat", method="laspa-mix", keep="rest", change="dog", steps=2)
