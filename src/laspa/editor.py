@@ -41,7 +41,7 @@ from .models import (
     folder_kind,
     is_sdxl,
 )
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, few_step_alignment
 from .tokens import phrase_occurs
 
 DEFAULT_METHOD = "laspa-x0"
@@ -603,9 +603,31 @@ class Editor:
             steps = self.default_steps(variant.get("sampler"))
             if steps is not None:
                 variant["steps"] = steps
+        variant = {**self.schedule_defaults(method, variant), **variant}
         # "auto" is the model's sampler now: options that cannot act on it are refused
         params = make_params(method, variant, sampler=self.default_sampler)
         return EditRow(prompt, seed, params)
+
+    def schedule_defaults(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Defaults of ``method`` that differ on this edit's schedule: on a few-step sampler
+        (LCM, TCD) LASPA's alignment ends (laspa.samplers.few_step_alignment), so that
+        its defaults edit at 1-8 steps as they do at 50; nothing on other samplers.
+        ``options``: the edit's (its sampler and steps); what it names wins."""
+        sampler = options.get("sampler")
+        name = self.default_sampler if sampler in (None, "auto") else sampler
+        if name not in SAMPLERS or SAMPLERS[name].default_steps is None:
+            return {}
+        fields = {f.name for f in dataclasses.fields(get_method(method).Params)}
+        wanted = fields & {"K", "K_in"}
+        if not wanted:
+            return {}
+        steps = options.get("steps")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            return {}  # refused, in its own words, when the Params are made
+        gamma = options.get("gamma", 0.3)
+        gamma = gamma if isinstance(gamma, float | int) and 0 <= gamma <= 1 else 0.3
+        schedule = SAMPLERS[name].steps(self.denoiser, steps, gamma)
+        return {k: v for k, v in few_step_alignment(schedule).items() if k in wanted}
 
     def default_steps(self, sampler: str | None = None) -> int | None:
         """The steps of an edit that names none: 4 on a few-step sampler (LCM, TCD), the

@@ -295,3 +295,32 @@ def test_tcd_is_refused_by_inverting_methods_and_picked_for_a_tcd_scheduler():
     with pytest.raises(ParameterError, match="use --sampler ddim, not tcd"):
         make_params("fpe", {"sampler": "tcd"})
     assert editor(scheduler_class="TCDScheduler").engine.default_sampler == "tcd"
+
+
+# ------------------------------------------------------------- few-step alignment ends
+
+
+def test_few_step_schedules_leave_laspas_last_steps_free(lcm, tiny):
+    """K = 200 aligns every step of LCM's 999, 759, 499, 259 (the output is 0.9 of the
+    input): on a few-step schedule LASPA's K leaves the last step free, laspa-local's
+    K_in the region from t = 500 on; the edit's own values win, other samplers keep 200."""
+    lcm_t = [s.t for s in SAMPLERS["lcm"].steps(lcm.engine.denoiser, 4)]
+    assert lcm_t == [999, 759, 499, 259]
+    assert lcm._row("laspa-x0", {"prompt": PROMPT}).params.K == 300  # t = 259 free
+    assert lcm._row("laspa-x0", {"prompt": PROMPT, "steps": 2}).params.K == 499
+    assert lcm._row("laspa-eps", {"prompt": PROMPT, "steps": 8}).params.K == 300
+    assert lcm._row("laspa-local", {"prompt": PROMPT}).params.K_in == 500
+    assert lcm._row("laspa-x0", {"prompt": PROMPT, "K": 200}).params.K == 200
+    assert lcm._row("laspa-x0", {"prompt": PROMPT, "sampler": "ddim"}).params.K == 200
+    assert lcm._row("sdedit", {"prompt": PROMPT}).params.strength == 0.8  # no K: untouched
+    assert tiny._row("laspa-x0", {"prompt": PROMPT}).params.K == 200
+    tcd = tiny._row("laspa-x0", {"prompt": PROMPT, "sampler": "tcd", "gamma": 0.0})
+    assert tcd.params.steps == 4 and tcd.params.K == 300
+
+
+def test_at_two_lcm_steps_the_default_edit_is_not_the_input(lcm):
+    """K = 200 aligns both of LCM's two steps (999, 499), as K = 0 does: the default now
+    leaves the last one to the prompt."""
+    aligned = lcm.edit(picture(), PROMPT, steps=2, K=0, seed=3)
+    default = lcm.edit(picture(), PROMPT, steps=2, seed=3)
+    assert not torch.equal(aligned.latent, default.latent)
