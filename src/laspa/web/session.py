@@ -204,6 +204,16 @@ def suggested_steps(editor) -> int | None:
     return editor.default_steps()
 
 
+def suggested_alignment(editor, steps: int | None) -> dict[str, int]:
+    """The K and K_in the page proposes for ``editor`` at ``steps``: a few-step schedule's
+    own (laspa.samplers.few_step_alignment), else the methods' defaults."""
+    proposed = {"K": opts.all_options()["K"].default, "K_in": opts.all_options()["K_in"].default}
+    for method in ("laspa-x0", "laspa-local"):
+        options = {} if steps is None else {"steps": steps}
+        proposed.update(editor.schedule_defaults(method, options))
+    return proposed
+
+
 class WebSession:
     """The offered models serving one request at a time (an Editor is not thread-safe)."""
 
