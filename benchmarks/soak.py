@@ -29,7 +29,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -196,20 +195,12 @@ def _prune(folder: Path) -> None:
 
 
 def soak_video(log: Log, editor, frames: int, steps: int, folder: Path) -> None:
-    import av
+    from web_video import write_clip  # benchmarks/, this script's folder
 
     from laspa import video
-    from laspa.world.clips import sample_clip
 
     clip = folder / "clip.mp4"
-    case = sample_clip(0, frames=frames, size=64)
-    with av.open(str(clip), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(8), options={"crf": "17"})
-        stream.width = stream.height = 64
-        stream.pix_fmt = "yuv420p"
-        for picture in case.source_frames():
-            container.mux(stream.encode(av.VideoFrame.from_image(picture)))
-        container.mux(stream.encode(None))
+    prompt = write_clip(clip, frames)
     output = folder / "edited.webm"
     done = [0]
 
@@ -219,9 +210,7 @@ def soak_video(log: Log, editor, frames: int, steps: int, folder: Path) -> None:
             log.sample(f"video: {done[0]} frames")
 
     try:
-        summary = video.edit_video(
-            editor, clip, case.prompts[1], output, steps=steps, progress=progress
-        )
+        summary = video.edit_video(editor, clip, prompt, output, steps=steps, progress=progress)
         if summary.frames != frames:
             log.fail("video", f"{summary.frames} frames edited of {frames}")
     except Exception as error:

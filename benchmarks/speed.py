@@ -19,11 +19,11 @@ inversion is cached; InstDiffEdit and DiffEdit rows also carry ``ratio_to_peer_d
 diffusers' DiffEdit pipeline timed in the same rounds), then one line per batch size with
 the per-edit seconds of ``laspa-x0`` when 1, 4 and 8 edits of one image share a batch.
 
-``--few-step mini-lcm`` adds rows ``laspa-x0@mini-lcm-N``: LASPA x0 on that few-step model
-at each of ``--few-step-steps`` (default 2,4,8), timed in the same rounds, each with its
-ratio to ``laspa-x0`` on the main model (``--steps``) and to ``peer-diffedit``;
-``--few-step-set`` gives those rows' options (default: the settings docs/results.md
-measures mini-lcm's edits with, TCD at gamma 0, K 300, beta 0.75).
+``--few-step mini-lcm`` adds rows ``METHOD@mini-lcm-N``: each of ``--few-step-methods``
+(default laspa-x0) on that few-step model at each of ``--few-step-steps`` (default 2,4,8),
+timed in the same rounds, each with its ratio to ``laspa-x0`` on the main model
+(``--steps``) and to ``peer-diffedit``; ``--few-step-set`` gives those rows' options
+(default: none, the methods' own few-step defaults).
 
     python benchmarks/speed.py                       # bundled miniature (tiny random if missing)
     python benchmarks/speed.py --threads 1,2 --methods laspa-x0,laspa-input,laspa-eps
@@ -183,8 +183,11 @@ def main() -> None:
     parser.add_argument("--few-step", default=None, help="a few-step model, e.g. mini-lcm")
     parser.add_argument("--few-step-steps", default="2,4,8", help="its step counts")
     parser.add_argument(
-        "--few-step-set", default="sampler=tcd,gamma=0,K=300,beta=0.75",
-        help="laspa-x0's options on the few-step model, NAME=VALUE,...",
+        "--few-step-methods", default="laspa-x0", help="methods timed on it, comma-separated"
+    )
+    parser.add_argument(
+        "--few-step-set", default="",
+        help="the few-step method's options, NAME=VALUE,... (default: its own defaults)",
     )  # fmt: skip
     args = parser.parse_args()
 
@@ -224,11 +227,12 @@ def main() -> None:
     few_step_rows = {}
     if args.few_step:
         few_editor, few_name = load(args.few_step)
-        few_options = method_options(
-            "laspa-x0", {}, [kv for kv in args.few_step_set.split(",") if kv.strip()]
-        )
-        for count in (int(s) for s in args.few_step_steps.split(",") if s.strip()):
-            few_step_rows[f"laspa-x0@{args.few_step}-{count}"] = (few_editor, count)
+        settings = [kv for kv in args.few_step_set.split(",") if kv.strip()]
+        for few_method in (m for m in args.few_step_methods.split(",") if m.strip()):
+            few_options = method_options(few_method, {}, settings)
+            for count in (int(s) for s in args.few_step_steps.split(",") if s.strip()):
+                row = (few_editor, count, few_method, few_options)
+                few_step_rows[f"{few_method}@{args.few_step}-{count}"] = row
         methods += list(few_step_rows)
     timed = ["generate", "loop-generate", *methods]
     if "fpe" in methods:  # the second edit of an image reuses its cached inversion
@@ -241,11 +245,8 @@ def main() -> None:
         editor.edit(image, prompt, method="laspa-x0", **common)
         if diffedit is not None:
             diffedit.run(image, prompt, 0, diffedit_params)
-        for few_editor, count in few_step_rows.values():
-            few_editor.edit(
-                image, prompt, method="laspa-x0", steps=count, guidance=args.guidance,
-                **few_options,
-            )  # fmt: skip
+        for few_editor, count, few_method, few_options in few_step_rows.values():
+            few_editor.edit(image, prompt, method=few_method, steps=count, **few_options)
     for round_index in range(args.rounds):
         order = [m for m in timed if m != "fpe-warm-cache"]
         thread_order = list(counts)
@@ -256,10 +257,10 @@ def main() -> None:
             torch.set_num_threads(threads)
             for method in order:
                 if method in few_step_rows:
-                    few_editor, count = few_step_rows[method]
+                    few_editor, count, few_method, few_options = few_step_rows[method]
                     result = few_editor.edit(
-                        image, prompt, method="laspa-x0", seed=round_index, steps=count,
-                        guidance=args.guidance, **few_options,
+                        image, prompt, method=few_method, seed=round_index, steps=count,
+                        **few_options,
                     )  # fmt: skip
                     evals[method] = result.unet_evals
                     timings[threads, method].append(result.seconds)
