@@ -6,6 +6,7 @@ benchmarks (benchmarks/speed.py), the commands in docs/results.md that rebuild t
 SD3 / FLUX folders, and the tests of code built on laspa. Public: ``tiny_editor``,
 ``tiny_components``, ``save_tiny_model``, ``save_tiny_sdxl_model``,
 ``save_tiny_sd3_model``, ``save_tiny_flux_model`` (and their ``*_components``),
+``tiny_t5_tokenizer`` (a T5-kind tokenizer: SentencePiece-style pieces, no start token),
 ``SecondDevice`` (a stand-in GPU on a CPU-only machine) and ``run_cli`` (the ``laspa``
 command in-process under pytest). It sits on top of the layers (it may import the CLI);
 no other module of laspa imports it.
