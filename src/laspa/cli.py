@@ -309,9 +309,13 @@ def mask_image(mask, size: tuple[int, int]):
 def attention(
     image: Path = typer.Argument(..., help="input image"),
     prompt: str = typer.Argument(..., help="prompt whose words' maps to read"),
-    output: Path = typer.Option(..., "-o", "--output", help="output PNG"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="output PNG"),
     word: list[str] = typer.Option([], "--word", "-w", help="word (or phrase) to map; repeatable"),
     all_words: bool = typer.Option(False, "--all-words", help="a labelled grid of every word"),
+    tokens: bool = typer.Option(
+        False, "--tokens", help="print every attention column: its index, token and word"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="with --tokens: a JSON list"),
     method: str = typer.Option(
         "laspa-x0", "--method", "-m", help="a LASPA method, or instdiffedit (its mask's maps)"
     ),
@@ -326,12 +330,23 @@ def attention(
     threads: int | None = ThreadsOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
-    """Cross-attention map of prompt words on IMAGE, from one aligned pass (no inversion)."""
+    """Cross-attention map of prompt words on IMAGE, from one aligned pass (no inversion);
+    --tokens: the columns those maps are read from, each with its token and word."""
     from . import images
     from .methods.base import check_prompt, check_seed, check_text, get_method
     from .tokens import phrase_occurs
     from .visual import labelled_grid, map_overlay
 
+    if tokens:
+        _print_columns(image, prompt, as_json, model, device, threads, {
+            "-o": output, "--word": word or None, "--all-words": all_words or None, "--K": K,
+            "--beta": beta, "--steps": steps, "--sampler": sampler, "--set": settings or None,
+        })  # fmt: skip
+        return
+    if as_json:
+        raise LaspaError("--json acts only with --tokens")
+    if output is None:
+        raise LaspaError("name the output PNG with -o (or ask for --tokens)")
     if not word and not all_words:
         raise LaspaError("name a --word, or ask for --all-words")
     given = {"K": K, "beta": beta, "steps": steps, "sampler": sampler}
@@ -356,6 +371,27 @@ def attention(
     picture_out = labelled_grid([overlays], [""], list(maps)) if len(maps) > 1 else overlays[0]
     images.save_image(picture_out, output)
     done(model, f"wrote {output} ({', '.join(maps)})")
+
+
+def _print_columns(image, prompt, as_json, model, device, threads, idle) -> None:
+    """``laspa attention --tokens``: every column, its token and its word, to stdout."""
+    import json
+
+    from . import images
+    from .methods.base import check_prompt
+
+    for name, value in idle.items():
+        if value is not None:
+            raise LaspaError(f"{name} cannot act with --tokens (it reads no map)")
+    check_prompt(prompt)
+    images.load_image(image)  # the same IMAGE the maps would be read on
+    columns = load_editor(model, device, threads).attention_columns(prompt)
+    if as_json:
+        rows = [{"column": c, "token": t, "word": w} for c, t, w in columns]
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for column, token, word in columns:
+        typer.echo(f"{column}\t{token}\t{word or ''}")
 
 
 @app.command(cls=SchemaHelp)

@@ -411,6 +411,13 @@ class Editor:
         variant = {"prompt": prompt, "seed": seed, **params}
         return self.edit_many(image, [variant], method, record_attention=record_attention)[0]
 
+    def attention_columns(self, prompt: str) -> list[tuple[int, str, str | None]]:
+        """Every text column the word maps are read from: (column, token, the prompt word
+        it belongs to, or None), from the tokenizer whose tokens the attention sees (T5's
+        on FLUX, CLIP's elsewhere): what a user debugging a map needs."""
+        check_prompt(prompt)
+        return self.engine.attention_columns(prompt)
+
     def attention_maps(
         self,
         image: Image.Image | str | Path,

@@ -354,6 +354,18 @@ class Engine:
             return (0,)
         return trailing_positions(self.attention_tokenizer, prompt, self._text.max_sequence_length)
 
+    def attention_columns(self, prompt: str) -> list[tuple[int, str, str | None]]:
+        """Every text column word maps are read from, as (column, token, word): the
+        family's tokenizer's tokens of ``prompt`` padded as the model reads them, and the
+        prompt word each belongs to (None for the start, end and padding tokens)."""
+        tokenizer, length = self.attention_tokenizer, self._text.word_columns
+        ids = tokenizer(
+            prompt, padding="max_length", max_length=length, truncation=True
+        ).input_ids  # fmt: skip
+        owner = {p: w.word for w in self.word_tokens(prompt) for p in w.positions}
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        return [(column, token, owner.get(column)) for column, token in enumerate(tokens)]
+
     # ------------------------------------------------------------------ sampling
     def sampler(self, batch: EditBatch | None = None) -> str:
         """The sampler the batch runs: its ``sampler`` option, or the model's own."""

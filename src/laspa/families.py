@@ -19,7 +19,8 @@ see which family runs:
 Each also names the tokenizer whose tokens the attention's text columns are, from column
 0 on (``attention_tokenizer``): a word's map is read from that tokenizer's positions of
 the word, and ``has_start_token`` says whether column 0 is a start token (CLIP's is; T5's
-sequence starts with the first word).
+sequence starts with the first word); ``word_columns`` is how many columns that tokenizer's
+tokens fill (SD3's T5 columns follow its CLIP ones and hold no word map).
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ def token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
     ).input_ids
 
 
-class StableDiffusionText:
+class _ClipColumns:
+    @property
+    def word_columns(self) -> int:
+        return self.attention_tokenizer.model_max_length
+
+
+class StableDiffusionText(_ClipColumns):
     """One CLIP text encoder's last hidden states; the UNet takes nothing else."""
 
     has_start_token = True
@@ -63,7 +70,7 @@ class StableDiffusionText:
         return {}
 
 
-class StableDiffusionXLText:
+class StableDiffusionXLText(_ClipColumns):
     """SDXL's two text encoders, pooled embeddings and size micro-conditioning, encoded
     as diffusers' StableDiffusionXLPipeline does (no clip skip, crop corner (0, 0),
     original size = target size = the image's size)."""
@@ -101,7 +108,7 @@ class StableDiffusionXLText:
         return {"time_ids": time_ids.to(self.device).expand(rows, -1)}
 
 
-class StableDiffusion3Text:
+class StableDiffusion3Text(_ClipColumns):
     """SD3's three text encoders, as diffusers' StableDiffusion3Pipeline encodes a prompt
     (no clip skip; the empty prompt encoded like any other): each CLIP encoder's
     penultimate hidden states side by side, zero-padded to the transformer's
@@ -180,6 +187,7 @@ class FluxText:
         self.clip, self.clip_tokenizer, self.device = clip, clip_tokenizer, device
         self.t5, self.t5_tokenizer = t5, t5_tokenizer
         self.attention_tokenizer = t5_tokenizer
+        self.word_columns = max_sequence_length
         self.max_sequence_length = max_sequence_length
 
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, Added]:

@@ -13,7 +13,13 @@ from PIL import Image
 
 from laspa import maps as maps_lib
 from laspa.editor import Editor
-from laspa.testing import save_tiny_flux_model, save_tiny_sd3_model, tiny_t5_tokenizer
+from laspa.testing import (
+    run_cli,
+    save_tiny_flux_model,
+    save_tiny_model,
+    save_tiny_sd3_model,
+    tiny_t5_tokenizer,
+)
 
 PROMPT = "a photo of a cat wearing sunglasses"
 
@@ -24,9 +30,13 @@ def picture() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def flux(tmp_path_factory):
-    folder = save_tiny_flux_model(tmp_path_factory.mktemp("flux") / "tiny-flux")
-    return Editor.from_pretrained(folder, device="cpu", dtype=torch.float32)
+def flux_folder(tmp_path_factory):
+    return save_tiny_flux_model(tmp_path_factory.mktemp("flux") / "tiny-flux")
+
+
+@pytest.fixture(scope="module")
+def flux(flux_folder):
+    return Editor.from_pretrained(flux_folder, device="cpu", dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +104,35 @@ def test_instdiffedit_on_flux_reads_the_start_map_from_the_end_and_padding(flux,
     assert result.mask is not None and seen
     end = pieces(flux.engine.attention_tokenizer, PROMPT).index("</s>")
     assert set(seen) == {tuple(range(end, 512))}
+
+
+def test_laspa_attention_tokens_lists_every_column_with_its_token_and_word(
+    flux_folder, tmp_path, capsys
+):
+    import json
+
+    image = tmp_path / "in.png"
+    picture().save(image)
+    code, out, err = run_cli(
+        capsys, "attention", image, PROMPT, "--tokens", "--json", "--model", flux_folder
+    )
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 512 and [r["column"] for r in rows] == list(range(512))
+    assert rows[4] == {"column": 4, "token": "▁cat", "word": "cat"}
+    assert rows[13] == {"column": 13, "token": "glasses", "word": "sunglasses"}
+    assert rows[14] == {"column": 14, "token": "</s>", "word": None}
+    sd = save_tiny_model(tmp_path / "sd")
+    code, out, err = run_cli(capsys, "attention", image, "a red cat", "--tokens", "--model", sd)
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and lines[0] == ["0", "<|startoftext|>", ""]
+    assert lines[3] == ["3", "cat</w>", "cat"] and len(lines) == 40  # the tiny CLIP's length
+    code, out, err = run_cli(
+        capsys, "attention", image, "a red cat", "--tokens", "-o", tmp_path / "x.png", "--model", sd
+    )
+    assert (
+        code == 2
+        and err.strip().splitlines()
+        == ["laspa: error: -o cannot act with --tokens (it reads no map)"]
+        and not (tmp_path / "x.png").exists()
+    )
