@@ -19,7 +19,7 @@ from . import images, methods
 from . import maps as maps_lib
 from .engine import Engine, Progress, is_flow_denoiser
 from .errors import ModelError, ParameterError, first_line
-from .families import FluxText, StableDiffusion3Text, StableDiffusionXLText
+from .families import FluxText, StableDiffusion3Text, StableDiffusionXLText, pipeline_defaults
 from .methods.base import (
     COMMON_BATCH_KEY,
     METHODS,
@@ -610,10 +610,28 @@ class Editor:
             steps = self.default_steps(variant.get("sampler"))
             if steps is not None:
                 variant["steps"] = steps
+        variant = {**self.family_defaults(method, variant), **variant}
         variant = {**self.schedule_defaults(method, variant), **variant}
         # "auto" is the model's sampler now: options that cannot act on it are refused
         params = make_params(method, variant, sampler=self.default_sampler)
         return EditRow(prompt, seed, params)
+
+    def family_defaults(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Defaults of ``method`` that are the model family's own: on SDXL, SD3 and FLUX the
+        steps and guidance its diffusers pipeline runs with (laspa.families.
+        pipeline_defaults); on SD 1.x / 2.x, where the methods' papers ran, their own
+        (LASPA's guidance 10); FlowEdit keeps its published values per family, and a
+        few-step sampler its own steps. ``options``: the edit's; what it names wins."""
+        family = self.engine.family
+        if family == "sd" or method == "flowedit":
+            return {}
+        embeds = self.engine.kind == "flow" and self.denoiser.guidance_embeds
+        defaults = pipeline_defaults(family, embeds)
+        sampler = options.get("sampler")
+        name = self.default_sampler if sampler in (None, "auto") else sampler
+        if name in SAMPLERS and SAMPLERS[name].default_steps is not None:
+            defaults.pop("steps")
+        return defaults
 
     def schedule_defaults(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
         """Defaults of ``method`` that differ on this edit's schedule: on a few-step sampler

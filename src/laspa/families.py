@@ -25,12 +25,46 @@ tokens fill (SD3's T5 columns follow its CLIP ones and hold no word map).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 
 #: per-row extra UNet inputs, each (rows, ...)
 Added = dict[str, torch.Tensor]
+
+
+#: each family's diffusers text-to-image pipeline: its ``__call__`` defaults are the
+#: family's own steps and guidance (read from it, never retyped here)
+PIPELINES = {
+    "sd": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+}
+
+
+@functools.cache
+def _pipeline_call(family: str) -> dict:
+    import inspect
+
+    import diffusers
+
+    return dict(inspect.signature(getattr(diffusers, PIPELINES[family]).__call__).parameters)
+
+
+def pipeline_defaults(family: str, guidance_embeds: bool = False) -> dict[str, float | int]:
+    """The steps and guidance a family's diffusers pipeline runs when given none.
+
+    FLUX's pipeline guides through the transformer's guidance embedding where there is one
+    (FLUX-dev: ``guidance_scale``) and otherwise not at all (``true_cfg_scale`` 1 by
+    default: schnell runs one row per step), so without an embedding its guidance is 1,
+    which laspa reads as none."""
+    call = _pipeline_call(family)
+    guidance = call["guidance_scale"].default
+    if family == "flux" and not guidance_embeds:
+        guidance = call["true_cfg_scale"].default
+    return {"steps": call["num_inference_steps"].default, "guidance": float(guidance)}
 
 
 def token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:

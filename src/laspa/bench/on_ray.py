@@ -52,7 +52,7 @@ def _worker_state(editor, request, clip_model: str) -> dict[str, Any]:
                     learned[key] = function
         cases = request.cases if request.cases is not None else _cases(request, editor.resolution)
         runner = Runner(editor)
-        runner.load_peers(request.specs)
+        runner.prepare(request.specs)
         _STATE.update(request=request, cases=cases, learned=learned, skipped=skipped, runner=runner)
     return _STATE
 
@@ -73,7 +73,10 @@ def run_case_payload(request, clip_model: str, editor, payload: str) -> str:
         sweep = sweep_case(state["runner"], index, case, request.sweep_specs, request.plan,
                            request.seed)  # fmt: skip
     # the case travels back too: the driver never renders cases at the model's size
-    answer = {"run": run, "sweep": sweep, "case": case, "skipped": state["skipped"]}
+    answer = {
+        "run": run, "sweep": sweep, "case": case, "skipped": state["skipped"],
+        "defaults": {name: spec.defaults for name, spec in request.specs.items()},
+    }  # fmt: skip
     return base64.b64encode(pickle.dumps(answer)).decode("ascii")
 
 
@@ -111,6 +114,8 @@ def run_request_on_ray(
     for key, reason in learned_skipped.items():
         note(f"laspa bench: skipped {key}: {reason}")
     skipped = {**(skipped or {}), **learned_skipped}
+    for name, defaults in (answers[0]["defaults"] if answers else {}).items():
+        request.specs[name].defaults = defaults  # the model's own, as the workers ran them
     result = assemble(
         answers[0]["run"].model, request.suite, request.seed, request.steps, request.specs,
         [answer["case"] for answer in answers], [answer["run"] for answer in answers],

@@ -48,8 +48,8 @@ class PeerOutput:
 
 @dataclass
 class SDEditPeerParams(CommonParams):
-    # guidance keeps the engine's default (10), not img2img's 7.5, so that ``sdedit`` and
-    # ``peer-sdedit`` are compared like for like
+    # guidance keeps the engine's default (10 on SD 1.x / 2.x, the family's pipeline's on the
+    # others), not img2img's 7.5, so that ``sdedit`` and ``peer-sdedit`` compare like for like
     strength: float = option(
         0.8, low=0.0, high=1.0, low_open=True, help="fraction of the schedule re-noised"
     )

@@ -51,6 +51,8 @@ class MethodSpec:
 
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: the model's own defaults for the method (Editor.family_defaults), below the overrides
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -98,7 +100,7 @@ class MethodSpec:
 
     def build(self, params: dict[str, Any]) -> Any:
         """The validated Params dataclass (raises ParameterError)."""
-        return make_params(self.method, params, self.params_cls)
+        return make_params(self.method, {**self.defaults, **params}, self.params_cls)
 
     def effective(self, hints: dict[str, Any] | None = None) -> dict[str, Any]:
         """The full parameter set as run, without per-case hint values (for the JSON)."""
@@ -214,6 +216,13 @@ class Runner:
                 final_alpha_one=self.editor.denoiser.final_alpha == 1.0,
             )
         return self._peers[name]
+
+    def prepare(self, specs: dict[str, MethodSpec]) -> None:
+        """Give every row the model's own defaults (a peer runs the family's steps and
+        guidance as the engine's methods do) and load the peers up front."""
+        for spec in specs.values():
+            spec.defaults = self.editor.family_defaults(spec.method, spec.overrides)
+        self.load_peers(specs)
 
     def load_peers(self, names: Iterable[str]) -> None:
         """Load the peers' pipelines up front, so loading is never timed as editing."""
@@ -448,7 +457,7 @@ def run_bench(
 ) -> BenchResult:
     """Run every method on every case (all methods of a case share its seed)."""
     runner = Runner(editor, progress)
-    runner.load_peers(specs)
+    runner.prepare(specs)
     start, cpu_start = time.perf_counter(), time.process_time()
     runs = [
         run_case(runner, index, case, specs, seed, learned, keep_images=index < samples)
@@ -572,7 +581,7 @@ def _exact_peer_spec(specs: dict[str, MethodSpec]) -> MethodSpec | None:
         return None
     ours = specs["sdedit"].build(specs["sdedit"].params())
     same = {k: getattr(ours, k) for k in ("steps", "guidance", "strength")}
-    return MethodSpec("peer-sdedit", {**same, "init": "latent"})
+    return MethodSpec("peer-sdedit", {**same, "init": "latent"}, specs["sdedit"].defaults)
 
 
 def _agreement(specs: dict[str, MethodSpec], values: dict[str, list[float]]) -> dict[str, Any]:
@@ -677,6 +686,7 @@ def run_sweeps(
     """For each method, each axis and each value: the means over cases of the trade-off
     metrics. One case's variants of one method share UNet batches (``edit_many``)."""
     runner = Runner(editor, progress)
+    runner.prepare(specs)
     return summarize_sweeps(
         [sweep_case(runner, index, case, specs, plan, seed) for index, case in enumerate(cases)]
     )
