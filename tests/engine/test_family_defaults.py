@@ -84,3 +84,12 @@ def test_schnell_runs_one_row_per_step_at_its_defaults(editors):
     image = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
     result = editors["flux-schnell"].edit(image, "a red cat", steps=3)
     assert result.unet_evals == 3
+
+
+def test_the_web_page_proposes_the_familys_own(editors):
+    from laspa.web.session import suggested_options, suggested_steps
+
+    assert suggested_steps(editors["sd3"]) == 28 and suggested_steps(editors["sd"]) is None
+    assert suggested_options(editors["sd3"], 28)["guidance"] == 7.0
+    assert suggested_options(editors["flux-schnell"], 28)["guidance"] == 1.0
+    assert suggested_options(editors["sd"], None) == {"K": 200, "K_in": 200, "guidance": 10.0}

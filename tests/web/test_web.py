@@ -19,7 +19,7 @@ from laspa.web.session import (
     WebSession,
     offered_samplers,
     shown_options,
-    suggested_alignment,
+    suggested_options,
     suggested_steps,
 )
 
@@ -289,8 +289,8 @@ def test_a_shelf_loads_one_model_at_a_time_and_keeps_serving_after_a_failed_load
     lcm = session.select_model("lcm")
     assert shelf.current == "lcm" and session.editor is lcm and suggested_steps(lcm) == 4
     # the page proposes a few-step schedule's alignment ends with its steps
-    assert suggested_alignment(lcm, 4) == {"K": 300, "K_in": 500}
-    assert suggested_alignment(editor, None) == {"K": 200, "K_in": 200}
+    assert suggested_options(lcm, 4) == {"K": 300, "K_in": 500, "guidance": 10.0}
+    assert suggested_options(editor, None) == {"K": 200, "K_in": 200, "guidance": 10.0}
     with pytest.raises(ModelError, match="not found"):
         session.select_model("broken")
     assert loads == ["tiny", "lcm", "broken", "lcm"] and shelf.current == "lcm"

@@ -45,7 +45,7 @@ from .session import (  # noqa: E402
     check_api_types,
     offered_samplers,
     shown_options,
-    suggested_alignment,
+    suggested_options,
     suggested_steps,
 )
 
@@ -460,7 +460,7 @@ def _layout(session: WebSession) -> _Page:
         scene_button = gr.Button("Load demo scene", scale=1, elem_id="load-scene")
     with gr.Tabs():
         steps = suggested_steps(session.editor)
-        proposed = {"steps": steps, **suggested_alignment(session.editor, steps)}
+        proposed = {"steps": steps, **suggested_options(session.editor, steps)}
         edit = _edit_tab(opts.all_options(DEFAULT_METHOD), proposed, session.traits())
         sweep = _sweep_tab()
         attention = _attention_tab()
@@ -613,7 +613,7 @@ def _wire_page(page: _Page, session: WebSession, downloads: _Downloads) -> None:
         offered, sampler = sampler_choice(method, chosen, name)
         updates = with_sampler(visibility(method, sampler, name), offered, sampler)
         steps = suggested_steps(editor) or opts.all_options(DEFAULT_METHOD)["steps"].default
-        proposed = {"steps": steps, **suggested_alignment(editor, steps)}
+        proposed = {"steps": steps, **suggested_options(editor, steps)}
         for name, value in proposed.items():
             index = names.index(name)
             updates[index] = {**updates[index], "value": value}

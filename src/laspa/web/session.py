@@ -200,16 +200,21 @@ def _free_memory() -> None:
 
 def suggested_steps(editor) -> int | None:
     """The steps the page proposes for ``editor``: a few-step model's own count (4 for
-    LCM), or None for the methods' default."""
-    return editor.default_steps()
+    LCM), the family pipeline's (28 on SD3 and FLUX), or None for the methods' default."""
+    return editor.default_steps() or editor.family_defaults("laspa-x0", {}).get("steps")
 
 
-def suggested_alignment(editor, steps: int | None) -> dict[str, int]:
-    """The K and K_in the page proposes for ``editor`` at ``steps``: a few-step schedule's
-    own (laspa.samplers.few_step_alignment), else the methods' defaults."""
-    proposed = {"K": opts.all_options()["K"].default, "K_in": opts.all_options()["K_in"].default}
+def suggested_options(editor, steps: int | None) -> dict[str, float | int]:
+    """The K, K_in and guidance the page proposes for ``editor`` at ``steps``: a few-step
+    schedule's alignment ends (laspa.samplers.few_step_alignment) and the family's own
+    guidance (Editor.family_defaults), else the methods' defaults."""
+    union = opts.all_options("laspa-x0")
+    proposed = {name: union[name].default for name in ("K", "K_in", "guidance")}
+    options = {} if steps is None else {"steps": steps}
+    proposed.update(
+        {k: v for k, v in editor.family_defaults("laspa-x0", options).items() if k != "steps"}
+    )
     for method in ("laspa-x0", "laspa-local"):
-        options = {} if steps is None else {"steps": steps}
         proposed.update(editor.schedule_defaults(method, options))
     return proposed
 
