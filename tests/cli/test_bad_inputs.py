@@ -517,6 +517,8 @@ def _cannot_act():
             opt("--sampler", "ddim", "--step-noise", "fresh"), "step_noise acts only with a sampler that adds noise"),
         "--step-noise with tcd at gamma 0": (
             opt("--sampler", "tcd", "--gamma", "0", "--step-noise", "fixed"), "this edit's is tcd with gamma 0"),
+        "--step-noise on a flow model": (
+            lambda p: p.edit("--step-noise", "fixed", "--model", "mini-flow"), "this edit's is flow"),
         "laspa-mix: --subject with keep=rest": (
             opt("-m", "laspa-mix", "--subject", "cat", "--keep", "rest"), "subject acts only with keep=subject"),
         "laspa-mix: --threshold of a soft mask": (

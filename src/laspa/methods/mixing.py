@@ -61,7 +61,10 @@ class MixParams(X0Params):
         if self.keep == "subject":
             idle["change"] = "change acts only with keep=rest (laspa-mix keeps the subject)"
         else:
-            idle["subject"] = "subject acts only with keep=subject (laspa-mix keeps the rest)"
+            idle["subject"] = (
+                "laspa-mix with keep=rest needs a change word (the region to redo); subject "
+                "acts only with keep=subject"
+            )
         if self.mask == "soft":
             idle["threshold"] = "threshold acts only with mask=hard"
         return idle
