@@ -41,7 +41,7 @@ from .models import (
     folder_kind,
     is_sdxl,
 )
-from .samplers import SAMPLERS, few_step_alignment
+from .samplers import SAMPLERS
 from .tokens import phrase_occurs
 
 DEFAULT_METHOD = "laspa-x0"
@@ -610,55 +610,50 @@ class Editor:
             steps = self.default_steps(variant.get("sampler"))
             if steps is not None:
                 variant["steps"] = steps
-        variant = {**self.family_defaults(method, variant), **variant}
-        variant = {**self.schedule_defaults(method, variant), **variant}
+        params_cls = get_method(method).Params
+        variant = {**self.family_defaults(params_cls, variant), **variant}
+        variant = {**self.schedule_defaults(params_cls, variant), **variant}
         # "auto" is the model's sampler now: options that cannot act on it are refused
         params = make_params(method, variant, sampler=self.default_sampler)
         return EditRow(prompt, seed, params)
 
-    def family_defaults(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Defaults of ``method`` that are the model family's own: on SDXL, SD3 and FLUX the
-        steps and guidance its diffusers pipeline runs with (laspa.families.
-        pipeline_defaults); on SD 1.x / 2.x, where the methods' papers ran, their own
-        (LASPA's guidance 10); FlowEdit keeps its published values per family, and a
-        few-step sampler its own steps. ``options``: the edit's; what it names wins."""
-        family = self.engine.family
-        if family == "sd" or method == "flowedit":
+    def family_defaults(self, params_cls: type, options: dict[str, Any]) -> dict[str, Any]:
+        """Defaults of a method (its ``params_cls``) that are the model family's own: on
+        SDXL, SD3 and FLUX the steps and guidance its diffusers pipeline runs with
+        (laspa.families.pipeline_defaults); on SD 1.x / 2.x, where the methods' papers ran,
+        their own (LASPA's guidance 10); none for a method with its own table per family
+        (``uses_family_defaults``), and a few-step sampler keeps its steps. ``options``:
+        the edit's; what it names wins."""
+        if self.engine.family == "sd" or not params_cls.uses_family_defaults:
             return {}
         embeds = self.engine.kind == "flow" and self.denoiser.guidance_embeds
-        defaults = pipeline_defaults(family, embeds)
-        sampler = options.get("sampler")
-        name = self.default_sampler if sampler in (None, "auto") else sampler
-        if name in SAMPLERS and SAMPLERS[name].default_steps is not None:
+        defaults = pipeline_defaults(self.engine.family, embeds)
+        if self._sampler_of(options).default_steps is not None:
             defaults.pop("steps")
         return defaults
 
-    def schedule_defaults(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Defaults of ``method`` that differ on this edit's schedule: on a few-step sampler
-        (LCM, TCD) LASPA's alignment ends (laspa.samplers.few_step_alignment), so that
-        its defaults edit at 1-8 steps as they do at 50; nothing on other samplers.
+    def schedule_defaults(self, params_cls: type, options: dict[str, Any]) -> dict[str, Any]:
+        """Defaults of a method (its ``params_cls``) that differ on this edit's schedule:
+        on a few-step sampler (LCM, TCD) its ``few_step_defaults``; none on others.
         ``options``: the edit's (its sampler and steps); what it names wins."""
-        sampler = options.get("sampler")
-        name = self.default_sampler if sampler in (None, "auto") else sampler
-        if name not in SAMPLERS or SAMPLERS[name].default_steps is None:
+        sampler, steps = self._sampler_of(options), options.get("steps")
+        if sampler.default_steps is None:
             return {}
-        fields = {f.name for f in dataclasses.fields(get_method(method).Params)}
-        wanted = fields & {"K", "K_in"}
-        if not wanted:
-            return {}
-        steps = options.get("steps")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             return {}  # refused, in its own words, when the Params are made
-        gamma = options.get("gamma", 0.3)
-        gamma = gamma if isinstance(gamma, float | int) and 0 <= gamma <= 1 else 0.3
-        schedule = SAMPLERS[name].steps(self.denoiser, steps, gamma)
-        return {k: v for k, v in few_step_alignment(schedule).items() if k in wanted}
+        return params_cls.few_step_defaults(sampler.steps(self.denoiser, steps))
+
+    def _sampler_of(self, options: dict[str, Any]):
+        """The Sampler an edit's ``sampler`` option names ("auto": the model's own); an
+        unknown name is refused when the Params are made, so DDIM stands in here."""
+        name = options.get("sampler")
+        name = self.default_sampler if name in (None, "auto") else name
+        return SAMPLERS.get(name, SAMPLERS["ddim"])
 
     def default_steps(self, sampler: str | None = None) -> int | None:
         """The steps of an edit that names none: 4 on a few-step sampler (LCM, TCD), the
         method's own default (None) otherwise. ``sampler``: the edit's, or the model's."""
-        name = self.default_sampler if sampler in (None, "auto") else sampler
-        return SAMPLERS[name].default_steps if name in SAMPLERS else None
+        return self._sampler_of({"sampler": sampler}).default_steps
 
 
 def check_method_fits(method: str, sampler: str | None, model: str | Path | None) -> None:

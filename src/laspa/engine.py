@@ -352,7 +352,7 @@ class Engine:
         the start token where the family has one, else the end and padding tokens."""
         if self._text.has_start_token:
             return (0,)
-        return trailing_positions(self.attention_tokenizer, prompt, self._text.max_sequence_length)
+        return trailing_positions(self.attention_tokenizer, prompt, self._text.word_columns)
 
     def attention_columns(self, prompt: str) -> list[tuple[int, str, str | None]]:
         """Every text column word maps are read from, as (column, token, word): the

@@ -79,6 +79,11 @@ def token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
 
 
 class _ClipColumns:
+    """A family whose attention's text columns begin with a CLIP tokenizer's tokens:
+    a start token at column 0, then the words, over the tokenizer's length."""
+
+    has_start_token = True
+
     @property
     def word_columns(self) -> int:
         return self.attention_tokenizer.model_max_length
@@ -86,8 +91,6 @@ class _ClipColumns:
 
 class StableDiffusionText(_ClipColumns):
     """One CLIP text encoder's last hidden states; the UNet takes nothing else."""
-
-    has_start_token = True
 
     def __init__(self, text_encoder, tokenizer, device: torch.device):
         self.text_encoder, self.tokenizer, self.device = text_encoder, tokenizer, device
@@ -108,8 +111,6 @@ class StableDiffusionXLText(_ClipColumns):
     """SDXL's two text encoders, pooled embeddings and size micro-conditioning, encoded
     as diffusers' StableDiffusionXLPipeline does (no clip skip, crop corner (0, 0),
     original size = target size = the image's size)."""
-
-    has_start_token = True
 
     def __init__(
         self, text_encoders: Sequence, tokenizers: Sequence, device: torch.device,
@@ -155,8 +156,6 @@ class StableDiffusion3Text(_ClipColumns):
     ``last_token_repeats`` says how many it stands for: the joint-attention processor
     adds ``log(repeats)`` to its logits (laspa.attention.LaspaJointAttnProcessor), which
     computes what the pipeline computes with far fewer tokens."""
-
-    has_start_token = True
 
     def __init__(
         self, text_encoders: Sequence, tokenizers: Sequence, device: torch.device,

@@ -46,20 +46,6 @@ if TYPE_CHECKING:
     from .loop import Denoiser
 
 
-#: Few-step schedules (LCM, TCD): LASPA's K leaves at least the last step free (K = 200
-#: would align every step of 999, 759, 499, 259 and return 0.9 of the input), and
-#: laspa-local's K_in leaves the region free from t = 500 on (docs/results.md, "Few steps").
-FEW_STEP_K = 300
-FEW_STEP_K_IN = 500
-
-
-def few_step_alignment(steps: list[Step]) -> dict[str, int]:
-    """LASPA's alignment ends on a few-step schedule ``steps``: ``K`` aligns while
-    t > max(FEW_STEP_K, the last step's t), so the last step is never aligned (at 2 steps,
-    999 and 499, it is half of them), and ``K_in`` is FEW_STEP_K_IN."""
-    return {"K": max(FEW_STEP_K, int(steps[-1].t)), "K_in": FEW_STEP_K_IN}
-
-
 class Sampler:
     """A step rule: the steps of ``num_steps`` on a denoiser's noise schedule."""
 

@@ -221,7 +221,7 @@ class Runner:
         """Give every row the model's own defaults (a peer runs the family's steps and
         guidance as the engine's methods do) and load the peers up front."""
         for spec in specs.values():
-            spec.defaults = self.editor.family_defaults(spec.method, spec.overrides)
+            spec.defaults = self.editor.family_defaults(spec.params_cls, spec.overrides)
         self.load_peers(specs)
 
     def load_peers(self, names: Iterable[str]) -> None:

@@ -97,6 +97,16 @@ class CommonParams:
         "embedding where the UNet has one",
     )  # fmt: skip
 
+    #: whether an edit that names no steps or guidance runs its model family's own
+    #: (Editor.family_defaults); False where a method carries its own table per family
+    uses_family_defaults: ClassVar[bool] = True
+
+    @classmethod
+    def few_step_defaults(cls, steps: list) -> dict[str, Any]:
+        """Defaults that differ on a few-step schedule (LCM, TCD) of ``steps``, so that a
+        method's defaults edit at 1-8 steps as they do at 50: none here."""
+        return {}
+
     @classmethod
     def implied(cls, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` with the values other given options imply (an alias such as

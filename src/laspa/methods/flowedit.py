@@ -52,6 +52,7 @@ from .base import CommonParams, EditBatch, EditRow, Method, MethodOutput, option
 
 @dataclass
 class FlowEditParams(CommonParams):
+    uses_family_defaults = False  # its published table per family (PUBLISHED)
     steps: int | None = option(
         None, low=1, high=1000, help="T, sampler steps (default: published, 50; FLUX 28)"
     )

@@ -46,11 +46,23 @@ def direction_option() -> Any:
     )
 
 
+#: On a few-step schedule K leaves at least the last step free: K 200 would align every
+#: step of LCM's 999, 759, 499, 259 and return 0.9 of the input (docs/results.md, "Few-step
+#: editing: mini-lcm").
+FEW_STEP_K = 300
+
+
 @dataclass
 class LaspaParams(CommonParams):
     K: int = option(200, low=0, high=1000, help="align while t > K (lower K: more preservation)")
     beta: float = beta_option(0.3)
     beta_schedule: str = beta_schedule_option()
+
+    @classmethod
+    def few_step_defaults(cls, steps: list[Step]) -> dict[str, Any]:
+        """Align while t > max(FEW_STEP_K, the last step's t): the last step is never
+        aligned (at 2 steps, 999 and 499, that is half of them)."""
+        return {"K": max(FEW_STEP_K, int(steps[-1].t))}
 
 
 @dataclass

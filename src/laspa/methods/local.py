@@ -46,6 +46,10 @@ from .laspa import (
     direction_option,
 )
 
+#: On a few-step schedule the region is left free from t = 500 on (docs/results.md,
+#: "Few-step editing: mini-lcm").
+FEW_STEP_K_IN = 500
+
 
 @dataclass
 class LocalParams(CommonParams):
@@ -74,6 +78,10 @@ class LocalParams(CommonParams):
     # InstDiffEdit's word split, for region=instant (its defaults)
     object_threshold: float = option(0.9, low=-1.0, high=1.0, help="instant: object words")
     background_threshold: float = option(0.6, low=-1.0, high=1.0, help="instant: background")
+
+    @classmethod
+    def few_step_defaults(cls, steps: list) -> dict[str, Any]:
+        return {"K_in": FEW_STEP_K_IN}
 
     @classmethod
     def implied(cls, options: dict[str, Any]) -> dict[str, Any]:

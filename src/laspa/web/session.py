@@ -201,21 +201,26 @@ def _free_memory() -> None:
 def suggested_steps(editor) -> int | None:
     """The steps the page proposes for ``editor``: a few-step model's own count (4 for
     LCM), the family pipeline's (28 on SD3 and FLUX), or None for the methods' default."""
-    return editor.default_steps() or editor.family_defaults("laspa-x0", {}).get("steps")
+    x0 = METHODS["laspa-x0"].Params
+    return editor.default_steps() or editor.family_defaults(x0, {}).get("steps")
 
 
 def suggested_options(editor, steps: int | None) -> dict[str, float | int]:
     """The K, K_in and guidance the page proposes for ``editor`` at ``steps``: a few-step
-    schedule's alignment ends (laspa.samplers.few_step_alignment) and the family's own
+    schedule's alignment ends (the Params' ``few_step_defaults``) and the family's own
     guidance (Editor.family_defaults), else the methods' defaults."""
     union = opts.all_options("laspa-x0")
     proposed = {name: union[name].default for name in ("K", "K_in", "guidance")}
     options = {} if steps is None else {"steps": steps}
     proposed.update(
-        {k: v for k, v in editor.family_defaults("laspa-x0", options).items() if k != "steps"}
+        {
+            k: v
+            for k, v in editor.family_defaults(METHODS["laspa-x0"].Params, options).items()
+            if k != "steps"
+        }  # fmt: skip
     )
     for method in ("laspa-x0", "laspa-local"):
-        proposed.update(editor.schedule_defaults(method, options))
+        proposed.update(editor.schedule_defaults(METHODS[method].Params, options))
     return proposed
 
 
